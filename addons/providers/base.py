@@ -1,0 +1,64 @@
+"""What every provider parser produces. Pure data: no mitmproxy, no I/O.
+
+A parser sees one exchange. The gateway hands it the request body once (`RequestInfo`), then
+either the whole JSON response body (`feed_json`) or each SSE event as it passes
+(`feed_event`), and reads `result()` when the exchange is over, however it ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from llmsm.analytics.events import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One server-sent event: the `event:` name (None when absent) and its joined `data:` lines."""
+
+    event: str | None
+    data: str
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What the gateway needs to know about a request body. Never stored as content."""
+
+    model: str | None = None
+    stream: bool = False
+    include_usage: bool = False  # OpenAI chat: stream_options.include_usage
+    message_count: int | None = None
+    tool_errors: int | None = None  # failed tool results in the newest turn
+    long_context: bool = False  # Anthropic context-1m beta (set from headers by the gateway)
+    cache_ttl: str | None = None  # '5m' / '1h' when the request asks for prompt caching
+    # Session identity found in the body (Claude Code metadata.user_id, Codex prompt_cache_key).
+    body_session_id: str | None = None
+    prompt_cache_key: str | None = None
+    # Kept in memory only, for a tiktoken estimate when the provider reports no usage, and for
+    # conversation-continuity attribution: a list of chat-style messages {"role", "content"}.
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    system: str | None = None
+
+
+@dataclass(slots=True)
+class ParseResult:
+    usage: Usage | None = None  # as reported by the provider; None when it reported nothing
+    usage_raw: Any = None  # the provider's own usage object(s), unchanged
+    model: str | None = None  # the model that served the request
+    stop_reason: str | None = None
+    message_id: str | None = None
+    counted_tokens: int | None = None  # count_tokens / countTokens answers
+    error_type: str | None = None
+    error_message: str | None = None
+    stream_error: bool = False  # an error arrived inside an HTTP 200 stream
+    complete: bool = False  # the terminal event (or a whole JSON body) was seen
+    output_text: str = ""  # generated text and tool arguments, for estimates only
+
+
+class ResponseParser(Protocol):
+    def feed_event(self, event: SSEEvent) -> None: ...
+
+    def feed_json(self, body: Any, status_code: int) -> None: ...
+
+    def result(self) -> ParseResult: ...
