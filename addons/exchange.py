@@ -1,0 +1,183 @@
+"""One exchange in flight, and the event it becomes. Pure: no mitmproxy import.
+
+The gateway's hooks fill an `Exchange` from the flow as it passes (request, response headers,
+the stream tap) and call `to_event()` once it is over, however it ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from llmsm.addons.providers.base import ParseResult, RequestInfo
+from llmsm.addons.sessions import SessionIdentity
+from llmsm.analytics.events import ExchangeEvent, Usage
+
+GENERATION_APIS = frozenset({"messages", "chat_completions", "responses", "generate_content"})
+
+# Response headers kept (as JSON) for quota windows; matched by lower-case prefix.
+RATELIMIT_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "x-codex-", "retry-after")
+REQUEST_ID_HEADERS = ("request-id", "x-request-id")
+
+
+def request_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+def pick_ratelimit_headers(headers: Any) -> dict[str, str] | None:
+    """Rate-limit and quota headers of a response (`headers` iterates (name, value) pairs)."""
+    kept = {
+        name.lower(): value
+        for name, value in headers
+        if name.lower().startswith(RATELIMIT_PREFIXES)
+    }
+    return kept or None
+
+
+@dataclass
+class Exchange:
+    started_at: float  # epoch seconds
+    method: str
+    path: str  # the provider's path as stored (secrets in the query redacted)
+    provider: str | None = None
+    api: str = "other"
+    upstream: str | None = None
+    client: str | None = None
+    client_version: str | None = None
+    account: str | None = None
+    identity: SessionIdentity = field(default_factory=lambda: SessionIdentity(None, "none"))
+    request: RequestInfo = field(default_factory=RequestInfo)
+    requested_model: str | None = None
+    request_bytes: int = 0
+    request_hash: str | None = None
+    retry_count: int | None = None
+    long_context: bool = False
+    # response side
+    status_code: int | None = None
+    streamed: bool = False
+    request_id: str | None = None
+    ratelimit: dict[str, str] | None = None
+    tap: Any = None  # a StreamTap once the response headers arrived
+    answered_by_gateway: bool = False
+
+    # -- the result -----------------------------------------------------------------------
+    def parse_result(self) -> ParseResult:
+        return self.tap.result() if self.tap is not None else ParseResult()
+
+    def needs_estimate(self, result: ParseResult) -> bool:
+        """Estimate only generation calls that got an answer the provider did not count."""
+        if self.api not in GENERATION_APIS or self.status_code is None or self.status_code >= 400:
+            return False
+        return result.usage is None or (self.streamed and not result.complete)
+
+    def to_event(
+        self,
+        *,
+        ended_at: float,
+        failure: str | None = None,
+        failure_message: str | None = None,
+        estimate: Any = None,
+    ) -> ExchangeEvent:
+        """`failure` is None for a finished response, else client_aborted / upstream_aborted /
+        proxy_error. `estimate` is a callable (Exchange, ParseResult) -> Usage used when the
+        provider reported nothing (see needs_estimate)."""
+        result = self.parse_result()
+        tap = self.tap
+        ev = ExchangeEvent(
+            started_at=_ts(self.started_at),
+            ended_at=_ts(ended_at),
+            session_id=self.identity.session_id,
+            session_source=self.identity.source,
+            label=self.identity.label,
+            agent_id=self.identity.agent_id,
+            parent_agent_id=self.identity.parent_agent_id,
+            client=self.client,
+            client_version=self.client_version,
+            account=self.account,
+            provider=self.provider,  # type: ignore[arg-type]
+            api=self.api,  # type: ignore[arg-type]
+            method=self.method,
+            path=self.path,
+            upstream=self.upstream,
+            requested_model=self.requested_model,
+            model=result.model or self.requested_model,
+            streamed=self.streamed,
+            status_code=self.status_code,
+            stop_reason=result.stop_reason,
+            request_id=self.request_id,
+            message_id=result.message_id,
+            counted_tokens=result.counted_tokens,
+            usage_raw=result.usage_raw,
+            duration_ms=round((ended_at - self.started_at) * 1000, 3),
+            ttft_ms=(
+                round((tap.first_byte_at - self.started_at) * 1000, 3)
+                if tap is not None and tap.first_byte_at is not None
+                else None
+            ),
+            request_bytes=self.request_bytes,
+            response_bytes=tap.response_bytes if tap is not None else None,
+            message_count=self.request.message_count,
+            tool_errors=self.request.tool_errors,
+            request_hash=self.request_hash,
+            retry_count=self.retry_count,
+            long_context=self.long_context or None,
+            cache_ttl=self.request.cache_ttl,
+            ratelimit=self.ratelimit,
+        )
+        self._set_outcome(ev, result, failure, failure_message)
+        if result.usage is not None and not result.usage.is_empty():
+            ev.set_usage(result.usage, "reported")
+        if estimate is not None and self.needs_estimate(result):
+            try:
+                ev.set_usage(estimate(self, result), "estimated")
+            except Exception:  # an estimate is a nicety; the row is kept without it
+                pass
+        return ev
+
+    def _set_outcome(self, ev: ExchangeEvent, result: ParseResult, failure: str | None, message: str | None) -> None:
+        status = self.status_code
+        if status is not None and status >= 400:
+            ev.outcome = "http_error"
+            ev.error_type = result.error_type or f"http_{status}"
+            ev.error_message = result.error_message or (self.tap.json_text if self.tap is not None else None)
+        elif result.stream_error:
+            ev.outcome = "stream_error"
+            ev.error_type = result.error_type or "stream_error"
+            ev.error_message = result.error_message
+        elif failure is not None and not (result.complete and status is not None):
+            # A terminal event that arrived before the hang-up makes the exchange complete
+            # (Codex closes its connection right after response.completed).
+            ev.outcome = failure  # type: ignore[assignment]
+            ev.error_type = failure
+            ev.error_message = message
+        else:
+            ev.outcome = "ok"
+        if ev.error_message:
+            ev.error_message = ev.error_message[:1000]
+
+
+def estimate_usage(exchange: Exchange, result: ParseResult) -> Usage:
+    """tiktoken counts of what passed: the request's messages and the text that came back.
+    Reported parts (e.g. Anthropic's input from message_start in a cut stream) are kept."""
+    from llmsm.analytics.tokens import count_chat_input, count_text
+
+    model = result.model or exchange.requested_model
+    reported = result.usage or Usage()
+    input_tokens = reported.input_tokens
+    if input_tokens is None:
+        input_tokens = count_chat_input(exchange.request.messages, model, system=exchange.request.system)
+    output_tokens = max(reported.output_tokens or 0, count_text(result.output_text, model))
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=reported.cache_read_tokens,
+        cache_write_tokens=reported.cache_write_tokens,
+        cache_write_1h_tokens=reported.cache_write_1h_tokens,
+        reasoning_tokens=reported.reasoning_tokens,
+    )
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)

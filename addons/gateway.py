@@ -1,0 +1,257 @@
+"""The mitmproxy addon: thin hooks that route requests and hand bytes to the pure parts.
+
+Usable two ways: embedded by ``llmsm proxy`` (addons/server.py), or in a user's own mitmproxy
+with ``mitmdump -s addons/gateway.py`` (options ``--set llmsm_db=PATH`` etc.).
+
+Every hook runs behind `_guarded`: whatever goes wrong in llmsm is logged, and the flow goes
+on as if llmsm were not there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy.mode_specs import ReverseMode
+
+from llmsm.addons import routes
+from llmsm.addons.exchange import REQUEST_ID_HEADERS, Exchange, estimate_usage, pick_ratelimit_headers, request_hash
+from llmsm.addons.providers import new_parser, parse_request
+from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
+from llmsm.addons.tap import StreamTap
+from llmsm.addons.writer import EventWriter
+
+log = logging.getLogger("llmsm.gateway")
+
+META = "llmsm"
+# Request bodies above this are parsed in a worker thread so other flows are not held up.
+INLINE_PARSE_LIMIT = 256 * 1024
+# Request bodies above this are not parsed at all (no API accepts them; they pass untouched).
+MAX_PARSED_REQUEST = 64 * 1024 * 1024
+
+
+def _guarded(hook):
+    """Run a hook; on any exception log it and let the traffic continue untouched."""
+    if asyncio.iscoroutinefunction(hook):
+
+        @functools.wraps(hook)
+        async def async_wrapper(self, *args):
+            try:
+                return await hook(self, *args)
+            except Exception:
+                log.exception("llmsm: %s failed; traffic continues unaffected", hook.__name__)
+
+        return async_wrapper
+
+    @functools.wraps(hook)
+    def wrapper(self, *args):
+        try:
+            return hook(self, *args)
+        except Exception:
+            log.exception("llmsm: %s failed; traffic continues unaffected", hook.__name__)
+
+    return wrapper
+
+
+class LLMGateway:
+    def __init__(self, writer: EventWriter | None = None) -> None:
+        self.writer = writer
+        self._owns_writer = writer is None
+        self.upstreams: dict[str, routes.Upstream] = routes.build_upstreams()
+        self.sessions = SessionAttributor()
+
+    # -- options --------------------------------------------------------------------------
+    def load(self, loader) -> None:
+        loader.add_option("llmsm_db", str, "", "Path of llmsm's DuckDB database (default: LLMSM_DB or the user data dir).")
+        loader.add_option(
+            "llmsm_upstream", Sequence[str], [], "Route override NAME=URL (anthropic, openai, gemini); repeatable."
+        )
+
+    def configure(self, updated) -> None:
+        if "llmsm_upstream" in updated:
+            try:
+                self.upstreams = routes.build_upstreams(list(ctx.options.llmsm_upstream))
+            except routes.RouteError as exc:
+                raise exceptions.OptionsError(str(exc)) from None
+        if self.writer is None and ("llmsm_db" in updated or not updated):
+            from llmsm.analytics.store import default_db_path
+
+            db = Path(ctx.options.llmsm_db).expanduser() if ctx.options.llmsm_db else default_db_path()
+            self.writer = EventWriter(db)
+
+    def running(self) -> None:
+        if self._owns_writer and self.writer is not None:
+            self.writer.start()
+
+    def done(self) -> None:
+        if self._owns_writer and self.writer is not None:
+            self.writer.close()
+
+    # -- request --------------------------------------------------------------------------
+    @_guarded
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        now = time.time()
+        base_url_mode = isinstance(getattr(flow.client_conn, "proxy_mode", None), ReverseMode)
+        routed = routes.route_path(req.path) if base_url_mode else None
+        if base_url_mode and routed is None:
+            self._answer_unrouted(flow, now)
+            return
+        if routed is not None:
+            provider, path, path_label = routed.route, routed.path, routed.label
+        else:  # explicit-proxy mode: the client named the real host
+            provider = routes.KNOWN_API_HOSTS.get(req.pretty_host)
+            path, path_label = req.path, None
+        upstream = self.upstreams.get(provider) if provider else None
+        if upstream is not None:
+            req.scheme, req.host, req.port = upstream.scheme, upstream.host, upstream.port
+            req.path = upstream.base_path + path
+            req.host_header = upstream.host if upstream.port in (80, 443) else f"{upstream.host}:{upstream.port}"
+        label = req.headers.get(LABEL_HEADER)
+        if LABEL_HEADER in req.headers:
+            del req.headers[LABEL_HEADER]
+        ex = Exchange(
+            started_at=now,
+            method=req.method,
+            path=routes.redact_path(path),
+            provider=provider,
+            api=routes.classify(provider, req.method, path),
+            upstream=upstream.url if upstream else None,
+        )
+        ex.client, ex.client_version = detect_client(req.headers)
+        ex.long_context = "context-1m" in req.headers.get("anthropic-beta", "")
+        retry = req.headers.get("x-stainless-retry-count")
+        ex.retry_count = int(retry) if retry and retry.isdigit() else None
+        query_key = parse_qs(urlsplit(path).query).get("key", [None])[0]
+        ex.account = account_fingerprint(req.headers, query_key)
+        flow.metadata[META] = ex
+        flow.metadata["llmsm_label"] = (label, path_label)
+
+    @_guarded
+    async def request(self, flow: http.HTTPFlow) -> None:
+        ex: Exchange | None = flow.metadata.get(META)
+        if ex is None or ex.answered_by_gateway:
+            return
+        body = flow.request.raw_content or b""
+        ex.request_bytes = len(body)
+        if body and len(body) <= MAX_PARSED_REQUEST and ex.provider is not None:
+            ex.request_hash = request_hash(body)
+            decoded = flow.request.get_content(strict=False) or b""
+            if len(decoded) <= INLINE_PARSE_LIMIT:
+                ex.request = _parse_request_body(ex.provider, ex.api, decoded)
+            else:
+                ex.request = await asyncio.to_thread(_parse_request_body, ex.provider, ex.api, decoded)
+        ex.requested_model = ex.request.model or routes.model_from_path(ex.provider, ex.path)
+        header_label, path_label = flow.metadata.get("llmsm_label", (None, None))
+        headers = {k.lower(): v for k, v in flow.request.headers.items()}
+        if header_label:
+            headers[LABEL_HEADER] = header_label
+        ex.identity = self.sessions.attribute(
+            headers,
+            ex.request,
+            path_label=path_label,
+            proxy_user=flow.metadata.get("llmsm_proxy_user"),
+            client=ex.client,
+            account=ex.account,
+            provider=ex.provider,
+            now=ex.started_at,
+        )
+
+    # -- response -------------------------------------------------------------------------
+    @_guarded
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        ex: Exchange | None = flow.metadata.get(META)
+        if ex is None or flow.response is None or ex.answered_by_gateway:
+            return
+        resp = flow.response
+        ex.status_code = resp.status_code
+        ctype = resp.headers.get("content-type", "").lower()
+        ex.streamed = "text/event-stream" in ctype
+        ex.ratelimit = pick_ratelimit_headers(resp.headers.items())
+        ex.request_id = next((resp.headers[h] for h in REQUEST_ID_HEADERS if h in resp.headers), None)
+        parser = new_parser(ex.provider, ex.api) if ex.provider else None
+        tap = StreamTap(
+            parser,
+            sse=ex.streamed,
+            content_encoding=resp.headers.get("content-encoding"),
+            status_code=resp.status_code,
+        )
+        ex.tap = tap
+        # Stream every response: bytes reach the client as they arrive, and the tap reads a copy.
+        resp.stream = tap
+
+    @_guarded
+    async def response(self, flow: http.HTTPFlow) -> None:
+        ex: Exchange | None = flow.metadata.pop(META, None)
+        if ex is None:
+            return
+        if ex.tap is None and flow.response is not None and ex.answered_by_gateway:
+            ex.status_code = flow.response.status_code
+        await self._finish(ex, failure=None, message=None)
+
+    @_guarded
+    async def error(self, flow: http.HTTPFlow) -> None:
+        ex: Exchange | None = flow.metadata.pop(META, None)
+        if ex is None:
+            return
+        msg = str(flow.error) if flow.error else "connection failed"
+        if ex.tap is None and ex.status_code is None:
+            failure = "client_aborted" if "client" in msg.lower() else "proxy_error"
+        else:
+            failure = "client_aborted" if "client" in msg.lower() else "upstream_aborted"
+        await self._finish(ex, failure=failure, message=msg)
+
+    async def _finish(self, ex: Exchange, *, failure: str | None, message: str | None) -> None:
+        ended = ex.tap.ended_at if ex.tap is not None and ex.tap.ended_at else time.time()
+        result = ex.parse_result()
+        if ex.needs_estimate(result):
+            # tiktoken over a long prompt takes milliseconds: keep it off the event loop.
+            event = await asyncio.to_thread(
+                ex.to_event, ended_at=ended, failure=failure, failure_message=message, estimate=estimate_usage
+            )
+        else:
+            event = ex.to_event(ended_at=ended, failure=failure, failure_message=message)
+        if self.writer is not None:
+            self.writer.put(event)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _answer_unrouted(self, flow: http.HTTPFlow, now: float) -> None:
+        """Paths outside the routes are answered by llmsm itself (and recorded as 'other')."""
+        req = flow.request
+        ex = Exchange(started_at=now, method=req.method, path=routes.redact_path(req.path), answered_by_gateway=True)
+        ex.client, ex.client_version = detect_client(req.headers)
+        flow.metadata[META] = ex
+        if req.path.split("?", 1)[0] == "/":
+            body = {"llmsm": "gateway", "routes": {name: up.url for name, up in self.upstreams.items()}}
+            flow.response = http.Response.make(200, json.dumps(body), {"content-type": "application/json"})
+        else:
+            body = {
+                "type": "error",
+                "error": {
+                    "type": "not_found_error",
+                    "message": f"llmsm: no route for {req.path.split('?', 1)[0]!r}; "
+                    "use /anthropic/..., /openai/... or /gemini/... (optionally after /s/LABEL)",
+                },
+            }
+            flow.response = http.Response.make(404, json.dumps(body), {"content-type": "application/json"})
+
+
+def _parse_request_body(provider: str, api: str, raw: bytes):
+    try:
+        body: Any = json.loads(raw)
+    except ValueError:
+        from llmsm.addons.providers.base import RequestInfo
+
+        return RequestInfo()
+    return parse_request(provider, api, body if isinstance(body, dict) else {})
+
+
+addons = [LLMGateway()]

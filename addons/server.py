@@ -1,0 +1,155 @@
+"""Runs the gateway: mitmproxy embedded in this process, with LLMGateway and the EventWriter.
+
+`llmsm proxy` calls `run()`; it returns an exit code and never raises for the user's mistakes
+(a busy port, an unwritable database): those come back as `GatewayError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmsm.addons import routes
+from llmsm.addons.writer import EventWriter
+
+log = logging.getLogger("llmsm.server")
+
+
+class GatewayError(Exception):
+    """A problem the user can fix; the message is one line."""
+
+
+@dataclass
+class GatewayConfig:
+    db_path: Path
+    host: str = "127.0.0.1"
+    port: int = 8787
+    upstreams: list[str] = field(default_factory=list)
+    state_file: Path | None = None  # where a running gateway says where it listens
+
+
+def ca_dir() -> Path:
+    """llmsm's own certificate authority lives here (mitmproxy's confdir), key 0600."""
+    import platformdirs
+
+    path = platformdirs.user_data_path("llmsm") / "ca"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def state_file_for(db_path: Path) -> Path:
+    """A running gateway writes its pid and port here, beside the database it records into."""
+    return db_path.with_name(db_path.name + ".gateway.json")
+
+
+def check_port_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise GatewayError(f"port {port} on {host} is already in use (try --port with another number)") from None
+            raise GatewayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def check_db_writable(db_path: Path) -> None:
+    parent = db_path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GatewayError(f"cannot create the database folder {parent}: {exc.strerror or exc}") from None
+    if db_path.is_dir():
+        raise GatewayError(f"the database path {db_path} is a directory")
+    target = db_path if db_path.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise GatewayError(f"the database path {db_path} is not writable")
+
+
+def validate(config: GatewayConfig) -> None:
+    """Everything that can be checked before mitmproxy starts, each with a clear message."""
+    try:
+        routes.build_upstreams(config.upstreams)
+    except routes.RouteError as exc:
+        raise GatewayError(str(exc)) from None
+    check_db_writable(config.db_path)
+    check_port_free(config.host, config.port)
+
+
+class _Announce:
+    """Says where the gateway listens once the sockets are bound."""
+
+    def __init__(self, config: GatewayConfig, on_ready) -> None:
+        self.config = config
+        self.on_ready = on_ready
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        addrs = ctx.master.addons.get("proxyserver").listen_addrs()
+        port = addrs[0][1] if addrs else self.config.port
+        state = {"pid": os.getpid(), "host": self.config.host, "port": port, "db": str(self.config.db_path)}
+        if self.config.state_file is not None:
+            try:
+                self.config.state_file.parent.mkdir(parents=True, exist_ok=True)
+                self.config.state_file.write_text(json.dumps(state))
+            except OSError as exc:
+                log.warning("could not write %s: %s", self.config.state_file, exc)
+        self.on_ready(state)
+
+
+async def _serve(config: GatewayConfig, on_ready) -> None:
+    from mitmproxy.options import Options
+    from mitmproxy.tools.dump import DumpMaster
+
+    from llmsm.addons.gateway import LLMGateway
+
+    opts = Options(
+        confdir=str(ca_dir()),
+        listen_host=config.host,
+        mode=[f"reverse:{routes.DEFAULT_UPSTREAMS['anthropic']}@{config.port}"],
+    )
+    master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+    writer = EventWriter(config.db_path)
+    master.addons.add(LLMGateway(writer), _Announce(config, on_ready))
+    opts.update(
+        connection_strategy="lazy",
+        llmsm_upstream=list(config.upstreams),
+        llmsm_db=str(config.db_path),
+        # Keep the client's Accept-Encoding and bodies exactly as sent.
+        anticomp=False,
+        anticache=False,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, master.shutdown)
+    writer.start()
+    try:
+        await master.run()
+    finally:
+        writer.close()
+        if config.state_file is not None:
+            try:
+                config.state_file.unlink()
+            except OSError:
+                pass
+
+
+def run(config: GatewayConfig, on_ready) -> int:
+    validate(config)
+    try:
+        asyncio.run(_serve(config, on_ready))
+    except SystemExit as exc:  # mitmproxy exits this way when it cannot bind
+        if exc.code:
+            raise GatewayError(f"the gateway could not start on {config.host}:{config.port}") from None
+    return 0

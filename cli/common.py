@@ -1,0 +1,74 @@
+"""What every command shares: the database option, consoles, errors, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        envvar="LLMSM_DB",
+        help="DuckDB database file [env: LLMSM_DB; default: in the user data directory].",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+# Colour and decoration only on a terminal; rich also honours NO_COLOR and FORCE_COLOR.
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def resolve_db(db: Path | None) -> Path:
+    if db is not None:
+        return db.expanduser()
+    from llmsm.analytics.store import default_db_path
+
+    return default_db_path()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One clear line on stderr and a non-zero exit: no traceback for the user's mistakes."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True) if err_console.is_terminal else print(
+        f"error: {message}", file=sys.stderr
+    )
+    raise typer.Exit(code)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, set):
+        return sorted(value)
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False, indent=2)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(to_json(value) + "\n")
+
+
+def rows_as_dicts(columns: list[str], rows: list[tuple]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, row)) for row in rows]
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"

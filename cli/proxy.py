@@ -1,0 +1,60 @@
+"""`llmsm proxy`: run the gateway in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmsm.cli.common import DbOption, fail, resolve_db
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "proxy",
+        help="Run the gateway on 127.0.0.1: point your assistant's base URL at it "
+        "(ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/anthropic, OPENAI_BASE_URL=http://127.0.0.1:PORT/openai/v1, "
+        "GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:PORT/gemini).",
+    )(proxy)
+
+
+def proxy(
+    port: Annotated[int, typer.Option("--port", "-p", help="Port for base-URL routes (0 picks a free one).", min=0, max=65535)] = 8787,
+    db: DbOption = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option("--upstream", "-u", help="Point a route elsewhere: NAME=URL (anthropic, openai, gemini). Repeatable.", metavar="NAME=URL"),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every exchange.")] = False,
+) -> None:
+    from llmsm.addons.server import GatewayConfig, GatewayError, run, state_file_for
+
+    db_path = resolve_db(db)
+    _setup_logging(verbose)
+    config = GatewayConfig(db_path=db_path, host=host, port=port, upstreams=list(upstream or []), state_file=state_file_for(db_path))
+
+    def on_ready(state: dict) -> None:
+        base = f"http://{state['host']}:{state['port']}"
+        print(f"llmsm gateway listening on {base} (db: {db_path})", file=sys.stderr)
+        print(f"  export ANTHROPIC_BASE_URL={base}/anthropic", file=sys.stderr)
+        print(f"  export OPENAI_BASE_URL={base}/openai/v1", file=sys.stderr)
+        print(f"  export GOOGLE_GEMINI_BASE_URL={base}/gemini", file=sys.stderr, flush=True)
+
+    try:
+        code = run(config, on_ready)
+    except GatewayError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("llmsm").setLevel(logging.DEBUG if verbose else logging.INFO)

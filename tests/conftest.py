@@ -1,0 +1,135 @@
+"""Shared fixtures: a fake upstream and the real gateway (`llmsm proxy`) as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.upstream import FakeUpstream
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_KEYS = {
+    "anthropic": "sk-ant-test-SECRET-0123456789abcdef",
+    "openai": "sk-proj-test-SECRET-0123456789abcdef",
+    "gemini": "AIzaTEST-SECRET-0123456789abcdef",
+}
+
+
+def isolated_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XDG_DATA_HOME"] = str(tmp / "data")
+    env["XDG_CONFIG_HOME"] = str(tmp / "config")
+    env["XDG_CACHE_HOME"] = str(tmp / "cache")
+    env["HOME"] = str(tmp / "home")
+    env["NO_COLOR"] = "1"
+    env.pop("LLMSM_DB", None)
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        env.pop(k, None)
+    (tmp / "home").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+class Gateway:
+    """`llmsm proxy` running in a child process."""
+
+    def __init__(self, tmp: Path, upstream_url: str, *, db: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
+        self.tmp = tmp
+        self.db = db or tmp / "llmsm.duckdb"
+        self.upstream_url = upstream_url
+        self.env = isolated_env(tmp)
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.log = tmp / "gateway.log"
+
+    def start(self, timeout: float = 30.0) -> "Gateway":
+        args = [sys.executable, "-m", "llmsm.cli.main", "proxy", "--port", "0", "--db", str(self.db)]
+        for name in ("anthropic", "openai", "gemini"):
+            args += ["--upstream", f"{name}={self.upstream_url}"]
+        args += list(self.extra_args)
+        self._log_fh = open(self.log, "ab")
+        self.proc = subprocess.Popen(args, stdout=self._log_fh, stderr=self._log_fh, env=self.env, cwd=REPO)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            text = self.log.read_text(errors="replace")
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", text)
+            if m and m.group(1) != "0":
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{text}")
+            time.sleep(0.05)
+        raise RuntimeError("gateway did not start:\n" + self.log.read_text(errors="replace"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self._log_fh.close()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def query(self, sql: str, timeout: float = 10.0) -> list[dict]:
+        from llmsm.analytics.store import open_for_query, run_query
+
+        con = open_for_query(self.db, timeout=timeout)
+        try:
+            cols, rows = run_query(con, sql)
+        finally:
+            con.close()
+        return [dict(zip(cols, r)) for r in rows]
+
+    def wait_rows(self, n: int, where: str = "true", timeout: float = 10.0) -> list[dict]:
+        """Poll until at least n request rows match (the writer flushes every ~0.5 s)."""
+        deadline = time.time() + timeout
+        rows: list[dict] = []
+        while time.time() < deadline:
+            if self.db.exists():
+                try:
+                    rows = self.query(f"SELECT * FROM requests WHERE {where} ORDER BY started_at")
+                except Exception:
+                    rows = []
+                if len(rows) >= n:
+                    return rows
+            time.sleep(0.1)
+        raise AssertionError(f"expected {n} rows where {where}, found {len(rows)}:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    up = FakeUpstream().start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(upstream, tmp_path_factory):
+    gw = Gateway(tmp_path_factory.mktemp("gw"), upstream.url).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def fresh_gateway(upstream, tmp_path):
+    """A gateway of its own, for tests that kill or restart it."""
+    gw = Gateway(tmp_path, upstream.url)
+    yield gw
+    gw.stop()

@@ -1,0 +1,140 @@
+"""The `llmsm` command as a user runs it: real processes, clear errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import uuid
+
+import anthropic
+import pytest
+
+from tests.conftest import REPO, TEST_KEYS, isolated_env
+
+
+def llmsm(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "llmsm.cli.main", *args],
+        capture_output=True, text=True, env=env, input=input, timeout=timeout, cwd=REPO,
+    )
+
+
+def _no_traceback(p: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+
+
+@pytest.fixture
+def recorded(gateway):
+    label = "cli-" + uuid.uuid4().hex[:8]
+    client = anthropic.Anthropic(api_key=TEST_KEYS["anthropic"], base_url=f"{gateway.url}/anthropic", max_retries=0,
+                                 default_headers={"x-llmsm-session": label})
+    for _ in range(3):
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    gateway.wait_rows(3, f"session_id = '{label}'")
+    return gateway, label
+
+
+def test_sql_json_while_gateway_runs(recorded):
+    gateway, label = recorded
+    p = llmsm("sql", "--db", str(gateway.db), "--format", "json",
+              f"SELECT session_id, count(*) AS n, sum(input_tokens) AS input, sum(output_tokens) AS output FROM requests WHERE session_id = '{label}' GROUP BY session_id")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == [{"session_id": label, "n": 3, "input": 63, "output": 126}]
+
+
+def test_sql_from_stdin_and_csv(recorded):
+    gateway, label = recorded
+    p = llmsm("sql", "--db", str(gateway.db), "--format", "csv", input=f"SELECT count(*) AS n FROM requests WHERE session_id = '{label}'")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["n", "3"]
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM events",
+    "CREATE TABLE x (a INT)",
+    "COPY (SELECT 1) TO '/tmp/llmsm-escape.csv'",
+    "ATTACH '/tmp/llmsm-other.duckdb' AS o",
+    "SELECT * FROM read_csv('/etc/passwd')",
+])
+def test_sql_cannot_write_or_touch_files(recorded, statement):
+    gateway, _ = recorded
+    p = llmsm("sql", "--db", str(gateway.db), statement)
+    assert p.returncode != 0
+    assert p.stderr.startswith("error:")
+    _no_traceback(p)
+
+
+def test_sql_bad_query_is_one_clear_line(recorded):
+    gateway, _ = recorded
+    p = llmsm("sql", "--db", str(gateway.db), "SELEC nonsense")
+    assert p.returncode != 0 and p.stderr.startswith("error:")
+    _no_traceback(p)
+
+
+def test_sessions_json(recorded):
+    gateway, label = recorded
+    p = llmsm("sessions", "--db", str(gateway.db), "--json", "--limit", "1000")
+    assert p.returncode == 0, p.stderr
+    [s] = [s for s in json.loads(p.stdout) if s["session_id"] == label]
+    assert s["requests"] == 3 and s["errors"] == 0
+    assert s["input_tokens"] == 63 and s["output_tokens"] == 126
+    assert s["client"] == "anthropic-sdk-python" and s["status"] == "active"
+    assert s["models"] == ["claude-sonnet-4-6"]
+
+
+def test_sessions_table_renders(recorded):
+    gateway, label = recorded
+    p = llmsm("sessions", "--db", str(gateway.db))
+    assert p.returncode == 0, p.stderr
+    assert label in p.stdout and "anthropic-sdk-python" in p.stdout
+
+
+def test_sql_on_missing_database(tmp_path):
+    p = llmsm("sql", "--db", str(tmp_path / "none.duckdb"), "SELECT 1")
+    assert p.returncode != 0 and p.stderr.startswith("error:")
+    _no_traceback(p)
+
+
+def test_sql_on_corrupt_database(tmp_path):
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b"this is not a database" * 100)
+    p = llmsm("sql", "--db", str(bad), "SELECT 1")
+    assert p.returncode != 0 and p.stderr.startswith("error:")
+    _no_traceback(p)
+
+
+def test_proxy_rejects_malformed_upstream(tmp_path):
+    p = llmsm("proxy", "--db", str(tmp_path / "x.duckdb"), "--upstream", "anthropic", env=isolated_env(tmp_path))
+    assert p.returncode != 0 and "NAME=URL" in p.stderr
+    p = llmsm("proxy", "--db", str(tmp_path / "x.duckdb"), "--upstream", "mistral=http://x", env=isolated_env(tmp_path))
+    assert p.returncode != 0 and "unknown route" in p.stderr
+    _no_traceback(p)
+
+
+def test_proxy_busy_port(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = llmsm("proxy", "--port", str(port), "--db", str(tmp_path / "x.duckdb"), env=isolated_env(tmp_path))
+    assert p.returncode != 0 and "already in use" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    _no_traceback(p)
+
+
+def test_proxy_unwritable_db(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    p = llmsm("proxy", "--port", "0", "--db", str(blocker / "x.duckdb"), env=isolated_env(tmp_path))
+    assert p.returncode != 0 and p.stderr.startswith("error:")
+    assert len(p.stderr.strip().splitlines()) == 1
+    _no_traceback(p)
+
+
+def test_help_and_version():
+    p = llmsm("--help")
+    assert p.returncode == 0 and "proxy" in p.stdout and "sql" in p.stdout
+    p = llmsm("--version")
+    assert p.returncode == 0 and p.stdout.startswith("llmsm ")
