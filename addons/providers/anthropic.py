@@ -1,0 +1,211 @@
+"""Anthropic Messages API: `POST /v1/messages` (JSON or SSE) and `/v1/messages/count_tokens`.
+
+Usage rules (wire-facts.md):
+- a stream starts with `message_start.message.usage`; every non-null field of each
+  `message_delta.usage` then *replaces* it (output_tokens there is the final total, and input
+  and cache counts can grow mid-turn with server tools);
+- when `usage.iterations[]` exists (compaction), the top level covers only the last pass and
+  the billed usage is the sum over the iterations;
+- `cache_creation.ephemeral_1h_input_tokens` is the part of the cache write with a 1 h TTL.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from llmsm.addons.providers._common import (
+    BaseResponseParser,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    chat_message,
+    dig,
+    dumps_compact,
+    loads,
+    request_basics,
+    returns_on_error,
+    sum_reported,
+    text_of,
+)
+from llmsm.addons.providers.base import RequestInfo
+from llmsm.analytics.events import Usage
+
+__all__ = ["AnthropicMessagesParser", "AnthropicCountTokensParser", "parse_request", "anthropic_usage"]
+
+# Delta fields that carry generated text: text, tool-call JSON, thinking, compaction summary.
+_DELTA_TEXT_KEYS = ("text", "partial_json", "thinking", "content")
+
+
+def anthropic_usage(raw: dict[str, Any]) -> Usage | None:
+    """Normalized usage of a (merged) Anthropic usage object; None when it reports no counts."""
+    iterations = [item for item in as_list(raw.get("iterations")) if isinstance(item, dict)]
+    passes = iterations or [raw]
+    input_tokens = sum_reported(as_int(p.get("input_tokens")) for p in passes)
+    output_tokens = sum_reported(as_int(p.get("output_tokens")) for p in passes)
+    cache_read = sum_reported(as_int(p.get("cache_read_input_tokens")) for p in passes)
+    cache_write = sum_reported(as_int(p.get("cache_creation_input_tokens")) for p in passes)
+    if input_tokens is None and output_tokens is None and cache_read is None and cache_write is None:
+        return None
+    write_1h = sum_reported(as_int(dig(p, "cache_creation", "ephemeral_1h_input_tokens")) for p in passes)
+    if write_1h is None and not cache_write:
+        write_1h = 0  # nothing was written, so nothing was written for 1 h either
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        # Absent cache counts (older API versions) mean no caching happened.
+        cache_read_tokens=cache_read or 0,
+        cache_write_tokens=cache_write or 0,
+        cache_write_1h_tokens=write_1h,
+        reasoning_tokens=None,  # Anthropic bills thinking as output and does not split it out
+    )
+
+
+class _AnthropicParser(BaseResponseParser):
+    def _on_json_error(self, body: Any, status_code: int) -> bool:
+        """Record an error body; True when `body` was one."""
+        if status_code >= 400 or (isinstance(body, dict) and body.get("type") == "error"):
+            self._record_error(body, in_stream=status_code < 400)
+            return True
+        return False
+
+
+class AnthropicMessagesParser(_AnthropicParser):
+    """Messages responses, streamed or whole. In a stream, `_usage_raw` is the merged usage:
+    message_start's values overwritten by each message_delta's non-null fields."""
+
+    def _on_event(self, name: str | None, data: str, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            super()._on_event(name, data, payload)  # a non-JSON `event: error` still counts
+            return
+        kind = payload.get("type") if isinstance(payload.get("type"), str) else name
+        if kind == "content_block_delta":  # by far the most frequent event: test it first
+            delta = as_dict(payload.get("delta"))
+            for key in _DELTA_TEXT_KEYS:
+                self._add_text(delta.get(key))
+        elif kind == "message_start":
+            message = as_dict(payload.get("message"))
+            self._take_message_fields(message)
+            usage = message.get("usage")
+            if isinstance(usage, dict):
+                self._usage_raw = usage
+        elif kind == "message_delta":
+            self._set_stop_reason(dig(payload, "delta", "stop_reason"))
+            usage = payload.get("usage")
+            if isinstance(usage, dict):
+                # A new dict, not an update in place: a result() taken earlier keeps its values.
+                start = self._usage_raw if isinstance(self._usage_raw, dict) else {}
+                self._usage_raw = start | {key: value for key, value in usage.items() if value is not None}
+        elif kind == "content_block_start":
+            self._add_block_text(as_dict(payload.get("content_block")))
+        elif kind == "message_stop":
+            self.out.complete = True
+        elif kind == "error":
+            self._record_error(payload, in_stream=True)
+        # ping and unknown event types are ignored on purpose
+
+    def _on_json(self, body: Any, status_code: int) -> None:
+        if self._on_json_error(body, status_code) or not isinstance(body, dict):
+            return
+        self._take_message_fields(body)
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            self._usage_raw = usage
+        for block in as_list(body.get("content")):
+            if isinstance(block, dict):
+                self._add_block_text(block)
+
+    def _usage(self) -> Usage | None:
+        return anthropic_usage(self._usage_raw) if isinstance(self._usage_raw, dict) else None
+
+    def _take_message_fields(self, message: dict[str, Any]) -> None:
+        self._set_model(message.get("model"))
+        self._set_message_id(message.get("id"))
+        self._set_stop_reason(message.get("stop_reason"))
+
+    def _set_stop_reason(self, reason: Any) -> None:
+        if as_str(reason):
+            self.out.stop_reason = reason
+
+    def _add_block_text(self, block: dict[str, Any]) -> None:
+        self._add_text(block.get("text"))
+        self._add_text(block.get("thinking"))
+        tool_input = block.get("input")
+        if isinstance(tool_input, dict) and tool_input:  # streamed blocks start with `{}`
+            self._add_text(dumps_compact(tool_input))
+
+
+class AnthropicCountTokensParser(_AnthropicParser):
+    """`{"input_tokens": N}` is a count, not consumption: it goes to `counted_tokens`."""
+
+    def _on_json(self, body: Any, status_code: int) -> None:
+        if self._on_json_error(body, status_code) or not isinstance(body, dict):
+            return
+        self.out.counted_tokens = as_int(body.get("input_tokens"))
+
+
+# -- requests -------------------------------------------------------------------------------
+# Older Claude Code builds: metadata.user_id = "user_<hash>_account_<uuid>_session_<uuid>".
+_LEGACY_SESSION_ID = re.compile(r"_session_([0-9A-Za-z-]+)$")
+
+
+def session_id_from_user_id(user_id: Any) -> str | None:
+    if not isinstance(user_id, str):
+        return None
+    text = user_id.strip()
+    if text.startswith("{"):
+        return as_str(as_dict(loads(text)).get("session_id"))
+    match = _LEGACY_SESSION_ID.search(text)
+    return match.group(1) if match else None
+
+
+def _blocks_with_cache_control(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every place a `cache_control` may sit: the body (automatic caching), system blocks,
+    tools, message content blocks and the blocks nested in tool results."""
+    found: list[dict[str, Any]] = []
+    candidates: list[Any] = [body, *as_list(body.get("system")), *as_list(body.get("tools"))]
+    for message in as_list(body.get("messages")):
+        for block in as_list(as_dict(message).get("content")):
+            candidates.append(block)
+            candidates.extend(as_list(as_dict(block).get("content")))
+    for candidate in candidates:
+        cache_control = as_dict(candidate).get("cache_control")
+        if isinstance(cache_control, dict):
+            found.append(cache_control)
+    return found
+
+
+def cache_ttl(body: dict[str, Any]) -> str | None:
+    controls = _blocks_with_cache_control(body)
+    if not controls:
+        return None
+    return "1h" if any(control.get("ttl") == "1h" for control in controls) else "5m"
+
+
+def tool_errors_in_last_user_message(messages: list[Any]) -> int | None:
+    for message in reversed(messages):
+        message = as_dict(message)
+        if message.get("role") != "user":
+            continue
+        return sum(
+            1
+            for block in as_list(message.get("content"))
+            if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error") is True
+        )
+    return None
+
+
+@returns_on_error(RequestInfo)
+def parse_request(body: dict[str, Any]) -> RequestInfo:
+    body = as_dict(body)
+    info = request_basics(body)
+    messages = as_list(body.get("messages"))
+    info.message_count = len(messages) if "messages" in body else None
+    info.tool_errors = tool_errors_in_last_user_message(messages)
+    info.cache_ttl = cache_ttl(body)
+    info.body_session_id = session_id_from_user_id(dig(body, "metadata", "user_id"))
+    info.messages = [chat_message(m) for m in messages if isinstance(m, dict)]
+    system = text_of(body.get("system"))
+    info.system = system or None
+    return info
