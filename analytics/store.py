@@ -1,0 +1,452 @@
+"""The DuckDB file: opening it safely across processes, writing events and runs, user queries.
+
+DuckDB locks the whole file for every other process while a read-write connection is open
+(platform-facts.md), so nothing here keeps a connection between calls: every write opens,
+writes and closes, and every open retries for a while when another process holds the lock.
+
+Nothing here imports mitmproxy or typer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import platformdirs
+
+from . import migrations
+from .events import EVENT_COLUMNS, JSON_COLUMNS, ExchangeEvent
+
+__all__ = [
+    "StoreError",
+    "DatabaseBusy",
+    "DatabaseCorrupt",
+    "DatabaseMissing",
+    "InvalidEvents",
+    "default_db_path",
+    "connect",
+    "open_for_query",
+    "insert_events",
+    "insert_run",
+    "end_run",
+    "run_query",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: the message is one line a user can act on.
+# --------------------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """Any failure of the store; str(e) is one clear line for users."""
+
+
+class DatabaseBusy(StoreError):
+    """Another process (or another configuration in this process) holds the database file."""
+
+
+class DatabaseCorrupt(StoreError):
+    """The file exists but is not a DuckDB database this version can read."""
+
+
+class DatabaseMissing(StoreError):
+    """A read-only open of a database that does not exist yet."""
+
+
+class InvalidEvents(StoreError):
+    """The rows themselves were rejected (a value out of range, a wrong type): retrying won't help."""
+
+
+def _one_line(msg: object) -> str:
+    text = str(msg).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first or type(msg).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# Opening
+# --------------------------------------------------------------------------------------------
+
+
+def default_db_path() -> Path:
+    """$LLMSM_DB, else the per-user data dir (e.g. ~/.local/share/llmsm/llmsm.duckdb)."""
+    env = os.environ.get("LLMSM_DB")
+    if env:
+        return Path(env).expanduser()
+    return platformdirs.user_data_path("llmsm") / "llmsm.duckdb"
+
+
+_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    text = str(exc)
+    return (
+        "Could not set lock on file" in text
+        or "Conflicting lock" in text
+        or "different configuration than existing connections" in text
+        or "Unique file handle conflict" in text
+    )
+
+
+def _busy_message(path: Path, exc: BaseException) -> str:
+    m = _LOCK_RE.search(str(exc))
+    if m:
+        holder = f"pid {m.group('pid')}, {os.path.basename(m.group('exe'))}"
+        return f"database {path} is held by another process ({holder}); close it or try again"
+    if "different configuration" in str(exc) or "Unique file handle conflict" in str(exc):
+        return f"database {path} is already open in this process"
+    return f"database {path} is held by another process (pid unknown); close it or try again"
+
+
+def _classify_open_error(path: Path, exc: BaseException, read_only: bool) -> StoreError:
+    text = str(exc)
+    if _is_lock_conflict(exc):
+        return DatabaseBusy(_busy_message(path, exc))
+    if "not a valid DuckDB database file" in text or "database file with version number" in text or (
+        "Corrupt" in text or "corrupt" in text
+    ):
+        return DatabaseCorrupt(f"{path} is not a usable DuckDB database ({_one_line(exc)}); move it away to start a new one")
+    if read_only and ("does not exist" in text or not path.exists()):
+        return DatabaseMissing(f"no database at {path} yet: nothing has been recorded there")
+    return StoreError(f"cannot open database {path}: {_one_line(exc)}")
+
+
+def _open_raw(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect with retries on lock conflicts until `timeout` seconds have passed."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    delay = 0.01
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            err = _classify_open_error(path, exc, read_only)
+            if not isinstance(err, DatabaseBusy):
+                raise err from exc
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise err from exc
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.2)
+
+
+def _prepare_parent(path: Path) -> None:
+    parent = path.parent
+    if parent.is_dir():
+        return
+    try:
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StoreError(f"cannot create the directory for database {path}: {exc.strerror or exc}") from exc
+
+
+def _close_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.close()
+    except Exception:
+        pass
+
+
+def connect(path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 5.0) -> duckdb.DuckDBPyConnection:
+    """Open the database, retrying while another process holds it (up to `timeout` s).
+
+    Read-write connections create the file (and its directory) and run `migrate()`.
+    Read-only connections need an existing file; if its schema is behind, the file is briefly
+    opened read-write to migrate it (when nobody else holds it), then reopened read-only.
+
+    Raises DatabaseBusy, DatabaseCorrupt, DatabaseMissing or StoreError.
+    """
+    path = Path(path).expanduser()
+    if read_only:
+        return _connect_read_only(path, timeout)
+    _prepare_parent(path)
+    con = _open_raw(path, False, timeout)
+    try:
+        migrations.migrate(con)
+    except duckdb.Error as exc:
+        _close_quietly(con)
+        raise StoreError(f"cannot prepare database {path}: {_one_line(exc)}") from exc
+    except BaseException:
+        _close_quietly(con)
+        raise
+    return con
+
+
+def _connect_read_only(path: Path, timeout: float) -> duckdb.DuckDBPyConnection:
+    if not path.exists():
+        raise DatabaseMissing(f"no database at {path} yet: nothing has been recorded there")
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a database file")
+    deadline = time.monotonic() + timeout
+    con = _open_raw(path, True, timeout)
+    try:
+        current = migrations.is_current(con)
+    except duckdb.Error:
+        current = False
+    if current:
+        return con
+    # Behind (or new): migrate if we can get the write lock quickly, else read what is there.
+    _close_quietly(con)
+    try:
+        rw = _open_raw(path, False, min(0.5, max(0.0, deadline - time.monotonic())))
+        try:
+            migrations.migrate(rw)
+        finally:
+            _close_quietly(rw)
+    except (StoreError, duckdb.Error, OSError):
+        pass
+    return _open_raw(path, True, max(0.0, deadline - time.monotonic()))
+
+
+def open_for_query(path: str | os.PathLike[str], timeout: float = 5.0) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for user SQL: no file access, no ATTACH, settings locked.
+
+    Writes fail because the database is attached read-only; `enable_external_access = false`
+    blocks read_csv/COPY TO/ATTACH/INSTALL/LOAD of files; `lock_configuration = true` stops
+    the user from switching either back. TEMP tables/views (in memory) remain allowed.
+    """
+    con = connect(path, read_only=True, timeout=timeout)
+    try:
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        locked = con.execute(
+            "SELECT current_setting('enable_external_access'), current_setting('lock_configuration')"
+        ).fetchone()
+    except duckdb.Error as exc:
+        _close_quietly(con)
+        raise StoreError(f"cannot lock down the query connection: {_one_line(exc)}") from exc
+    if not locked or locked[0] not in (False, "false") or locked[1] not in (True, "true"):
+        _close_quietly(con)
+        raise StoreError("cannot lock down the query connection (settings did not hold)")
+    return con
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+_COLS = ", ".join(EVENT_COLUMNS)
+_JSON_IDX = tuple(i for i, name in enumerate(EVENT_COLUMNS) if name in JSON_COLUMNS)
+_STAGE = "temp.main._llmsm_stage_events"
+_ALIAS = "llmsm_target"
+_json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _row(ev: ExchangeEvent) -> list[Any]:
+    """ExchangeEvent.to_row(), about twice as fast (reads the model's __dict__ directly)."""
+    d = ev.__dict__
+    row = [d[name] for name in EVENT_COLUMNS]
+    for i in _JSON_IDX:
+        if row[i] is not None:
+            row[i] = _json_dumps(row[i])
+    return row
+
+
+def _unique_rows(events: Iterable[ExchangeEvent]) -> list[list[Any]]:
+    seen: set[str] = set()
+    rows = []
+    for ev in events:
+        if ev.id in seen:
+            continue
+        seen.add(ev.id)
+        rows.append(_row(ev))
+    return rows
+
+
+class _Host:
+    """A private in-memory DuckDB that ATTACHes the file for each write and DETACHes it after.
+
+    Opening a DuckDB instance costs ~10 ms, ATTACH + DETACH ~2 ms plus the checkpoint, and the
+    file lock is held only between the two (DuckDB's own per-process guard still refuses a file
+    that another connection of this process has open).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.stage_for: Path | None = None
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self.con is None:
+            self.con = duckdb.connect(":memory:", config={"threads": 1})
+            self.stage_for = None
+        return self.con
+
+    def _discard(self) -> None:
+        if self.con is not None:
+            _close_quietly(self.con)
+        self.con = None
+        self.stage_for = None
+
+    @contextlib.contextmanager
+    def attached(self, path: Path, timeout: float) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The file attached read-write and selected with USE; migrated; detached on exit."""
+        _prepare_parent(path)
+        with self.lock:
+            con = self._connection()
+            quoted = str(path).replace("'", "''")
+            deadline = time.monotonic() + max(0.0, timeout)
+            delay = 0.01
+            while True:
+                try:
+                    con.execute(f"ATTACH '{quoted}' AS {_ALIAS}")
+                    break
+                except duckdb.Error as exc:
+                    err = _classify_open_error(path, exc, False)
+                    left = deadline - time.monotonic()
+                    if not isinstance(err, DatabaseBusy) or left <= 0:
+                        raise err from exc
+                    time.sleep(min(delay, left))
+                    delay = min(delay * 2, 0.2)
+            try:
+                con.execute(f"USE {_ALIAS}")
+                try:
+                    migrations.migrate(con)
+                except duckdb.Error as exc:
+                    raise StoreError(f"cannot prepare database {path}: {_one_line(exc)}") from exc
+                yield con
+            finally:
+                try:
+                    try:
+                        con.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass  # no transaction open: the normal case
+                    con.execute("USE memory")
+                    con.execute(f"DETACH {_ALIAS}")
+                except Exception:
+                    # Never keep the file locked because of a failed detach: drop the instance.
+                    self._discard()
+
+    def insert(self, path: Path, rows: list[list[Any]], timeout: float) -> int:
+        with self.attached(path, timeout) as con:
+            try:
+                if self.stage_for != path:
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE _llmsm_stage_events AS SELECT {_COLS} FROM events LIMIT 0")
+                    self.stage_for = path
+                else:
+                    con.execute(f"DELETE FROM {_STAGE}")
+                appender = con.appender(_STAGE)
+                appender.append_rows(rows)
+                appender.flush()
+                # Plain INSERT first: ~3x cheaper than ON CONFLICT, and duplicates are rare (a
+                # retry after a crash). On a duplicate id, roll back and ignore the known ids.
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    res = con.execute(f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM {_STAGE}").fetchone()
+                except duckdb.ConstraintException:
+                    con.execute("ROLLBACK")
+                    con.execute("BEGIN TRANSACTION")
+                    res = con.execute(
+                        f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM {_STAGE} ON CONFLICT DO NOTHING"
+                    ).fetchone()
+                con.execute("COMMIT")
+            except (duckdb.DataError, duckdb.ConstraintException, TypeError, ValueError, OverflowError) as exc:
+                self.stage_for = None
+                raise InvalidEvents(f"events rejected by the database: {_one_line(exc)}") from exc
+            except duckdb.Error as exc:
+                self.stage_for = None
+                raise StoreError(f"cannot write to database {path}: {_one_line(exc)}") from exc
+        return int(res[0]) if res else 0
+
+
+_host = _Host()
+
+
+def insert_events(path: str | os.PathLike[str], events: Sequence[ExchangeEvent], timeout: float = 5.0) -> int:
+    """Insert events, ignoring ids already stored; returns how many rows are new.
+
+    Each call opens the file, writes and closes it, so readers can open it between calls:
+    rows go through DuckDB's appender into a TEMP staging table, then one INSERT ... SELECT in
+    one transaction (ON CONFLICT DO NOTHING when some ids are already stored).
+    Raises InvalidEvents when the rows themselves are rejected, other StoreErrors otherwise.
+    """
+    if not events:
+        return 0
+    try:
+        rows = _unique_rows(events)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvents(f"cannot serialize events: {_one_line(exc)}") from exc
+    return _host.insert(Path(path).expanduser(), rows, timeout)
+
+
+def insert_run(
+    path: str | os.PathLike[str],
+    *,
+    session_id: str,
+    command: str | None,
+    cwd: str | None = None,
+    label: str | None = None,
+    git_branch: str | None = None,
+    pid: int | None = None,
+    started_at: datetime | None = None,
+    timeout: float = 5.0,
+) -> None:
+    """Record the start of an `llmsm run` for `session_id`."""
+    started_at = started_at or datetime.now(timezone.utc)
+    con = connect(path, timeout=timeout)
+    try:
+        con.execute(
+            "INSERT INTO runs (session_id, label, command, cwd, git_branch, pid, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [session_id, label, command, cwd, git_branch, pid, started_at],
+        )
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot record the run in {path}: {_one_line(exc)}") from exc
+    finally:
+        _close_quietly(con)
+
+
+def end_run(
+    path: str | os.PathLike[str],
+    session_id: str,
+    exit_code: int | None,
+    *,
+    pid: int | None = None,
+    ended_at: datetime | None = None,
+    timeout: float = 5.0,
+) -> int:
+    """Close the latest still-open run of `session_id` (of that `pid` if given).
+
+    Returns the number of rows updated: 1, or 0 when no open run matched.
+    """
+    ended_at = ended_at or datetime.now(timezone.utc)
+    where = "session_id = ? AND ended_at IS NULL" + (" AND pid = ?" if pid is not None else "")
+    args: list[Any] = [session_id] + ([pid] if pid is not None else [])
+    con = connect(path, timeout=timeout)
+    try:
+        row = con.execute(
+            f"UPDATE runs SET ended_at = ?, exit_code = ? WHERE {where} "
+            f"AND started_at = (SELECT max(started_at) FROM runs WHERE {where})",
+            [ended_at, exit_code, *args, *args],
+        ).fetchone()
+        return int(row[0]) if row else 0
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot record the end of the run in {path}: {_one_line(exc)}") from exc
+    finally:
+        _close_quietly(con)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run user SQL; returns (column names, rows). DuckDB errors become a one-line StoreError."""
+    try:
+        cur = con.execute(sql)
+        if cur.description is None:
+            return [], []
+        columns = [d[0] for d in cur.description]
+        return columns, cur.fetchall()
+    except duckdb.Error as exc:
+        raise StoreError(_one_line(exc)) from exc
