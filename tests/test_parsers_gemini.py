@@ -29,7 +29,7 @@ def test_stream_with_cached_content_and_thoughts_over_crlf():
         input_tokens=808,  # 9000 prompt - 8192 cached
         output_tokens=750,  # 150 candidates + 600 thoughts
         cache_read_tokens=8192,
-        cache_write_tokens=None,  # Gemini reports no cache writes
+        cache_write_tokens=0,  # Gemini bills no cache writes
         cache_write_1h_tokens=None,
         reasoning_tokens=600,
     )
@@ -41,7 +41,7 @@ def test_stream_with_cached_content_and_thoughts_over_crlf():
 
 def test_code_assist_envelope_is_unwrapped():
     result = stream("gemini_stream_code_assist.sse")
-    assert result.usage == Usage(input_tokens=300, output_tokens=42, cache_read_tokens=0, cache_write_tokens=None, cache_write_1h_tokens=None, reasoning_tokens=40)
+    assert result.usage == Usage(input_tokens=300, output_tokens=42, cache_read_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=None, reasoning_tokens=40)
     assert result.model == "gemini-2.5-pro" and result.complete
     assert result.output_text == "Hello"
 

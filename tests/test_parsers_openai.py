@@ -35,7 +35,7 @@ def test_chat_stream_with_crlf_comments_and_include_usage():
         input_tokens=136,  # 5000 prompt - 4864 cached
         output_tokens=420,
         cache_read_tokens=4864,
-        cache_write_tokens=None,  # OpenAI reports no cache writes here
+        cache_write_tokens=0,  # OpenAI bills no cache writes
         cache_write_1h_tokens=None,
         reasoning_tokens=256,
     )
@@ -101,7 +101,7 @@ def test_chat_completion_json_with_tool_calls_and_reasoning():
     parser = new_parser("openai", "chat_completions")
     parser.feed_json(body("openai_chat_completion_tools.json"), 200)
     result = parser.result()
-    assert result.usage == Usage(input_tokens=1076, output_tokens=350, cache_read_tokens=1024, cache_write_tokens=None, cache_write_1h_tokens=None, reasoning_tokens=320)
+    assert result.usage == Usage(input_tokens=1076, output_tokens=350, cache_read_tokens=1024, cache_write_tokens=0, cache_write_1h_tokens=None, reasoning_tokens=320)
     assert (result.model, result.stop_reason) == ("o4-mini-2025-04-16", "tool_calls")
     assert result.output_text == '{"path":"README.md"}'
     assert result.complete
@@ -153,7 +153,7 @@ def test_chat_request_without_stream_options():
 # -- responses ----------------------------------------------------------------------------------
 def test_responses_incomplete_is_terminal_with_usage():
     result = responses_stream("openai_responses_stream_incomplete.sse")
-    assert result.usage == Usage(input_tokens=480, output_tokens=2048, cache_read_tokens=11520, cache_write_tokens=None, cache_write_1h_tokens=None, reasoning_tokens=1900)
+    assert result.usage == Usage(input_tokens=480, output_tokens=2048, cache_read_tokens=11520, cache_write_tokens=0, cache_write_1h_tokens=None, reasoning_tokens=1900)
     assert result.stop_reason == "max_output_tokens"
     assert result.complete and not result.stream_error
     assert (result.model, result.message_id) == ("gpt-5-codex", "resp_llmsm_fixture_01")
@@ -185,7 +185,7 @@ def test_responses_websocket_messages():
     for line in (FIXTURES / "openai_responses_ws_messages.jsonl").read_text().splitlines():
         parser.feed_message(json.loads(line))
     result = parser.result()
-    assert result.usage == Usage(input_tokens=384, output_tokens=90, cache_read_tokens=6016, cache_write_tokens=None, cache_write_1h_tokens=None, reasoning_tokens=64)
+    assert result.usage == Usage(input_tokens=384, output_tokens=90, cache_read_tokens=6016, cache_write_tokens=0, cache_write_1h_tokens=None, reasoning_tokens=64)
     assert result.complete and result.stop_reason == "completed"
     assert result.output_text == 'Thinking about it{"cmd":"ls"}'
 

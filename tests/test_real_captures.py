@@ -32,8 +32,8 @@ RESPONSES = ("openai", "responses")
 GEMINI = ("gemini", "generate_content")
 
 
-def usage(input_tokens, output_tokens, cache_read=0, reasoning=0, cache_write=None) -> Usage:
-    """OpenAI / Gemini: no cache-write count unless the body reports one."""
+def usage(input_tokens, output_tokens, cache_read=0, reasoning=0, cache_write=0) -> Usage:
+    """OpenAI / Gemini: cache writes cost nothing extra there, so they are 0 (wire-facts.md)."""
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,

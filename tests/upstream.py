@@ -56,9 +56,9 @@ GEMINI_USAGE = {
 # The normalized numbers llmsm must store for each (uncached input, output, cache read, cache write, reasoning).
 EXPECTED = {
     "anthropic": (21, 42, 1000, 100, None),
-    "openai_chat": (100, 30, 20, None, 5),
-    "openai_responses": (150, 60, 50, None, 10),
-    "gemini": (200, 52, 100, None, 12),
+    "openai_chat": (100, 30, 20, 0, 5),
+    "openai_responses": (150, 60, 50, 0, 10),
+    "gemini": (200, 52, 100, 0, 12),
 }
 
 

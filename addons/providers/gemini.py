@@ -46,7 +46,7 @@ def gemini_usage(meta: dict[str, Any]) -> Usage | None:
         input_tokens=uncached(prompt, cached),
         output_tokens=(candidates or 0) + (thoughts or 0),
         cache_read_tokens=cached,
-        cache_write_tokens=None,  # Gemini reports no cache writes (cached content is created apart)
+        cache_write_tokens=0,  # Gemini bills no cache writes per request (cached content is created apart)
         cache_write_1h_tokens=None,
         reasoning_tokens=thoughts or 0,
     )
