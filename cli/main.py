@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from llmsm.cli import proxy, sessions, sql
+    from llmsm.cli import certs, cost, dashboard, proxy, report, run, sessions, sql
 
-    for module in (proxy, sql, sessions):
+    for module in (proxy, run, sessions, dashboard, cost, report, sql, certs):
         module.register(app)
 
 
