@@ -31,19 +31,20 @@ FROM events AS e;
 -- ============================================================================================
 -- sessions: one row per session_id (NULL session_id excluded), joined with its latest run
 --   status: 'active' if last seen within 5 minutes, 'idle' within 1 hour, else 'ended'
---   requests counts api <> 'other'; errors counts every row with outcome <> 'ok'
+--   requests and errors count API calls only (api <> 'other': preflights and the like are not)
 -- ============================================================================================
 CREATE OR REPLACE VIEW sessions AS
 WITH per_session AS (
     SELECT
         session_id,
         arg_max(label, started_at) FILTER (WHERE label IS NOT NULL) AS label,
-        arg_max(client, started_at) FILTER (WHERE client IS NOT NULL) AS client,
+        coalesce(arg_max(client, started_at) FILTER (WHERE client IS NOT NULL AND client <> 'unknown'),
+                 'unknown') AS client,
         arg_max(client_version, started_at) FILTER (WHERE client_version IS NOT NULL) AS client_version,
         min(started_at) AS first_seen,
         max(coalesce(ended_at, started_at)) AS last_seen,
         count(*) FILTER (WHERE api <> 'other') AS requests,
-        count(*) FILTER (WHERE outcome <> 'ok') AS errors,
+        count(*) FILTER (WHERE outcome <> 'ok' AND api <> 'other') AS errors,
         coalesce(list_sort(list(DISTINCT model) FILTER (WHERE model IS NOT NULL)), []::VARCHAR[]) AS models,
         coalesce(sum(input_tokens) FILTER (WHERE api <> 'other'), 0)::BIGINT AS input_tokens,
         coalesce(sum(output_tokens) FILTER (WHERE api <> 'other'), 0)::BIGINT AS output_tokens,
