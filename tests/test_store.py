@@ -219,7 +219,7 @@ def test_requests_and_sessions_views_sum_correctly(db: Path) -> None:
         assert s1["last_seen"] == t0 + timedelta(seconds=30)
         assert s1["status"] == "active"
         assert s1["requests"] == 3  # a3 is api='other'
-        assert s1["errors"] == 2  # a3 (http_error) and a4 (stream_error)
+        assert s1["errors"] == 1  # a4 (stream_error); a3's http_error is an api='other' call
         assert s1["models"] == ["claude-a", "claude-b"]
         assert (s1["input_tokens"], s1["output_tokens"]) == (106, 52)
         assert (s1["cache_read_tokens"], s1["cache_write_tokens"], s1["reasoning_tokens"]) == (1000, 10, 20)
