@@ -1,0 +1,278 @@
+"""analytics/prices.py: costs equal genai-prices' own calc_price, overrides win, windows."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import genai_prices
+import pytest
+from genai_prices.data_snapshot import get_snapshot
+
+from llmsm.analytics import prices
+from llmsm.analytics.events import ExchangeEvent
+from llmsm.analytics.prices import PriceOverrides, context_window, cost_for_event, cost_usd, known_model
+
+UTC = timezone.utc
+AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_overrides(tmp_path, monkeypatch):
+    """Never read the developer's real ~/.config/llmsm/prices.toml."""
+    monkeypatch.setenv("LLMSM_PRICES", str(tmp_path / "absent-prices.toml"))
+    prices.set_default_overrides(None)
+    yield
+    prices.set_default_overrides(None)
+
+
+def expected(model, provider_id, inp, out, cr, cw, cw1h, at=AT):
+    """genai-prices' own answer; its input_tokens is the WHOLE prompt (wire-facts.md)."""
+    usage = genai_prices.Usage(
+        input_tokens=inp + cr + cw,
+        output_tokens=out,
+        cache_read_tokens=cr,
+        cache_write_tokens=cw,
+        cache_write_1h_tokens=cw1h,
+    )
+    return float(genai_prices.calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=at).total_price)
+
+
+CASES = [
+    # llmsm provider, model as sent, genai provider id, uncached, output, cache read, cache write, 1h part
+    ("anthropic", "claude-sonnet-4-5-20250929", "anthropic", 1_000, 700, 50_000, 8_000, 0),
+    ("anthropic", "claude-sonnet-4-5-20250929", "anthropic", 1_000, 700, 50_000, 8_000, 3_000),
+    ("anthropic", "claude-sonnet-4-5", "anthropic", 20_000, 4_000, 170_000, 30_000, 30_000),  # > 200k tier
+    ("anthropic", "claude-opus-4-1-20250805", "anthropic", 12, 350, 90_000, 1_500, 0),
+    ("anthropic", "claude-haiku-4-5-20251001", "anthropic", 3_000, 100, 0, 0, 0),
+    ("openai", "gpt-5", "openai", 4_000, 2_000, 60_000, 0, 0),
+    ("openai", "gpt-5.4", "openai", 10_000, 2_000, 280_000, 0, 0),  # > 272k tier
+    ("openai", "gpt-4.1-2025-04-14", "openai", 4_000, 2_000, 6_000, 0, 0),
+    ("gemini", "gemini-2.5-pro", "google", 150_000, 3_000, 80_000, 0, 0),  # > 200k tier
+    ("gemini", "gemini-2.5-flash", "google", 1_500, 300, 0, 0, 0),
+]
+
+
+@pytest.mark.parametrize("provider,model,pid,inp,out,cr,cw,cw1h", CASES)
+def test_cost_equals_calc_price(provider, model, pid, inp, out, cr, cw, cw1h):
+    got = cost_usd(
+        provider=provider, model=model, input_tokens=inp, output_tokens=out,
+        cache_read_tokens=cr, cache_write_tokens=cw, cache_write_1h_tokens=cw1h, at=AT,
+    )
+    assert got == expected(model, pid, inp, out, cr, cw, cw1h)
+    assert got > 0
+
+
+def test_cost_by_hand_cache_semantics():
+    # claude-sonnet-4-5: $3 input, $15 output, $0.30 cache read, $3.75 5m write, $6 1h write per MTok
+    got = cost_usd(
+        provider="anthropic", model="claude-sonnet-4-5", input_tokens=1_000, output_tokens=2_000,
+        cache_read_tokens=10_000, cache_write_tokens=4_000, cache_write_1h_tokens=1_000, at=AT,
+    )
+    by_hand = (1_000 * 3 + 2_000 * 15 + 10_000 * 0.30 + 3_000 * 3.75 + 1_000 * 6) / 1e6
+    assert got == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_price_history_follows_at():
+    # claude-opus-4-6 had >200k tiers until 2026-03-13, a flat price after (genai-prices data).
+    kw = dict(provider="anthropic", model="claude-opus-4-6", input_tokens=250_000, output_tokens=1_000,
+              cache_read_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0)
+    before = datetime(2026, 3, 1, tzinfo=UTC)
+    after = datetime(2026, 3, 20, tzinfo=UTC)
+    c_before = cost_usd(**kw, at=before)
+    c_after = cost_usd(**kw, at=after)
+    assert c_before == expected("claude-opus-4-6", "anthropic", 250_000, 1_000, 0, 0, 0, at=before)
+    assert c_after == expected("claude-opus-4-6", "anthropic", 250_000, 1_000, 0, 0, 0, at=after)
+    assert c_before > c_after
+    # naive datetimes are UTC
+    assert cost_usd(**kw, at=before.replace(tzinfo=None)) == c_before
+
+
+def test_every_bundled_model_matches_calc_price():
+    """The fast path reproduces calc_price for every model of the three providers llmsm serves."""
+    warnings.simplefilter("ignore")
+    snap = get_snapshot()
+    usages = [(1_000, 500, 40_000, 3_000, 1_000), (240_000, 9_000, 30_000, 40_000, 40_000)]
+    dates = [datetime(2025, 6, 1, tzinfo=UTC), AT]
+    checked = 0
+    for provider in snap.providers:
+        if provider.id not in ("anthropic", "openai", "google"):
+            continue
+        for model in provider.models:
+            for at in dates:
+                for inp, out, cr, cw, cw1h in usages:
+                    usage = genai_prices.Usage(
+                        input_tokens=inp + cr + cw, output_tokens=out, cache_read_tokens=cr,
+                        cache_write_tokens=cw, cache_write_1h_tokens=cw1h,
+                    )
+                    want = float(model.calc_price(usage, provider, genai_request_timestamp=at).total_price)
+                    entry = (provider, model, None)
+                    compiled = prices._prices_for(entry, at)
+                    if compiled[5]:
+                        got = float(prices._fast_cost(compiled, inp, out, cr, cw, cw1h))
+                    else:
+                        got = prices._slow_cost(entry, inp, out, cr, cw, cw1h, at)
+                    assert got == want, (provider.id, model.id, at, inp)
+                    checked += 1
+    assert checked > 500
+
+
+def test_unknown_model_is_none_never_zero():
+    assert cost_usd(provider="anthropic", model="totally-unknown-model", input_tokens=10, output_tokens=10) is None
+    assert cost_usd(provider="openai", model=None, input_tokens=10) is None
+    assert cost_usd(provider="openai", model="", input_tokens=10) is None
+    assert not known_model("anthropic", "totally-unknown-model")
+    assert known_model("anthropic", "claude-sonnet-4-5-20250929")
+    assert known_model("gemini", "models/gemini-2.5-pro")  # routing prefix stripped
+    assert known_model(None, "gpt-5")
+    # OpenAI-compatible endpoint serving another vendor's model: found by model name
+    assert known_model("openai", "deepseek-chat")
+
+
+def test_zero_usage_of_known_model_is_zero():
+    assert cost_usd(provider="anthropic", model="claude-haiku-4-5", at=AT) == 0.0
+
+
+OVERRIDES_TOML = """
+[models."claude-sonnet-4-5"]
+input_mtok = 1.0
+output_mtok = 2.0
+cache_read_mtok = 0.1
+cache_write_mtok = 1.5
+
+[models."my-local-*"]
+input_mtok = 0.5
+output_mtok = 0.25
+"""
+
+
+def test_override_file_wins(tmp_path):
+    path = tmp_path / "prices.toml"
+    path.write_text(OVERRIDES_TOML)
+    ov = PriceOverrides.load(path)
+    assert len(ov) == 2
+    kw = dict(provider="anthropic", model="claude-sonnet-4-5-20250929", input_tokens=1_000, output_tokens=1_000,
+              cache_read_tokens=10_000, cache_write_tokens=2_000, cache_write_1h_tokens=0, at=AT)
+    got = cost_usd(**kw, overrides=ov)
+    assert got == pytest.approx((1_000 * 1.0 + 1_000 * 2.0 + 10_000 * 0.1 + 2_000 * 1.5) / 1e6, rel=1e-12)
+    assert got != cost_usd(**kw, overrides=PriceOverrides())
+    # a 1h write without a 1h override keeps genai-prices' 1h price ($6/MTok for this model)
+    got_1h = cost_usd(**{**kw, "cache_write_1h_tokens": 2_000}, overrides=ov)
+    assert got_1h == pytest.approx((1_000 * 1.0 + 1_000 * 2.0 + 10_000 * 0.1 + 2_000 * 6.0) / 1e6, rel=1e-12)
+    # unknown to genai-prices, priced by a glob override; cache reads without a price bill as input
+    local = cost_usd(provider="openai", model="my-local-llama", input_tokens=1_000_000, output_tokens=2_000_000,
+                     cache_read_tokens=1_000_000, overrides=ov)
+    assert local == pytest.approx(0.5 + 0.5 + 0.5, rel=1e-12)
+    assert known_model("openai", "my-local-llama", overrides=ov)
+    assert not known_model("openai", "my-local-llama")
+
+
+def test_default_overrides_from_env(tmp_path, monkeypatch):
+    path = tmp_path / "p.toml"
+    path.write_text(OVERRIDES_TOML)
+    monkeypatch.setenv("LLMSM_PRICES", str(path))
+    prices.set_default_overrides(None)
+    assert prices.default_overrides_path() == path
+    assert cost_usd(provider="openai", model="my-local-x", input_tokens=2_000_000) == pytest.approx(1.0)
+
+
+def test_default_overrides_path_is_platformdirs(monkeypatch):
+    import platformdirs
+
+    monkeypatch.delenv("LLMSM_PRICES", raising=False)
+    assert prices.default_overrides_path() == platformdirs.user_config_path("llmsm") / "prices.toml"
+
+
+def test_broken_override_file(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[models."x"]\ninput_mtok = -1\n')
+    with pytest.raises(ValueError):
+        PriceOverrides.load(bad)
+    with pytest.raises(ValueError):
+        PriceOverrides.from_toml('[models."x"]\ninput_mtk = 1\n')  # typo -> error, not silence
+    # as the default file it is logged and ignored: genai-prices still prices
+    monkeypatch.setenv("LLMSM_PRICES", str(bad))
+    prices.set_default_overrides(None)
+    assert cost_usd(provider="anthropic", model="claude-haiku-4-5", input_tokens=1_000_000, at=AT) == pytest.approx(1.0)
+
+
+def test_cost_for_event():
+    ev = ExchangeEvent(
+        provider="anthropic", api="messages", model="claude-sonnet-4-5-20250929", started_at=AT,
+        input_tokens=100, output_tokens=900, cache_read_tokens=40_000, cache_write_tokens=1_000,
+        cache_write_1h_tokens=1_000, usage_source="reported",
+    )
+    want = expected("claude-sonnet-4-5-20250929", "anthropic", 100, 900, 40_000, 1_000, 1_000)
+    assert cost_for_event(ev) == want
+    assert cost_for_event(ev.model_dump()) == want
+    assert cost_for_event(ExchangeEvent(provider="anthropic", model="claude-sonnet-4-5", started_at=AT)) is None
+    unknown = ev.model_copy(update={"model": "nope-1", "requested_model": None})
+    assert cost_for_event(unknown) is None
+    # requested_model is the fallback when the response named no model
+    assert cost_for_event(ev.model_copy(update={"model": None, "requested_model": "claude-sonnet-4-5"})) == want
+
+
+def test_cost_for_event_prices_compaction_passes_separately():
+    # two passes: a 180k-token summarization pass and a 23k-token answer; the sum crosses the
+    # 200k tier of claude-sonnet-4-5, each pass does not.
+    raw = {
+        "input_tokens": 23_000, "output_tokens": 1_000,
+        "iterations": [
+            {"type": "compaction", "input_tokens": 180_000, "output_tokens": 3_500},
+            {"type": "message", "input_tokens": 23_000, "output_tokens": 1_000},
+        ],
+    }
+    ev = ExchangeEvent(provider="anthropic", api="messages", model="claude-sonnet-4-5", started_at=AT,
+                       input_tokens=203_000, output_tokens=4_500, cache_read_tokens=0, cache_write_tokens=0,
+                       usage_raw=raw, usage_source="reported")
+    want = expected("claude-sonnet-4-5", "anthropic", 180_000, 3_500, 0, 0, 0) + expected(
+        "claude-sonnet-4-5", "anthropic", 23_000, 1_000, 0, 0, 0)
+    assert cost_for_event(ev) == pytest.approx(want, rel=1e-12)
+    # sums that do not match the columns: the columns are priced as they are
+    ev2 = ev.model_copy(update={"input_tokens": 5})
+    assert cost_for_event(ev2) == expected("claude-sonnet-4-5", "anthropic", 5, 4_500, 0, 0, 0)
+
+
+def test_context_windows():
+    assert context_window("claude-sonnet-4-5-20250929", "anthropic") == 200_000
+    assert context_window("claude-sonnet-4-5-20250929", "anthropic", long_context=True) == 1_000_000
+    assert context_window("claude-sonnet-4-5[1m]", "anthropic") == 1_000_000
+    assert context_window("claude-opus-4-6", "anthropic") == 1_000_000  # natively 1M
+    assert context_window("claude-some-future-model", "anthropic") == 200_000  # fallback family default
+    assert context_window("gemini-2.5-pro", "gemini") == 1_048_576  # genai-prices lacks it
+    assert context_window("models/gemini-2.5-pro", "gemini") == 1_048_576
+    assert context_window("gemini-2.5-flash", "gemini") == 1_048_576
+    assert context_window("gemini-2.5-pro", "gemini", long_context=True) == 1_048_576  # flag is Claude-only
+    assert context_window("gpt-5-codex", "openai") == 272_000  # 400k incl. 128k reserved output
+    assert context_window("gpt-4.1", "openai") == 1_000_000
+    assert context_window("o3", "openai") == 200_000
+    assert context_window("unknown-model-xyz") is None
+    assert context_window(None) is None
+
+
+def test_fallback_table_covers_what_genai_prices_lacks():
+    snap = get_snapshot()
+    google = next(p for p in snap.providers if p.id == "google")
+    lacking = [m.id for m in google.models if m.context_window is None and m.id in ("gemini-2.5-pro", "gemini-3-pro-preview", "gemini-3.1-pro-preview")]
+    for model_id in lacking:
+        assert context_window(model_id, "gemini") == 1_048_576
+
+
+def test_fast_enough():
+    kw = dict(provider="anthropic", model="claude-sonnet-4-5-20250929", input_tokens=12, output_tokens=800,
+              cache_read_tokens=90_000, cache_write_tokens=2_500, cache_write_1h_tokens=0, at=AT)
+    cost_usd(**kw)
+    n = 5_000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        cost_usd(**kw)
+    per_call_us = (time.perf_counter() - t0) / n * 1e6
+    assert per_call_us < 50, per_call_us
+
+
+def test_decimal_overrides_accept_ints_and_strings():
+    ov = PriceOverrides.from_mapping({"models": {"m": {"input_mtok": 1, "output_mtok": "2.5"}}})
+    found = ov.find("m")
+    assert found is not None and found.output_mtok == Decimal("2.5")
