@@ -10,6 +10,7 @@ on as if llmsm were not there.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import logging
@@ -17,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
@@ -28,10 +29,12 @@ from llmsm.addons.providers import new_parser, parse_request
 from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
 from llmsm.addons.tap import StreamTap
 from llmsm.addons.writer import EventWriter
+from llmsm.analytics.prices import cost_for_event
 
 log = logging.getLogger("llmsm.gateway")
 
 META = "llmsm"
+EVENT_META = "llmsm_event"
 # Request bodies above this are parsed in a worker thread so other flows are not held up.
 INLINE_PARSE_LIMIT = 256 * 1024
 # Request bodies above this are not parsed at all (no API accepts them; they pass untouched).
@@ -67,6 +70,7 @@ class LLMGateway:
         self._owns_writer = writer is None
         self.upstreams: dict[str, routes.Upstream] = routes.build_upstreams()
         self.sessions = SessionAttributor()
+        self._proxy_users: dict[str, str] = {}  # client connection id -> proxy user name
 
     # -- options --------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -95,6 +99,18 @@ class LLMGateway:
         if self._owns_writer and self.writer is not None:
             self.writer.close()
 
+    # -- explicit-proxy clients -----------------------------------------------------------
+    @_guarded
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """HTTPS_PROXY=http://NAME@host:port: the user name labels every request on the tunnel."""
+        user = proxy_user(flow.request.headers.get("proxy-authorization"))
+        if user:
+            self._proxy_users[flow.client_conn.id] = user
+
+    @_guarded
+    def client_disconnected(self, client) -> None:
+        self._proxy_users.pop(client.id, None)
+
     # -- request --------------------------------------------------------------------------
     @_guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -118,6 +134,11 @@ class LLMGateway:
         label = req.headers.get(LABEL_HEADER)
         if LABEL_HEADER in req.headers:
             del req.headers[LABEL_HEADER]
+        user = self._proxy_users.get(flow.client_conn.id)
+        if "proxy-authorization" in req.headers:  # plain-HTTP requests through the proxy port
+            user = user or proxy_user(req.headers["proxy-authorization"])
+            del req.headers["proxy-authorization"]
+        flow.metadata["llmsm_proxy_user"] = user
         ex = Exchange(
             started_at=now,
             method=req.method,
@@ -169,33 +190,23 @@ class LLMGateway:
     @_guarded
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(META)
-        if ex is None or flow.response is None or ex.answered_by_gateway:
+        if ex is None or flow.response is None:
             return
-        resp = flow.response
-        ex.status_code = resp.status_code
-        ctype = resp.headers.get("content-type", "").lower()
-        ex.streamed = "text/event-stream" in ctype
-        ex.ratelimit = pick_ratelimit_headers(resp.headers.items())
-        ex.request_id = next((resp.headers[h] for h in REQUEST_ID_HEADERS if h in resp.headers), None)
-        parser = new_parser(ex.provider, ex.api) if ex.provider else None
-        tap = StreamTap(
-            parser,
-            sse=ex.streamed,
-            content_encoding=resp.headers.get("content-encoding"),
-            status_code=resp.status_code,
-        )
-        ex.tap = tap
         # Stream every response: bytes reach the client as they arrive, and the tap reads a copy.
-        resp.stream = tap
+        flow.response.stream = self._install_tap(ex, flow.response)
 
     @_guarded
     async def response(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.pop(META, None)
         if ex is None:
             return
-        if ex.tap is None and flow.response is not None and ex.answered_by_gateway:
-            ex.status_code = flow.response.status_code
-        await self._finish(ex, failure=None, message=None)
+        if ex.tap is None and flow.response is not None:
+            # Answered without an upstream (by llmsm or another addon): read the body it sent.
+            self._install_tap(ex, flow.response)
+            body = flow.response.raw_content or b""
+            ex.tap(body)
+            ex.tap(b"")
+        await self._finish(flow, ex, failure=None, message=None)
 
     @_guarded
     async def error(self, flow: http.HTTPFlow) -> None:
@@ -207,9 +218,21 @@ class LLMGateway:
             failure = "client_aborted" if "client" in msg.lower() else "proxy_error"
         else:
             failure = "client_aborted" if "client" in msg.lower() else "upstream_aborted"
-        await self._finish(ex, failure=failure, message=msg)
+        await self._finish(flow, ex, failure=failure, message=msg)
 
-    async def _finish(self, ex: Exchange, *, failure: str | None, message: str | None) -> None:
+    @staticmethod
+    def _install_tap(ex: Exchange, resp: http.Response) -> StreamTap:
+        ex.status_code = resp.status_code
+        ex.streamed = "text/event-stream" in resp.headers.get("content-type", "").lower()
+        ex.ratelimit = pick_ratelimit_headers(resp.headers.items())
+        ex.request_id = next((resp.headers[h] for h in REQUEST_ID_HEADERS if h in resp.headers), None)
+        parser = new_parser(ex.provider, ex.api) if ex.provider else None
+        ex.tap = StreamTap(
+            parser, sse=ex.streamed, content_encoding=resp.headers.get("content-encoding"), status_code=resp.status_code
+        )
+        return ex.tap
+
+    async def _finish(self, flow: http.HTTPFlow, ex: Exchange, *, failure: str | None, message: str | None) -> None:
         ended = ex.tap.ended_at if ex.tap is not None and ex.tap.ended_at else time.time()
         result = ex.parse_result()
         if ex.needs_estimate(result):
@@ -219,6 +242,9 @@ class LLMGateway:
             )
         else:
             event = ex.to_event(ended_at=ended, failure=failure, failure_message=message)
+        if event.usage_source != "none":
+            event.cost_usd = cost_for_event(event)
+        flow.metadata[EVENT_META] = event  # for addons that keep running totals (budgets)
         if self.writer is not None:
             self.writer.put(event)
 
@@ -242,6 +268,20 @@ class LLMGateway:
                 },
             }
             flow.response = http.Response.make(404, json.dumps(body), {"content-type": "application/json"})
+
+
+def proxy_user(header: str | None) -> str | None:
+    """The user name of a Basic Proxy-Authorization header (the password is ignored)."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace")
+    except ValueError:
+        return None
+    return unquote(decoded.partition(":")[0]) or None
 
 
 def _parse_request_body(provider: str, api: str, raw: bytes):

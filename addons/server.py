@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8787
     upstreams: list[str] = field(default_factory=list)
+    proxy_port: int | None = None  # explicit-proxy (HTTPS_PROXY) listener with TLS interception
+    intercept_hosts: list[str] = field(default_factory=list)  # beyond routes.KNOWN_API_HOSTS
     state_file: Path | None = None  # where a running gateway says where it listens
 
 
@@ -84,6 +87,16 @@ def validate(config: GatewayConfig) -> None:
         raise GatewayError(str(exc)) from None
     check_db_writable(config.db_path)
     check_port_free(config.host, config.port)
+    if config.proxy_port is not None:
+        if config.proxy_port == config.port and config.port != 0:
+            raise GatewayError("--proxy-port must differ from --port")
+        check_port_free(config.host, config.proxy_port)
+
+
+def intercept_patterns(extra_hosts: list[str]) -> list[str]:
+    """mitmproxy `allow_hosts`: TLS is intercepted for these hosts only; the rest is tunnelled."""
+    hosts = list(routes.KNOWN_API_HOSTS) + [h.strip().lower() for h in extra_hosts if h.strip()]
+    return [rf"^{re.escape(h)}(:\d+)?$" for h in dict.fromkeys(hosts)]
 
 
 class _Announce:
@@ -96,9 +109,18 @@ class _Announce:
     def running(self) -> None:
         from mitmproxy import ctx
 
-        addrs = ctx.master.addons.get("proxyserver").listen_addrs()
-        port = addrs[0][1] if addrs else self.config.port
-        state = {"pid": os.getpid(), "host": self.config.host, "port": port, "db": str(self.config.db_path)}
+        ports: dict[str, int | None] = {"reverse": None, "regular": None}
+        for server in ctx.master.addons.get("proxyserver").servers:
+            addrs = server.listen_addrs
+            if addrs:
+                ports[server.mode.type_name] = addrs[0][1]
+        state = {
+            "pid": os.getpid(),
+            "host": self.config.host,
+            "port": ports["reverse"],
+            "proxy_port": ports["regular"],
+            "db": str(self.config.db_path),
+        }
         if self.config.state_file is not None:
             try:
                 self.config.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -114,11 +136,10 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
 
     from llmsm.addons.gateway import LLMGateway
 
-    opts = Options(
-        confdir=str(ca_dir()),
-        listen_host=config.host,
-        mode=[f"reverse:{routes.DEFAULT_UPSTREAMS['anthropic']}@{config.port}"],
-    )
+    modes = [f"reverse:{routes.DEFAULT_UPSTREAMS['anthropic']}@{config.port}"]
+    if config.proxy_port is not None:
+        modes.append(f"regular@{config.proxy_port}")
+    opts = Options(confdir=str(ca_dir()), listen_host=config.host, mode=modes)
     master = DumpMaster(opts, with_termlog=False, with_dumper=False)
     writer = EventWriter(config.db_path)
     master.addons.add(LLMGateway(writer), _Announce(config, on_ready))
@@ -129,6 +150,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         # Keep the client's Accept-Encoding and bodies exactly as sent.
         anticomp=False,
         anticache=False,
+        allow_hosts=intercept_patterns(config.intercept_hosts),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -28,6 +28,14 @@ def proxy(
         list[str] | None,
         typer.Option("--upstream", "-u", help="Point a route elsewhere: NAME=URL (anthropic, openai, gemini). Repeatable.", metavar="NAME=URL"),
     ] = None,
+    proxy_port: Annotated[
+        int | None,
+        typer.Option("--proxy-port", help="Also accept HTTPS_PROXY clients on this port, intercepting TLS for known AI API hosts only (see `llmsm certs env`).", min=0, max=65535),
+    ] = None,
+    intercept_host: Annotated[
+        list[str] | None,
+        typer.Option("--intercept-host", help="Another host whose TLS the proxy port intercepts (default list: docs/sessions.md). Repeatable.", metavar="HOST"),
+    ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every exchange.")] = False,
 ) -> None:
@@ -35,7 +43,10 @@ def proxy(
 
     db_path = resolve_db(db)
     _setup_logging(verbose)
-    config = GatewayConfig(db_path=db_path, host=host, port=port, upstreams=list(upstream or []), state_file=state_file_for(db_path))
+    config = GatewayConfig(
+        db_path=db_path, host=host, port=port, upstreams=list(upstream or []), state_file=state_file_for(db_path),
+        proxy_port=proxy_port, intercept_hosts=list(intercept_host or []),
+    )
 
     def on_ready(state: dict) -> None:
         base = f"http://{state['host']}:{state['port']}"
@@ -43,6 +54,9 @@ def proxy(
         print(f"  export ANTHROPIC_BASE_URL={base}/anthropic", file=sys.stderr)
         print(f"  export OPENAI_BASE_URL={base}/openai/v1", file=sys.stderr)
         print(f"  export GOOGLE_GEMINI_BASE_URL={base}/gemini", file=sys.stderr, flush=True)
+        if state.get("proxy_port"):
+            print(f"llmsm explicit proxy on http://{state['host']}:{state['proxy_port']} "
+                  "(HTTPS_PROXY; trust the CA: llmsm certs env)", file=sys.stderr, flush=True)
 
     try:
         code = run(config, on_ready)

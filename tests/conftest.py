@@ -60,8 +60,10 @@ class Gateway:
         while time.time() < deadline:
             text = self.log.read_text(errors="replace")
             m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", text)
-            if m and m.group(1) != "0":
+            p = re.search(r"explicit proxy on http://127\.0\.0\.1:(\d+)", text)
+            if m and (p or "--proxy-port" not in self.extra_args):
                 self.port = int(m.group(1))
+                self.proxy_port = int(p.group(1)) if p else None
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{text}")

@@ -161,3 +161,20 @@ def test_unknown_api_path_is_passed_through_as_other(gateway):
     assert r.status_code == 200 and r.json()["object"] == "list"
     [row] = gateway.wait_rows(1, f"session_id = '{label}'")
     assert row["api"] == "other" and row["provider"] == "openai" and row["usage_source"] == "none"
+
+
+def test_cost_is_recorded_with_published_prices(gateway):
+    """The row's cost equals genai-prices' own calculation for the known usage."""
+    from genai_prices import Usage, calc_price
+
+    label = _label()
+    _anthropic(gateway, label).messages.create(model="claude-sonnet-4-6", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    [row] = gateway.wait_rows(1, f"session_id = '{label}'")
+    inp, out, cread, cwrite, _ = EXPECTED["anthropic"]
+    # genai-prices counts the whole prompt as input, cache reads and writes included
+    expected = calc_price(
+        Usage(input_tokens=inp + cread + cwrite, output_tokens=out, cache_read_tokens=cread, cache_write_tokens=cwrite),
+        model_ref="claude-sonnet-4-6", provider_id="anthropic",
+    ).total_price
+    assert row["cost_usd"] == pytest.approx(float(expected), rel=1e-9)
+    assert row["cost_usd"] > 0
