@@ -27,7 +27,7 @@ from llmsm.addons import routes
 from llmsm.addons.exchange import REQUEST_ID_HEADERS, Exchange, estimate_usage, pick_ratelimit_headers, request_hash
 from llmsm.addons.providers import new_parser, parse_request
 from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
-from llmsm.addons.tap import StreamTap
+from llmsm.addons.tap import MessageTap, StreamTap
 from llmsm.addons.writer import EventWriter
 from llmsm.analytics.prices import cost_for_event
 
@@ -35,6 +35,7 @@ log = logging.getLogger("llmsm.gateway")
 
 META = "llmsm"
 EVENT_META = "llmsm_event"
+WS_META = "llmsm_ws"
 # Request bodies above this are parsed in a worker thread so other flows are not held up.
 INLINE_PARSE_LIMIT = 256 * 1024
 # Request bodies above this are not parsed at all (no API accepts them; they pass untouched).
@@ -190,7 +191,7 @@ class LLMGateway:
     @_guarded
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(META)
-        if ex is None or flow.response is None:
+        if ex is None or flow.response is None or flow.response.status_code == 101:
             return
         # Stream every response: bytes reach the client as they arrive, and the tap reads a copy.
         flow.response.stream = self._install_tap(ex, flow.response)
@@ -200,6 +201,14 @@ class LLMGateway:
         ex: Exchange | None = flow.metadata.pop(META, None)
         if ex is None:
             return
+        if flow.response is not None and flow.response.status_code == 101:
+            # A WebSocket upgrade: each response.create on it becomes an exchange of its own.
+            header_label, path_label = flow.metadata.get("llmsm_label", (None, None))
+            headers = {k.lower(): v for k, v in flow.request.headers.items()}
+            if header_label:
+                headers[LABEL_HEADER] = header_label
+            flow.metadata[WS_META] = _WebSocketSession(ex, headers, path_label, flow.metadata.get("llmsm_proxy_user"))
+            return
         if ex.tap is None and flow.response is not None:
             # Answered without an upstream (by llmsm or another addon): read the body it sent.
             self._install_tap(ex, flow.response)
@@ -207,6 +216,58 @@ class LLMGateway:
             ex.tap(body)
             ex.tap(b"")
         await self._finish(flow, ex, failure=None, message=None)
+
+    # -- WebSocket (Codex's Responses transport) -----------------------------------------
+    @_guarded
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        ws = flow.metadata.get(WS_META)
+        if ws is None or flow.websocket is None:
+            return
+        message = flow.websocket.messages[-1]
+        # mitmproxy keeps every message of the connection; llmsm needs none of them afterwards.
+        del flow.websocket.messages[:-1]
+        if message.from_client:
+            frame = _json_object(message.content)
+            if frame.get("type") == "response.create":
+                if ws.current is not None:  # a new turn before the last one ended
+                    await self._finish(flow, ws.current, failure="client_aborted", message="superseded")
+                ws.current = self._websocket_exchange(ws, frame, len(message.content))
+            return
+        ex = ws.current
+        if ex is not None:
+            ex.tap.feed(message.content)
+            if ex.tap.done:
+                ws.current = None
+                await self._finish(flow, ex, failure=None, message=None)
+
+    @_guarded
+    async def websocket_end(self, flow: http.HTTPFlow) -> None:
+        ws = flow.metadata.pop(WS_META, None)
+        if ws is None or ws.current is None:
+            return
+        by_client = bool(flow.websocket and flow.websocket.closed_by_client)
+        await self._finish(
+            flow, ws.current, failure="client_aborted" if by_client else "upstream_aborted", message="WebSocket closed"
+        )
+
+    def _websocket_exchange(self, ws: "_WebSocketSession", frame: dict, size: int) -> Exchange:
+        base = ws.handshake
+        ex = Exchange(
+            started_at=time.time(), method="WS", path=base.path, provider=base.provider, api="responses",
+            upstream=base.upstream, client=base.client, client_version=base.client_version, account=base.account,
+        )
+        ex.request = parse_request(base.provider or "openai", "responses", frame)
+        ex.requested_model = ex.request.model
+        ex.request_bytes = size
+        ex.request_hash = request_hash(json.dumps(frame, sort_keys=True).encode())
+        ex.streamed = True
+        ex.status_code = 101
+        ex.identity = self.sessions.attribute(
+            ws.headers, ex.request, path_label=ws.path_label, proxy_user=ws.proxy_user,
+            client=ex.client, account=ex.account, provider=ex.provider, now=ex.started_at,
+        )
+        ex.tap = MessageTap(new_parser(ex.provider or "openai", "responses"))
+        return ex
 
     @_guarded
     async def error(self, flow: http.HTTPFlow) -> None:
@@ -268,6 +329,25 @@ class LLMGateway:
                 },
             }
             flow.response = http.Response.make(404, json.dumps(body), {"content-type": "application/json"})
+
+
+class _WebSocketSession:
+    """What a WebSocket connection's exchanges share: the handshake's attribution."""
+
+    def __init__(self, handshake: Exchange, headers: dict[str, str], path_label: str | None, proxy_user: str | None) -> None:
+        self.handshake = handshake
+        self.headers = headers
+        self.path_label = path_label
+        self.proxy_user = proxy_user
+        self.current: Exchange | None = None
+
+
+def _json_object(raw: bytes) -> dict:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def proxy_user(header: str | None) -> str | None:

@@ -179,3 +179,46 @@ class StreamTap:
         except Exception as exc:
             self._fail(exc)
             return ParseResult()
+
+
+class MessageTap:
+    """The WebSocket counterpart of StreamTap: each server message is one JSON event.
+
+    Codex may speak the Responses API over a WebSocket: `response.create` frames go out and the
+    same events as in the SSE stream come back, one per message. mitmproxy forwards messages
+    itself; the tap only reads them, and never raises.
+    """
+
+    TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
+
+    def __init__(self, parser: Any, *, clock: Callable[[], float] = time.time) -> None:
+        self.parser = parser
+        self._clock = clock
+        self.response_bytes = 0
+        self.first_byte_at: float | None = None
+        self.ended_at: float | None = None
+        self.failed = False
+        self.json_text: str | None = None
+        self.done = False  # a terminal event arrived: the exchange is over
+
+    def feed(self, content: bytes) -> None:
+        try:
+            self.response_bytes += len(content)
+            if self.first_byte_at is None:
+                self.first_byte_at = self._clock()
+            message = json.loads(content)
+            if isinstance(message, dict):
+                self.parser.feed_message(message)
+                if message.get("type") in self.TERMINAL:
+                    self.done = True
+                    self.ended_at = self._clock()
+        except Exception as exc:
+            if not self.failed:
+                self.failed = True
+                log.warning("llmsm could not read a WebSocket message (traffic is unaffected): %r", exc)
+
+    def result(self) -> ParseResult:
+        try:
+            return self.parser.result()
+        except Exception:
+            return ParseResult()

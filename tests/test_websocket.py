@@ -1,0 +1,104 @@
+"""Codex's Responses-over-WebSocket transport: each response.create is one exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+
+import pytest
+from websockets.asyncio.server import serve
+from websockets.sync.client import connect
+
+from tests.conftest import Gateway
+from tests.upstream import EXPECTED, TEXT_PIECES, OPENAI_RESPONSES_USAGE
+
+
+class WebSocketUpstream:
+    """Answers every response.create with the Responses events, as Codex's server does."""
+
+    def __init__(self) -> None:
+        self.port: int | None = None
+        self.paths: list[str] = []
+        self._ready = threading.Event()
+        self._stop: asyncio.Future | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _handler(self, ws) -> None:
+        self.paths.append(ws.request.path)
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame.get("type") != "response.create":
+                continue
+            model = frame.get("model", "gpt-5")
+            resp = {"id": "resp_ws", "object": "response", "status": "in_progress", "model": model, "usage": None}
+            await ws.send(json.dumps({"type": "response.created", "response": resp}))
+            for piece in TEXT_PIECES:
+                await ws.send(json.dumps({"type": "response.output_text.delta", "delta": piece}))
+            if frame.get("fail"):
+                await ws.close()
+                return
+            done = dict(resp, status="completed", usage=OPENAI_RESPONSES_USAGE)
+            await ws.send(json.dumps({"type": "response.completed", "response": done}))
+
+    async def _main(self) -> None:
+        self._stop = asyncio.get_running_loop().create_future()
+        async with serve(self._handler, "127.0.0.1", 0) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await self._stop
+
+    def start(self) -> "WebSocketUpstream":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.get_loop().call_soon_threadsafe(self._stop.set_result, None)
+
+
+@pytest.fixture(scope="module")
+def ws_gateway(tmp_path_factory):
+    up = WebSocketUpstream().start()
+    gw = Gateway(tmp_path_factory.mktemp("ws"), f"http://127.0.0.1:{up.port}").start()
+    yield gw
+    gw.stop()
+    up.stop()
+
+
+def test_responses_over_websocket_are_counted_per_turn(ws_gateway):
+    label = "ws-" + uuid.uuid4().hex[:8]
+    url = f"ws://127.0.0.1:{ws_gateway.port}/s/{label}/openai/v1/responses"
+    with connect(url, additional_headers={"authorization": "Bearer sk-test-ws", "originator": "codex_exec",
+                                          "user-agent": "codex_exec/0.169.0 (Linux)"}) as ws:
+        for turn in range(2):
+            ws.send(json.dumps({"type": "response.create", "model": "gpt-5", "input": [{"role": "user", "content": f"turn {turn}"}]}))
+            events = []
+            while True:
+                event = json.loads(ws.recv(timeout=10))
+                events.append(event)
+                if event["type"] == "response.completed":
+                    break
+            assert "".join(e.get("delta", "") for e in events) == "".join(TEXT_PIECES)
+    rows = ws_gateway.wait_rows(2, f"session_id = '{label}'")
+    assert len(rows) == 2
+    for row in rows:
+        assert row["api"] == "responses" and row["outcome"] == "ok" and row["streamed"]
+        assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"], row["cache_write_tokens"], row["reasoning_tokens"]) == EXPECTED["openai_responses"]
+        assert row["client"] == "codex" and row["client_version"] == "0.169.0"
+        assert row["model"] == "gpt-5"
+
+
+def test_websocket_closed_mid_turn_is_recorded(ws_gateway):
+    label = "wsx-" + uuid.uuid4().hex[:8]
+    url = f"ws://127.0.0.1:{ws_gateway.port}/s/{label}/openai/v1/responses"
+    with connect(url) as ws:
+        ws.send(json.dumps({"type": "response.create", "model": "gpt-5", "input": "x", "fail": True}))
+        with pytest.raises(Exception):
+            while True:
+                ws.recv(timeout=10)
+    [row] = ws_gateway.wait_rows(1, f"session_id = '{label}'")
+    assert row["outcome"] == "upstream_aborted"
+    assert row["usage_source"] == "estimated" and row["output_tokens"] > 0
