@@ -70,6 +70,7 @@ class LLMGateway:
         self.writer = writer
         self._owns_writer = writer is None
         self.upstreams: dict[str, routes.Upstream] = routes.build_upstreams()
+        self.overridden: set[str] = set()  # routes given with --upstream
         self.sessions = SessionAttributor()
         self._proxy_users: dict[str, str] = {}  # client connection id -> proxy user name
 
@@ -83,7 +84,9 @@ class LLMGateway:
     def configure(self, updated) -> None:
         if "llmsm_upstream" in updated:
             try:
-                self.upstreams = routes.build_upstreams(list(ctx.options.llmsm_upstream))
+                specs = list(ctx.options.llmsm_upstream)
+                self.upstreams = routes.build_upstreams(specs)
+                self.overridden = {routes.parse_upstream_option(spec)[0] for spec in specs}
             except routes.RouteError as exc:
                 raise exceptions.OptionsError(str(exc)) from None
         if self.writer is None and ("llmsm_db" in updated or not updated):
@@ -124,14 +127,17 @@ class LLMGateway:
             return
         if routed is not None:
             provider, path, path_label = routed.route, routed.path, routed.label
-        else:  # explicit-proxy mode: the client named the real host
+            upstream = self.upstreams.get(provider)
+        else:  # explicit-proxy mode: the client named the real host, which is kept...
             provider = routes.KNOWN_API_HOSTS.get(req.pretty_host)
             path, path_label = req.path, None
-        upstream = self.upstreams.get(provider) if provider else None
+            # ...unless the user pointed that route elsewhere with --upstream.
+            upstream = self.upstreams.get(provider) if provider in self.overridden else None
         if upstream is not None:
             req.scheme, req.host, req.port = upstream.scheme, upstream.host, upstream.port
             req.path = upstream.base_path + path
             req.host_header = upstream.host if upstream.port in (80, 443) else f"{upstream.host}:{upstream.port}"
+        upstream_url = upstream.url if upstream is not None else f"{req.scheme}://{req.pretty_host}"
         label = req.headers.get(LABEL_HEADER)
         if LABEL_HEADER in req.headers:
             del req.headers[LABEL_HEADER]
@@ -146,7 +152,7 @@ class LLMGateway:
             path=routes.redact_path(path),
             provider=provider,
             api=routes.classify(provider, req.method, path),
-            upstream=upstream.url if upstream else None,
+            upstream=upstream_url,
         )
         ex.client, ex.client_version = detect_client(req.headers)
         ex.long_context = "context-1m" in req.headers.get("anthropic-beta", "")
