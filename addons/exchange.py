@@ -61,6 +61,7 @@ class Exchange:
     ratelimit: dict[str, str] | None = None
     tap: Any = None  # a StreamTap once the response headers arrived
     answered_by_gateway: bool = False
+    timeout_handle: Any = None  # the upstream-timeout timer until response headers arrive
 
     # -- the result -----------------------------------------------------------------------
     def parse_result(self) -> ParseResult:

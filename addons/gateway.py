@@ -24,6 +24,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from llmsm.addons import routes
+from llmsm.addons.errors import error_body
 from llmsm.addons.exchange import REQUEST_ID_HEADERS, Exchange, estimate_usage, pick_ratelimit_headers, request_hash
 from llmsm.addons.providers import new_parser, parse_request
 from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
@@ -79,6 +80,10 @@ class LLMGateway:
         loader.add_option("llmsm_db", str, "", "Path of llmsm's DuckDB database (default: LLMSM_DB or the user data dir).")
         loader.add_option(
             "llmsm_upstream", Sequence[str], [], "Route override NAME=URL (anthropic, openai, gemini); repeatable."
+        )
+        loader.add_option(
+            "llmsm_upstream_timeout", float, 600.0,
+            "Seconds to wait for the upstream's response headers before answering 502 (0: wait forever).",
         )
 
     def configure(self, updated) -> None:
@@ -182,6 +187,7 @@ class LLMGateway:
         headers = {k.lower(): v for k, v in flow.request.headers.items()}
         if header_label:
             headers[LABEL_HEADER] = header_label
+        self._arm_upstream_timeout(flow, ex)
         ex.identity = self.sessions.attribute(
             headers,
             ex.request,
@@ -280,15 +286,38 @@ class LLMGateway:
         ex: Exchange | None = flow.metadata.pop(META, None)
         if ex is None:
             return
-        msg = str(flow.error) if flow.error else "connection failed"
+        if ex.timeout_handle is not None:
+            ex.timeout_handle.cancel()
+        msg = flow.metadata.get("llmsm_timed_out") or (str(flow.error) if flow.error else "connection failed")
         if ex.tap is None and ex.status_code is None:
             failure = "client_aborted" if "client" in msg.lower() else "proxy_error"
         else:
             failure = "client_aborted" if "client" in msg.lower() else "upstream_aborted"
         await self._finish(flow, ex, failure=failure, message=msg)
 
+    def _arm_upstream_timeout(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        timeout = ctx.options.llmsm_upstream_timeout if hasattr(ctx.options, "llmsm_upstream_timeout") else 0
+        if timeout and timeout > 0:
+            ex.timeout_handle = asyncio.get_running_loop().call_later(timeout, self._upstream_timed_out, flow, timeout)
+
+    @staticmethod
+    def _upstream_timed_out(flow: http.HTTPFlow, timeout: float) -> None:
+        """No response headers in time: close the upstream connection. mitmproxy then answers
+        the client with a 502 (JSON, see errors.py) and the error hook records a proxy_error."""
+        try:
+            if flow.response is not None or not flow.live:
+                return
+            flow.metadata["llmsm_timed_out"] = f"the upstream sent no response within {timeout:g} s"
+            handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+            if handler is not None and flow.server_conn in handler.transports:
+                handler.close_connection(flow.server_conn)
+        except Exception:
+            log.exception("llmsm: could not end a request that timed out")
+
     @staticmethod
     def _install_tap(ex: Exchange, resp: http.Response) -> StreamTap:
+        if ex.timeout_handle is not None:
+            ex.timeout_handle.cancel()
         ex.status_code = resp.status_code
         ex.streamed = "text/event-stream" in resp.headers.get("content-type", "").lower()
         ex.ratelimit = pick_ratelimit_headers(resp.headers.items())
@@ -326,15 +355,11 @@ class LLMGateway:
             body = {"llmsm": "gateway", "routes": {name: up.url for name, up in self.upstreams.items()}}
             flow.response = http.Response.make(200, json.dumps(body), {"content-type": "application/json"})
         else:
-            body = {
-                "type": "error",
-                "error": {
-                    "type": "not_found_error",
-                    "message": f"llmsm: no route for {req.path.split('?', 1)[0]!r}; "
-                    "use /anthropic/..., /openai/... or /gemini/... (optionally after /s/LABEL)",
-                },
-            }
-            flow.response = http.Response.make(404, json.dumps(body), {"content-type": "application/json"})
+            message = (
+                f"llmsm: no route for {req.path.split('?', 1)[0]!r}; "
+                "use /anthropic/..., /openai/... or /gemini/... (optionally after /s/LABEL)"
+            )
+            flow.response = http.Response.make(404, error_body(404, message), {"content-type": "application/json"})
 
 
 class _WebSocketSession:

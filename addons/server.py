@@ -35,6 +35,7 @@ class GatewayConfig:
     upstreams: list[str] = field(default_factory=list)
     proxy_port: int | None = None  # explicit-proxy (HTTPS_PROXY) listener with TLS interception
     intercept_hosts: list[str] = field(default_factory=list)  # beyond routes.KNOWN_API_HOSTS
+    upstream_timeout: float = 600.0  # seconds to wait for response headers
     state_file: Path | None = None  # where a running gateway says where it listens
 
 
@@ -134,7 +135,10 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     from mitmproxy.options import Options
     from mitmproxy.tools.dump import DumpMaster
 
+    from llmsm.addons.errors import install_json_error_pages
     from llmsm.addons.gateway import LLMGateway
+
+    install_json_error_pages()
 
     modes = [f"reverse:{routes.DEFAULT_UPSTREAMS['anthropic']}@{config.port}"]
     if config.proxy_port is not None:
@@ -147,6 +151,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         connection_strategy="lazy",
         llmsm_upstream=list(config.upstreams),
         llmsm_db=str(config.db_path),
+        llmsm_upstream_timeout=config.upstream_timeout,
         # Keep the client's Accept-Encoding and bodies exactly as sent.
         anticomp=False,
         anticache=False,

@@ -36,6 +36,9 @@ def proxy(
         list[str] | None,
         typer.Option("--intercept-host", help="Another host whose TLS the proxy port intercepts (default list: docs/sessions.md). Repeatable.", metavar="HOST"),
     ] = None,
+    upstream_timeout: Annotated[
+        float, typer.Option("--upstream-timeout", help="Seconds to wait for an upstream's response headers before answering 502 (0: forever).", min=0)
+    ] = 600.0,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every exchange.")] = False,
 ) -> None:
@@ -45,7 +48,7 @@ def proxy(
     _setup_logging(verbose)
     config = GatewayConfig(
         db_path=db_path, host=host, port=port, upstreams=list(upstream or []), state_file=state_file_for(db_path),
-        proxy_port=proxy_port, intercept_hosts=list(intercept_host or []),
+        proxy_port=proxy_port, intercept_hosts=list(intercept_host or []), upstream_timeout=upstream_timeout,
     )
 
     def on_ready(state: dict) -> None:

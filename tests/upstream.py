@@ -11,6 +11,7 @@ request by the ``x-fake`` header (it passes through the gateway untouched), a co
 - ``bytewise``: send the body one byte per chunk
 - ``slow=SECONDS``: pause between events
 - ``html``: the error body is an HTML page, not JSON
+- ``stall=SECONDS``: wait that long before answering at all (an upstream that hangs)
 
 Usage numbers are fixed per provider (the constants below), so tests know the exact answer.
 """
@@ -191,6 +192,10 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         self._record(raw)
         flags = _flags(self.headers.get("x-fake", ""))
+        if "stall" in flags:
+            deadline = time.time() + float(flags["stall"])
+            while time.time() < deadline and not self.server.owner.stopping.is_set():
+                time.sleep(0.05)
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
