@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hmac
 import json
 import logging
 import time
@@ -37,6 +38,7 @@ log = logging.getLogger("llmsm.gateway")
 META = "llmsm"
 EVENT_META = "llmsm_event"
 WS_META = "llmsm_ws"
+TOKEN_HEADER = "x-llmsm-token"
 # Request bodies above this are parsed in a worker thread so other flows are not held up.
 INLINE_PARSE_LIMIT = 256 * 1024
 # Request bodies above this are not parsed at all (no API accepts them; they pass untouched).
@@ -74,12 +76,17 @@ class LLMGateway:
         self.overridden: set[str] = set()  # routes given with --upstream
         self.sessions = SessionAttributor()
         self._proxy_users: dict[str, str] = {}  # client connection id -> proxy user name
+        self._authenticated: set[str] = set()  # tunnels whose CONNECT carried the token
 
     # -- options --------------------------------------------------------------------------
     def load(self, loader) -> None:
         loader.add_option("llmsm_db", str, "", "Path of llmsm's DuckDB database (default: LLMSM_DB or the user data dir).")
         loader.add_option(
             "llmsm_upstream", Sequence[str], [], "Route override NAME=URL (anthropic, openai, gemini); repeatable."
+        )
+        loader.add_option(
+            "llmsm_auth_token", str, "",
+            "When set, every client must present it: header x-llmsm-token, or as the proxy password.",
         )
         loader.add_option(
             "llmsm_upstream_timeout", float, 600.0,
@@ -112,18 +119,48 @@ class LLMGateway:
     @_guarded
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """HTTPS_PROXY=http://NAME@host:port: the user name labels every request on the tunnel."""
-        user = proxy_user(flow.request.headers.get("proxy-authorization"))
+        auth = flow.request.headers.get("proxy-authorization")
+        if self._token_required() and not self._token_ok(proxy_password(auth)):
+            flow.response = http.Response.make(
+                407, error_body(407, "llmsm: proxy authentication required"), {"Proxy-Authenticate": 'Basic realm="llmsm"'}
+            )
+            return
+        self._authenticated.add(flow.client_conn.id)
+        user = proxy_user(auth)
         if user:
             self._proxy_users[flow.client_conn.id] = user
 
     @_guarded
     def client_disconnected(self, client) -> None:
         self._proxy_users.pop(client.id, None)
+        self._authenticated.discard(client.id)
+
+    def _token_required(self) -> bool:
+        return bool(getattr(ctx.options, "llmsm_auth_token", ""))
+
+    def _token_ok(self, presented: str | None) -> bool:
+        return presented is not None and hmac.compare_digest(presented.encode(), ctx.options.llmsm_auth_token.encode())
+
+    def _reject_unauthenticated(self, flow: http.HTTPFlow) -> bool:
+        """With --auth-token, a request must carry the token (or come through an authenticated tunnel)."""
+        if not self._token_required() or flow.client_conn.id in self._authenticated:
+            return False
+        req = flow.request
+        presented = req.headers.get(TOKEN_HEADER) or proxy_password(req.headers.get("proxy-authorization"))
+        if self._token_ok(presented):
+            return False
+        flow.response = http.Response.make(
+            401, error_body(401, f"llmsm: this gateway needs its token (header {TOKEN_HEADER})"), {"content-type": "application/json"}
+        )
+        return True
 
     # -- request --------------------------------------------------------------------------
     @_guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self._reject_unauthenticated(flow):
+            return
         req = flow.request
+        req.headers.pop(TOKEN_HEADER, None)
         now = time.time()
         base_url_mode = isinstance(getattr(flow.client_conn, "proxy_mode", None), ReverseMode)
         routed = routes.route_path(req.path) if base_url_mode else None
@@ -381,8 +418,7 @@ def _json_object(raw: bytes) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def proxy_user(header: str | None) -> str | None:
-    """The user name of a Basic Proxy-Authorization header (the password is ignored)."""
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -392,7 +428,19 @@ def proxy_user(header: str | None) -> str | None:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace")
     except ValueError:
         return None
-    return unquote(decoded.partition(":")[0]) or None
+    user, _, password = decoded.partition(":")
+    return unquote(user), unquote(password)
+
+
+def proxy_user(header: str | None) -> str | None:
+    """The user name of a Basic Proxy-Authorization header: the session label."""
+    creds = _basic_credentials(header)
+    return (creds[0] or None) if creds else None
+
+
+def proxy_password(header: str | None) -> str | None:
+    creds = _basic_credentials(header)
+    return (creds[1] or None) if creds else None
 
 
 def _parse_request_body(provider: str, api: str, raw: bytes):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ class GatewayConfig:
     proxy_port: int | None = None  # explicit-proxy (HTTPS_PROXY) listener with TLS interception
     intercept_hosts: list[str] = field(default_factory=list)  # beyond routes.KNOWN_API_HOSTS
     upstream_timeout: float = 600.0  # seconds to wait for response headers
+    auth_token: str = ""  # required of every client when set; mandatory off loopback
     state_file: Path | None = None  # where a running gateway says where it listens
 
 
@@ -86,12 +88,26 @@ def validate(config: GatewayConfig) -> None:
         routes.build_upstreams(config.upstreams)
     except routes.RouteError as exc:
         raise GatewayError(str(exc)) from None
+    if not is_loopback(config.host) and not config.auth_token:
+        raise GatewayError(
+            f"refusing to listen on {config.host} without authentication: anyone who can reach it could "
+            "use your API keys' sessions and read usage. Add --auth-token TOKEN (or LLMSM_AUTH_TOKEN)"
+        )
     check_db_writable(config.db_path)
     check_port_free(config.host, config.port)
     if config.proxy_port is not None:
         if config.proxy_port == config.port and config.port != 0:
             raise GatewayError("--proxy-port must differ from --port")
         check_port_free(config.host, config.proxy_port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def intercept_patterns(extra_hosts: list[str]) -> list[str]:
@@ -152,6 +168,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         llmsm_upstream=list(config.upstreams),
         llmsm_db=str(config.db_path),
         llmsm_upstream_timeout=config.upstream_timeout,
+        llmsm_auth_token=config.auth_token,
         # Keep the client's Accept-Encoding and bodies exactly as sent.
         anticomp=False,
         anticache=False,

@@ -39,7 +39,11 @@ def proxy(
     upstream_timeout: Annotated[
         float, typer.Option("--upstream-timeout", help="Seconds to wait for an upstream's response headers before answering 502 (0: forever).", min=0)
     ] = 600.0,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs --auth-token.")] = "127.0.0.1",
+    auth_token: Annotated[
+        str | None,
+        typer.Option("--auth-token", envvar="LLMSM_AUTH_TOKEN", help="Clients must send it: header x-llmsm-token, or as the proxy password (http://label:TOKEN@host:port).", show_default=False),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every exchange.")] = False,
 ) -> None:
     from llmsm.addons.server import GatewayConfig, GatewayError, run, state_file_for
@@ -49,6 +53,7 @@ def proxy(
     config = GatewayConfig(
         db_path=db_path, host=host, port=port, upstreams=list(upstream or []), state_file=state_file_for(db_path),
         proxy_port=proxy_port, intercept_hosts=list(intercept_host or []), upstream_timeout=upstream_timeout,
+        auth_token=auth_token or "",
     )
 
     def on_ready(state: dict) -> None:

@@ -59,8 +59,8 @@ class Gateway:
         deadline = time.time() + timeout
         while time.time() < deadline:
             text = self.log.read_text(errors="replace")
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", text)
-            p = re.search(r"explicit proxy on http://127\.0\.0\.1:(\d+)", text)
+            m = re.search(r"listening on http://[^ ]+:(\d+) ", text)
+            p = re.search(r"explicit proxy on http://[^ ]+:(\d+) ", text)
             if m and (p or "--proxy-port" not in self.extra_args):
                 self.port = int(m.group(1))
                 self.proxy_port = int(p.group(1)) if p else None
