@@ -19,6 +19,7 @@ Usage numbers are fixed per provider (the constants below), so tests know the ex
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import socket
 import struct
@@ -244,7 +245,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- writing --------------------------------------------------------------------------
     def _record(self, raw: bytes) -> None:
-        self.server.owner.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": raw})
+        self.server.owner.requests.append({
+            "method": self.command, "path": self.path, "headers": dict(self.headers.items()),
+            "body": raw if len(raw) <= 1 << 20 else b"",  # big bodies: digest only
+            "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw),
+        })
 
     def _send_json(self, status: int, obj: Any, extra: dict, flags: dict | None = None) -> None:
         self._send_raw(status, json.dumps(obj).encode(), "application/json", extra, flags or {})
