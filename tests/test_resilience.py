@@ -131,3 +131,45 @@ def test_concurrent_streams_short(gateway, upstream):
 def test_concurrent_streams_full(gateway, upstream):
     """Issue 7's load: 50 concurrent streaming sessions, 20 requests each."""
     _stream_load(gateway, upstream.url, 50, 20)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 4 MiB tmpfs, so the disk can really fill up (needs root; skipped elsewhere)."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_disk_full_keeps_traffic_and_writes_later(upstream, tmp_path, tiny_disk):
+    gw = Gateway(tmp_path, upstream.url, db=tiny_disk / "llmsm.duckdb").start()
+    try:
+        label = _label("full")
+        _messages(gw, label, 1)
+        gw.wait_rows(1, f"session_id = '{label}'")
+        time.sleep(0.6)
+        filler = tiny_disk / "filler"
+        with open(filler, "wb") as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        t0 = time.time()
+        _messages(gw, label, 5)
+        assert time.time() - t0 < 5  # traffic flows at full speed
+        time.sleep(1.5)
+        assert "WARNING llmsm.writer" in gw.log.read_text()
+        filler.unlink()  # space again: the kept events are written
+        rows = gw.wait_rows(6, f"session_id = '{label}'", timeout=20)
+        assert len(rows) == 6
+    finally:
+        gw.stop()
