@@ -387,7 +387,8 @@ class LLMGateway:
         req = flow.request
         ex = Exchange(started_at=now, method=req.method, path=routes.redact_path(req.path), answered_by_gateway=True)
         ex.client, ex.client_version = detect_client(req.headers)
-        flow.metadata[META] = ex
+        if not req.headers.get("user-agent", "").startswith("llmsm-"):  # llmsm's own health checks
+            flow.metadata[META] = ex
         if req.path.split("?", 1)[0] == "/":
             body = {"llmsm": "gateway", "routes": {name: up.url for name, up in self.upstreams.items()}}
             flow.response = http.Response.make(200, json.dumps(body), {"content-type": "application/json"})
