@@ -147,6 +147,14 @@ class _Announce:
         self.on_ready(state)
 
 
+def _quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Client connections still open at shutdown are cancelled; that is not an error to print."""
+    exc = context.get("exception")
+    if isinstance(exc, asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
 async def _serve(config: GatewayConfig, on_ready) -> None:
     from mitmproxy.options import Options
     from mitmproxy.tools.dump import DumpMaster
@@ -162,7 +170,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     opts = Options(confdir=str(ca_dir()), listen_host=config.host, mode=modes)
     master = DumpMaster(opts, with_termlog=False, with_dumper=False)
     writer = EventWriter(config.db_path)
-    master.addons.add(LLMGateway(writer), _Announce(config, on_ready))
+    from llmsm.addons.budget_guard import BudgetGuard; master.addons.add(LLMGateway(writer), BudgetGuard(config.db_path), _Announce(config, on_ready))  # noqa: E702
     opts.update(
         connection_strategy="lazy",
         llmsm_upstream=list(config.upstreams),
@@ -175,6 +183,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         allow_hosts=intercept_patterns(config.intercept_hosts),
     )
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_cancellations)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
     writer.start()

@@ -201,3 +201,22 @@ def test_api_keys_never_stored(gateway):
     blob = b"".join(p.read_bytes() for p in files if p.is_file())
     for secret in [*TEST_KEYS.values(), "COOKIE-SECRET-42"]:
         assert secret.encode() not in blob
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_flushes_and_exits_cleanly(fresh_gateway, sig):
+    import signal as signals
+
+    gw = fresh_gateway.start()
+    tag = _label()
+    client = anthropic.Anthropic(api_key=TEST_KEYS["anthropic"], base_url=f"{gw.url}/anthropic", max_retries=0,
+                                 default_headers={"x-llmsm-session": tag})
+    for _ in range(5):
+        client.messages.create(**MSG_BODY)
+    code = gw.stop(getattr(signals, sig))  # right away: the writer may not have flushed yet
+    assert code == 0
+    assert not gw.db.with_name(gw.db.name + ".gateway.json").exists()
+    spool = gw.db.with_name(gw.db.name + ".spool")
+    assert not any(p.stat().st_size for p in spool.glob("*")) if spool.exists() else True
+    assert len(gw.query(f"SELECT id FROM requests WHERE session_id = '{tag}'")) == 5
+    assert "Traceback" not in gw.log.read_text()
