@@ -13,6 +13,7 @@ from llmsm.cli.common import DbOption, fail, resolve_db
 
 
 def register(app: typer.Typer) -> None:
+    app.command("stop", help="Stop the gateway running for this database (e.g. one `llmsm run` started).")(stop)
     app.command(
         "proxy",
         help="Run the gateway on 127.0.0.1: point your assistant's base URL at it "
@@ -80,3 +81,47 @@ def _setup_logging(verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("llmsm").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def stop(
+    db: DbOption = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for it to flush and exit.")] = 15.0,
+) -> None:
+    import json
+    import os
+    import signal
+    import time
+
+    from llmsm.addons.server import state_file_for
+
+    db_path = resolve_db(db)
+    state_file = state_file_for(db_path)
+    try:
+        pid = int(json.loads(state_file.read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"no gateway is running for {db_path}", file=sys.stderr)
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # A gateway removes its state file as the last step of a clean exit.
+        if not state_file.exists() or not _alive(pid):
+            print(f"stopped the gateway (pid {pid})", file=sys.stderr)
+            return
+        time.sleep(0.1)
+    fail(f"the gateway (pid {pid}) did not exit within {timeout:g} s")
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie has exited; only its parent has not collected it yet
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

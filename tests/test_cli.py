@@ -138,3 +138,12 @@ def test_help_and_version():
     assert p.returncode == 0 and "proxy" in p.stdout and "sql" in p.stdout
     p = llmsm("--version")
     assert p.returncode == 0 and p.stdout.startswith("llmsm ")
+
+
+def test_stop_stops_the_gateway_of_a_database(fresh_gateway):
+    gw = fresh_gateway.start()
+    p = llmsm("stop", "--db", str(gw.db), env=gw.env)
+    assert p.returncode == 0 and "stopped" in p.stderr
+    assert gw.proc.wait(10) == 0
+    p = llmsm("stop", "--db", str(gw.db), env=gw.env)
+    assert p.returncode == 0 and "no gateway" in p.stderr
