@@ -159,6 +159,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     from mitmproxy.options import Options
     from mitmproxy.tools.dump import DumpMaster
 
+    from llmsm.addons.budget_guard import BudgetGuard
     from llmsm.addons.errors import install_json_error_pages
     from llmsm.addons.gateway import LLMGateway
 
@@ -170,7 +171,8 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     opts = Options(confdir=str(ca_dir()), listen_host=config.host, mode=modes)
     master = DumpMaster(opts, with_termlog=False, with_dumper=False)
     writer = EventWriter(config.db_path)
-    from llmsm.addons.budget_guard import BudgetGuard; master.addons.add(LLMGateway(writer), BudgetGuard(config.db_path), _Announce(config, on_ready))  # noqa: E702
+    # Order matters: the guard's request hook runs after the gateway has attributed the session.
+    master.addons.add(LLMGateway(writer), BudgetGuard(config.db_path), _Announce(config, on_ready))
     opts.update(
         connection_strategy="lazy",
         llmsm_upstream=list(config.upstreams),

@@ -94,4 +94,238 @@ FROM per_session AS s
 LEFT JOIN latest_run AS r USING (session_id);
 
 
+-- ============================================================================================
+-- budget_status: every budget (`llmsm budget set`) with what it has used so far
+--   used_tokens counts every token kind (input + output + cache read + cache write) of API calls;
+--   used_usd sums cost_usd (unpriced requests add nothing: `llmsm cost` lists them).
+--   session/label/client budgets count all time; the day budget counts today (local date).
+--   Imported transcript rows (usage_source = 'transcript') never count: budgets are about
+--   what passes the gateway.
+--   pct = the larger of used/max_tokens and used/max_usd, in percent (may pass 100);
+--   state: 'exceeded' (pct >= 100: the gateway answers new requests with a 429),
+--          'warn' (pct >= warn_at * 100), else 'ok'.
+--   The gateway keeps the same numbers in memory (analytics/budgets.py, BudgetBook).
+-- ============================================================================================
+CREATE OR REPLACE VIEW budget_status AS
+WITH charged AS (
+    SELECT
+        session_id,
+        label,
+        client,
+        started_at,
+        CASE WHEN api = 'other' THEN 0 ELSE
+            coalesce(input_tokens, 0) + coalesce(output_tokens, 0)
+            + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0)
+        END AS tokens,
+        coalesce(cost_usd, 0) AS usd
+    FROM events
+    WHERE usage_source IS DISTINCT FROM 'transcript'  -- what passed the gateway, not imports
+),
+matched AS (
+    SELECT b.id, c.tokens, c.usd FROM budgets AS b JOIN charged AS c
+        ON b.scope = 'session' AND c.session_id = b.target
+    UNION ALL
+    SELECT b.id, c.tokens, c.usd FROM budgets AS b JOIN charged AS c
+        ON b.scope = 'label' AND c.label = b.target
+    UNION ALL
+    SELECT b.id, c.tokens, c.usd FROM budgets AS b JOIN charged AS c
+        ON b.scope = 'client' AND c.client = b.target
+    UNION ALL
+    SELECT b.id, c.tokens, c.usd FROM budgets AS b JOIN charged AS c
+        ON b.scope = 'day'
+        AND c.started_at >= CAST(current_date AS TIMESTAMPTZ)
+        AND c.started_at < CAST(current_date + 1 AS TIMESTAMPTZ)
+),
+used AS (
+    SELECT id, sum(tokens)::BIGINT AS used_tokens, sum(usd)::DOUBLE AS used_usd
+    FROM matched
+    GROUP BY id
+),
+shares AS (
+    SELECT
+        b.id, b.scope, b.target, b.max_tokens, b.max_usd, coalesce(b.warn_at, 0.8) AS warn_at, b.created_at,
+        coalesce(u.used_tokens, 0)::BIGINT AS used_tokens,
+        coalesce(u.used_usd, 0)::DOUBLE AS used_usd,
+        CASE WHEN b.max_tokens > 0 THEN 100.0 * coalesce(u.used_tokens, 0) / b.max_tokens
+             WHEN b.max_tokens IS NOT NULL THEN 'inf'::DOUBLE END AS tokens_pct,
+        CASE WHEN b.max_usd > 0 THEN 100.0 * coalesce(u.used_usd, 0) / b.max_usd
+             WHEN b.max_usd IS NOT NULL THEN 'inf'::DOUBLE END AS usd_pct
+    FROM budgets AS b
+    LEFT JOIN used AS u USING (id)
+)
+SELECT
+    *,
+    greatest(tokens_pct, usd_pct) AS pct,
+    CASE
+        WHEN greatest(tokens_pct, usd_pct) >= 100 THEN 'exceeded'
+        WHEN greatest(tokens_pct, usd_pct) >= 100 * warn_at THEN 'warn'
+        ELSE 'ok'
+    END AS state
+FROM shares;
+
+
+-- ============================================================================================
+-- quota: the latest state of each provider quota window, per account (events.account: a key
+--   fingerprint or account id, never the key) and window, from the rate-limit headers kept in
+--   events.ratelimit. A window's state comes from the newest response that carried it.
+--   source 'anthropic-unified': subscription windows (anthropic-ratelimit-unified-5h-*, -7d-*,
+--          -7d_opus-*...): window '5h', '7d', ...; utilization 0..1 (or a percent: > 1.5 or '%')
+--          -> used_pct; reset (epoch seconds); status; a window without its own reset/status
+--          takes the overall unified-reset/-status when the representative claim names it
+--          (or names none).
+--   source 'anthropic': API rate limits anthropic-ratelimit-{requests,tokens,input-tokens,
+--          output-tokens}-{limit,remaining,reset} (reset: RFC 3339).
+--   source 'openai': x-ratelimit-{limit,remaining,reset}-{requests,tokens} (reset: a duration
+--          such as "6m0s", "1s", "20ms", from the response time).
+--   source 'codex': x-codex-[family-]{primary,secondary}-{used-percent,window-minutes,reset-at,
+--          reset-after-seconds}; the window is named by its minutes (300 -> '5h', 10080 -> '7d'),
+--          not by primary/secondary.
+--   used_pct: 0..100 (limit - remaining over limit for API limits); resets_at: TIMESTAMPTZ.
+--   analytics/quota.py parses the same headers the same way (parse_headers) for tests/tools.
+-- ============================================================================================
+CREATE OR REPLACE VIEW quota AS
+WITH shapes AS (
+    -- the newest response per account, provider and set of header names: the newest response
+    -- carrying a window is always one of these, so only they need unpacking (fast on big tables)
+    SELECT arg_max(id, started_at) AS id
+    FROM events
+    WHERE ratelimit IS NOT NULL
+    GROUP BY account, provider, list_sort(json_keys(ratelimit))
+),
+headers AS (
+    SELECT e.id, e.account, e.provider, e.started_at AS observed_at, lower(h.key) AS k, trim(h.value) AS v
+    FROM events AS e
+    SEMI JOIN shapes AS s ON s.id = e.id,
+    unnest(map_entries(CAST(e.ratelimit AS MAP(VARCHAR, VARCHAR)))) AS t(h)
+),
+classified AS (
+    SELECT
+        *,
+        CASE
+            WHEN regexp_matches(k, '^anthropic-ratelimit-unified-[0-9][a-z0-9_]*-(utilization|reset|status)$')
+                THEN 'anthropic-unified'
+            WHEN regexp_matches(k, '^anthropic-ratelimit-(requests|tokens|input-tokens|output-tokens)-(limit|remaining|reset)$')
+                THEN 'anthropic'
+            WHEN regexp_matches(k, '^x-ratelimit-(limit|remaining|reset)-(requests|tokens)$')
+                THEN 'openai'
+            WHEN regexp_matches(k, '^x-codex-(?:[a-z0-9_-]+?-)?(primary|secondary)-(used-percent|window-minutes|reset-at|reset-after-seconds)$')
+                THEN 'codex'
+        END AS source
+    FROM headers
+),
+fields AS (
+    SELECT
+        *,
+        CASE source
+            WHEN 'anthropic-unified' THEN regexp_extract(k, '^anthropic-ratelimit-unified-([0-9][a-z0-9_]*)-', 1)
+            WHEN 'anthropic' THEN regexp_extract(k, '^anthropic-ratelimit-(requests|tokens|input-tokens|output-tokens)-', 1)
+            WHEN 'openai' THEN regexp_extract(k, '-(requests|tokens)$', 1)
+            WHEN 'codex' THEN regexp_extract(k, '^x-codex-((?:[a-z0-9_-]+?-)?(?:primary|secondary))-', 1)
+        END AS slot,
+        CASE source
+            WHEN 'openai' THEN regexp_extract(k, '^x-ratelimit-(limit|remaining|reset)-', 1)
+            WHEN 'codex' THEN regexp_extract(k, '-(used-percent|window-minutes|reset-at|reset-after-seconds)$', 1)
+            ELSE regexp_extract(k, '-([a-z]+)$', 1)
+        END AS field,
+        -- the value read as a number, a point in time (epoch s or ms, or ISO 8601), a duration (s)
+        TRY_CAST(replace(v, '%', '') AS DOUBLE) AS num,
+        CASE
+            WHEN regexp_matches(v, '^[0-9]+(\.[0-9]+)?$')
+                THEN to_timestamp(CASE WHEN v::DOUBLE > 1e12 THEN v::DOUBLE / 1000 ELSE v::DOUBLE END)
+            ELSE TRY_CAST(v AS TIMESTAMPTZ)
+        END AS ts,
+        CASE
+            WHEN regexp_matches(v, '^[0-9]+(\.[0-9]+)?$') THEN v::DOUBLE
+            WHEN regexp_matches(v, '^([0-9]+(\.[0-9]+)?(ms|d|h|m|s))+$') THEN
+                coalesce(TRY_CAST(NULLIF(regexp_extract(v, '([0-9.]+)d', 1), '') AS DOUBLE), 0) * 86400
+                + coalesce(TRY_CAST(NULLIF(regexp_extract(v, '([0-9.]+)h', 1), '') AS DOUBLE), 0) * 3600
+                + coalesce(TRY_CAST(NULLIF(regexp_extract(v, '([0-9.]+)m(?:[^s]|$)', 1), '') AS DOUBLE), 0) * 60
+                + coalesce(TRY_CAST(NULLIF(regexp_extract(v, '([0-9.]+)s', 1), '') AS DOUBLE), 0)
+                + coalesce(TRY_CAST(NULLIF(regexp_extract(v, '([0-9.]+)ms', 1), '') AS DOUBLE), 0) / 1000
+        END AS secs
+    FROM classified
+    WHERE source IS NOT NULL
+),
+latest AS (
+    -- the newest response that carried this window
+    SELECT account, provider, source, slot, arg_max(id, observed_at) AS id, max(observed_at) AS observed_at
+    FROM fields
+    GROUP BY account, provider, source, slot
+),
+per_window AS (
+    SELECT
+        l.account, l.provider, l.source, l.slot, l.id, l.observed_at,
+        max(f.v) FILTER (WHERE f.field = 'utilization') AS utilization_raw,
+        max(f.num) FILTER (WHERE f.field = 'utilization') AS utilization,
+        max(f.num) FILTER (WHERE f.field = 'used-percent') AS used_percent,
+        CAST(max(f.num) FILTER (WHERE f.field = 'window-minutes') AS BIGINT) AS window_minutes,
+        max(f.num) FILTER (WHERE f.field = 'limit') AS limit_value,
+        max(f.num) FILTER (WHERE f.field = 'remaining') AS remaining,
+        max(f.v) FILTER (WHERE f.field = 'status') AS status,
+        max(f.ts) FILTER (WHERE f.field IN ('reset', 'reset-at') AND l.source IN ('anthropic-unified', 'anthropic', 'codex')) AS reset_ts,
+        max(f.secs) FILTER (WHERE (f.field = 'reset' AND l.source = 'openai') OR f.field = 'reset-after-seconds') AS reset_secs
+    FROM latest AS l
+    JOIN fields AS f ON f.id = l.id AND f.source = l.source AND f.slot = l.slot
+    GROUP BY ALL
+),
+unified_overall AS (
+    SELECT
+        id,
+        max(v) FILTER (WHERE k = 'anthropic-ratelimit-unified-status') AS status,
+        max(CASE WHEN regexp_matches(v, '^[0-9]+(\.[0-9]+)?$')
+                 THEN to_timestamp(CASE WHEN v::DOUBLE > 1e12 THEN v::DOUBLE / 1000 ELSE v::DOUBLE END)
+                 ELSE TRY_CAST(v AS TIMESTAMPTZ) END)
+            FILTER (WHERE k = 'anthropic-ratelimit-unified-reset') AS reset_ts,
+        max(replace(replace(v, 'five_hour', '5h'), 'seven_day', '7d'))
+            FILTER (WHERE k = 'anthropic-ratelimit-unified-representative-claim') AS claim
+    FROM headers
+    WHERE k IN ('anthropic-ratelimit-unified-status', 'anthropic-ratelimit-unified-reset',
+                'anthropic-ratelimit-unified-representative-claim')
+    GROUP BY id
+),
+windows AS (
+    SELECT
+        p.*,
+        p.source = 'anthropic-unified' AND (o.claim IS NULL OR o.claim = p.slot) AS takes_overall,
+        o.status AS overall_status,
+        o.reset_ts AS overall_reset
+    FROM per_window AS p
+    LEFT JOIN unified_overall AS o ON o.id = p.id AND p.source = 'anthropic-unified'
+)
+SELECT
+    account,
+    provider,
+    source,
+    CASE
+        WHEN source = 'codex' AND window_minutes > 0 THEN
+            coalesce(NULLIF(regexp_extract(slot, '^(.*)-(primary|secondary)$', 1), '') || ' ', '')
+            || CASE
+                WHEN window_minutes % 1440 = 0 THEN CAST(window_minutes // 1440 AS VARCHAR) || 'd'
+                WHEN window_minutes % 60 = 0 THEN CAST(window_minutes // 60 AS VARCHAR) || 'h'
+                ELSE CAST(window_minutes AS VARCHAR) || 'm'
+            END
+        ELSE slot
+    END AS window_name,
+    window_minutes,
+    CASE source
+        WHEN 'anthropic-unified' THEN
+            CASE WHEN utilization_raw LIKE '%\%%' ESCAPE '\' OR utilization > 1.5 THEN utilization
+                 ELSE utilization * 100 END
+        WHEN 'codex' THEN used_percent
+        ELSE CASE WHEN limit_value > 0 AND remaining IS NOT NULL
+                  THEN 100.0 * (limit_value - remaining) / limit_value END
+    END AS used_pct,
+    CAST(limit_value AS BIGINT) AS limit_value,
+    CAST(remaining AS BIGINT) AS remaining,
+    coalesce(
+        reset_ts,
+        CASE WHEN reset_secs IS NOT NULL THEN observed_at + to_microseconds(CAST(reset_secs * 1e6 AS BIGINT)) END,
+        CASE WHEN takes_overall THEN overall_reset END
+    ) AS resets_at,
+    coalesce(status, CASE WHEN takes_overall THEN overall_status END) AS status,
+    observed_at,
+    id AS event_id
+FROM windows;
+
+
 -- more views below

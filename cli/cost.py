@@ -1,9 +1,496 @@
-"""(placeholder: filled in by the issue that owns these commands)"""
+"""`llmsm cost`, `llmsm budget set|list|rm`, `llmsm quota`.
+
+Costs are computed per request by the gateway (analytics/prices.py); this module adds them up.
+Budgets are rows of the `budgets` table that a running gateway picks up within about a second
+(addons/budget_guard.py). Quota windows come from the `quota` view (analytics/quota.py).
+See docs/cost.md.
+"""
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime, timedelta, timezone
+from enum import Enum
+from typing import Annotated, Any
+
 import typer
+
+from rich.markup import escape
+
+from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("cost", help="Cost totals (USD) with tokens, by session, model, client or day; lists unpriced models.")(cost)
+    budget_app = typer.Typer(
+        name="budget",
+        help="Token or USD budgets per session, label, client or day, enforced by the running gateway.",
+        no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    budget_app.command("set", help="Create a budget, or change the limits of the one with the same scope.")(budget_set)
+    budget_app.command("list", help="Every budget with what it has used so far.")(budget_list)
+    budget_app.command("rm", help="Remove a budget (by the id `llmsm budget list` shows).")(budget_rm)
+    app.add_typer(budget_app)
+    app.command("quota", help="Provider quota windows per account: used %, remaining, resets at.")(quota)
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting helpers
+# --------------------------------------------------------------------------------------------
+
+
+def human_tokens(n: int | float | None) -> str:
+    if not n:
+        return "0"
+    for unit, size in (("B", 1_000_000_000), ("M", 1_000_000), ("k", 1_000)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return str(int(n))
+
+
+def usd(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if 0 < value < 0.01:
+        return f"${value:.4f}"
+    return f"${value:,.2f}"
+
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|min|h|d|w)$", re.IGNORECASE)
+
+
+def parse_when(text: str | None, option: str, *, end: bool = False) -> datetime | None:
+    """--since/--until: 2026-11-01 (local day; as --until the whole day is included),
+    2026-11-01T09:00, 7d / 12h / 30m / 2w ago, today, yesterday, now."""
+    if text is None:
+        return None
+    raw = text.strip()
+    now = datetime.now().astimezone()
+    low = raw.lower()
+    if low == "now":
+        return now
+    if low in ("today", "yesterday"):
+        d = now.date() - timedelta(days=1 if low == "yesterday" else 0)
+        return _local_midnight(d + timedelta(days=1) if end else d)
+    if m := _AGE.match(raw):
+        n, unit = float(m.group(1)), m.group(2).lower()
+        seconds = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[unit]
+        return now - timedelta(seconds=n * seconds)
+    if re.match(r"^\d{4}-\d{2}-\d{2}$", raw):
+        try:
+            d = date.fromisoformat(raw)
+        except ValueError:
+            fail(f"{option}: {raw!r} is not a valid date")
+        return _local_midnight(d + timedelta(days=1) if end else d)
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        fail(f"{option}: cannot read {raw!r}: use a date (2026-11-01), a time (2026-11-01T09:00), an age (7d, 12h) or today")
+    return dt if dt.tzinfo else dt.astimezone()
+
+
+def _local_midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day).astimezone()
+
+
+def _open_query(db):
+    from llmsm.analytics.store import DatabaseMissing, StoreError, open_for_query
+
+    try:
+        return open_for_query(resolve_db(db))
+    except DatabaseMissing:
+        return None
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def _open_write(db):
+    from llmsm.analytics.store import StoreError, connect
+
+    try:
+        return connect(resolve_db(db), timeout=10.0)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+# --------------------------------------------------------------------------------------------
+# llmsm cost
+# --------------------------------------------------------------------------------------------
+
+
+class By(str, Enum):
+    session = "session"
+    model = "model"
+    client = "client"
+    day = "day"
+
+
+# Imported transcript rows count only when no wire row has the same message id (the wire wins),
+# the rule of the `daily` view; 'other' calls (preflights, unknown paths) carry no usage.
+COUNTED_SQL = """
+WITH transcript_msgs AS (
+    SELECT DISTINCT message_id FROM events WHERE usage_source = 'transcript' AND message_id IS NOT NULL
+),
+wire_msgs AS (
+    SELECT DISTINCT message_id FROM events
+    WHERE usage_source IS DISTINCT FROM 'transcript' AND message_id IN (SELECT message_id FROM transcript_msgs)
+),
+counted AS (
+    SELECT * FROM requests
+    WHERE api <> 'other'
+      AND NOT (usage_source = 'transcript' AND coalesce(message_id IN (SELECT message_id FROM wire_msgs), false))
+      AND (?::TIMESTAMPTZ IS NULL OR started_at >= ?::TIMESTAMPTZ)
+      AND (?::TIMESTAMPTZ IS NULL OR started_at < ?::TIMESTAMPTZ)
+)
+"""
+
+_GROUP = {
+    By.session: ("coalesce(session_id, '(no session)')", "arg_max(label, started_at) FILTER (WHERE label IS NOT NULL)"),
+    By.model: ("coalesce(model, requested_model, '(unknown)')", "string_agg(DISTINCT provider, ', ')"),
+    By.client: ("coalesce(client, 'unknown')", "NULL"),
+    By.day: ("CAST(CAST(started_at AS DATE) AS VARCHAR)", "NULL"),
+}
+
+_SUMS = """
+    count(*) AS requests,
+    coalesce(sum(input_tokens), 0)::BIGINT AS input_tokens,
+    coalesce(sum(output_tokens), 0)::BIGINT AS output_tokens,
+    coalesce(sum(cache_read_tokens), 0)::BIGINT AS cache_read_tokens,
+    coalesce(sum(cache_write_tokens), 0)::BIGINT AS cache_write_tokens,
+    coalesce(sum(total_tokens), 0)::BIGINT AS total_tokens,
+    sum(cost_usd) AS cost_usd,
+    count(*) FILTER (WHERE cost_usd IS NULL AND total_tokens > 0) AS unpriced_requests
+"""
+
+
+def cost_data(con, by: By, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    key, extra = _GROUP[by]
+    params = [since, since, until, until]
+    order = "key" if by == By.day else "cost_usd DESC NULLS LAST, total_tokens DESC, key"
+    cur = con.execute(
+        COUNTED_SQL + f"SELECT {key} AS key, {extra} AS detail, {_SUMS} FROM counted GROUP BY 1 ORDER BY {order}",
+        params,
+    )
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    cur = con.execute(COUNTED_SQL + f"SELECT {_SUMS} FROM counted", params)
+    total = dict(zip([d[0] for d in cur.description], cur.fetchone()))
+    cur = con.execute(
+        COUNTED_SQL
+        + """
+        SELECT provider, coalesce(model, requested_model, '(unknown)') AS model, count(*) AS requests,
+               sum(total_tokens)::BIGINT AS total_tokens, min(started_at) AS first_seen, max(started_at) AS last_seen
+        FROM counted WHERE cost_usd IS NULL AND total_tokens > 0
+        GROUP BY ALL ORDER BY total_tokens DESC
+        """,
+        params,
+    )
+    unpriced = [dict(zip([d[0] for d in cur.description], r)) for r in cur.fetchall()]
+    for r in rows:
+        r[by.value] = r.pop("key")
+        detail = r.pop("detail")
+        if by == By.session:
+            r["label"] = detail
+        elif by == By.model:
+            r["provider"] = detail
+    return {
+        "by": by.value,
+        "since": since,
+        "until": until,
+        "currency": "USD",
+        "rows": rows,
+        "total": total,
+        "unpriced_models": unpriced,
+    }
+
+
+def cost(
+    by: Annotated[By, typer.Option("--by", help="Group by session, model, client or day (local date).")] = By.model,
+    since: Annotated[str | None, typer.Option("--since", help="From (inclusive): 2026-11-01, 2026-11-01T09:00, 7d, 12h, today.", show_default=False)] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Up to (a date includes that whole day): 2026-11-30, 1d, yesterday.", show_default=False)] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    s = parse_when(since, "--since")
+    u = parse_when(until, "--until", end=True)
+    if s is not None and u is not None and s >= u:
+        fail(f"--since ({since}) is not before --until ({until}): the period is empty")
+    con = _open_query(db)
+    if con is None:
+        data = {"by": by.value, "since": s, "until": u, "currency": "USD", "rows": [], "total": None, "unpriced_models": []}
+    else:
+        from llmsm.analytics.store import StoreError
+        import duckdb
+
+        try:
+            data = cost_data(con, by, s, u)
+        except (duckdb.Error, StoreError) as exc:
+            fail(str(exc).splitlines()[0])
+        finally:
+            con.close()
+    if as_json:
+        print_json(data)
+        if data["unpriced_models"]:
+            _warn_unpriced(data["unpriced_models"], err_console)
+        return
+    _render_cost(data)
+
+
+def _warn_unpriced(unpriced: list[dict], out) -> None:
+    from llmsm.analytics.prices import default_overrides_path
+
+    n = sum(u["requests"] for u in unpriced)
+    out.print(
+        f"[yellow]warning:[/] {n} request(s) with usage have no price, so their cost is unknown "
+        "(left out of the totals, not counted as $0):",
+        markup=True, soft_wrap=True,
+    )
+    for u in unpriced:
+        out.print(
+            f"  {u['model']} ({u['provider'] or '?'}): {u['requests']} request(s), {human_tokens(u['total_tokens'])} tokens",
+            markup=False, soft_wrap=True,
+        )
+    out.print(f"  add their prices in {default_overrides_path()} (see docs/cost.md)", markup=False, soft_wrap=True)
+
+
+def _render_cost(data: dict) -> None:
+    from rich.table import Table
+
+    rows = data["rows"]
+    by = data["by"]
+    if not rows:
+        console.print("no requests in this period")
+        return
+    table = Table(header_style="bold", box=None, pad_edge=False, show_footer=True)
+    extra = {"session": "label", "model": "provider"}.get(by)
+    total = data["total"] or {}
+    table.add_column(by, "total", no_wrap=True, overflow="ellipsis", max_width=40)
+    if extra:
+        table.add_column(extra, "", no_wrap=True, overflow="ellipsis", max_width=24)
+    for name, key in (("req", "requests"), ("input", "input_tokens"), ("output", "output_tokens"),
+                      ("cache r", "cache_read_tokens"), ("cache w", "cache_write_tokens"), ("tokens", "total_tokens")):
+        table.add_column(name, str(total.get(key, "")) if key == "requests" else human_tokens(total.get(key)), justify="right")
+    table.add_column("cost", _cost_cell(total) if total else "", justify="right")
+    partial = False
+    for r in rows:
+        cells = [escape(str(r[by]))]
+        if extra:
+            cells.append(escape(str(r.get(extra) or "")))
+        cells += [str(r["requests"]), human_tokens(r["input_tokens"]), human_tokens(r["output_tokens"]),
+                  human_tokens(r["cache_read_tokens"]), human_tokens(r["cache_write_tokens"]), human_tokens(r["total_tokens"])]
+        cell = _cost_cell(r)
+        partial = partial or cell.endswith("+")
+        cells.append(cell)
+        table.add_row(*cells)
+    console.print(table)
+    if partial or data["unpriced_models"]:
+        console.print("n/a: no price known; +: some requests of the row have no price (not counted as $0)", style="dim")
+    if data["unpriced_models"]:
+        _warn_unpriced(data["unpriced_models"], console)
+
+
+def _cost_cell(r: dict) -> str:
+    if r.get("cost_usd") is None:
+        return "n/a" if r.get("total_tokens") else usd(0.0)
+    return usd(r["cost_usd"]) + ("+" if r.get("unpriced_requests") else "")
+
+
+# --------------------------------------------------------------------------------------------
+# llmsm budget set | list | rm
+# --------------------------------------------------------------------------------------------
+
+
+def budget_set(
+    session: Annotated[str | None, typer.Option("--session", help="A session id (or a unique prefix of one).", show_default=False)] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Every session with this label.", show_default=False)] = None,
+    client: Annotated[str | None, typer.Option("--client", help="Every request of this client (claude-code, codex, ...).", show_default=False)] = None,
+    day: Annotated[bool, typer.Option("--day", help="Every request of the day (local date; starts again at midnight).")] = False,
+    tokens: Annotated[str | None, typer.Option("--tokens", help="Token limit (every kind counts): 2000000, 2M, 500k.", show_default=False)] = None,
+    usd_limit: Annotated[str | None, typer.Option("--usd", help="USD limit: 20, 2.50.", show_default=False)] = None,
+    warn_at: Annotated[str | None, typer.Option("--warn-at", help="Warn from this share on: 80% or 0.8 [default: 80%].", show_default=False)] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    from llmsm.analytics import budgets
+
+    scopes = [(s, v) for s, v in (("session", session), ("label", label), ("client", client)) if v is not None]
+    if day:
+        scopes.append(("day", None))
+    if len(scopes) != 1:
+        fail("give exactly one of --session ID, --label NAME, --client NAME or --day")
+    scope, target = scopes[0]
+    if scope != "day" and not (target or "").strip():
+        fail(f"--{scope} needs a name")
+    if tokens is None and usd_limit is None:
+        fail("give a limit: --tokens N or --usd X (or both)")
+    try:
+        max_tokens = budgets.parse_tokens(tokens) if tokens is not None else None
+        max_usd = budgets.parse_usd(usd_limit) if usd_limit is not None else None
+        warn = budgets.parse_warn_at(warn_at) if warn_at is not None else None
+    except ValueError as exc:
+        fail(str(exc))
+    import duckdb
+
+    con = _open_write(db)
+    try:
+        if scope == "session":
+            target = _resolve_session(con, target.strip())
+        elif target is not None:
+            target = target.strip()
+        budget, created = budgets.set_budget(con, scope, target, max_tokens=max_tokens, max_usd=max_usd, warn_at=warn)
+        row = next((r for r in budgets.status(con) if r["id"] == budget.id), None)
+    except (duckdb.Error, ValueError) as exc:
+        fail(str(exc).splitlines()[0])
+    finally:
+        con.close()
+    if as_json:
+        print_json(dict(row or {}, created=created))
+        return
+    verb = "set" if created else "updated"
+    console.print(
+        f"budget {budget.id} {verb}: {budget.describe()}, {_limits(budget.max_tokens, budget.max_usd)} "
+        f"(warn at {budget.warn_at:.0%})",
+        markup=False, soft_wrap=True,
+    )
+    if row is not None:
+        console.print(f"used so far: {_used(row)} ({_pct(row['pct'])}, {row['state']})", markup=False)
+    console.print("a running gateway applies it within a second", style="dim")
+
+
+def _resolve_session(con, target: str) -> str:
+    """An exact session id as given; else the one session id starting with it."""
+    rows = con.execute(
+        "SELECT DISTINCT session_id FROM events WHERE starts_with(session_id, ?) LIMIT 3", [target]
+    ).fetchall()
+    ids = [r[0] for r in rows]
+    if target in ids or not ids:
+        return target
+    if len(ids) == 1:
+        return ids[0]
+    fail(f"--session {target!r} matches several sessions; give more of the id")
+
+
+def _limits(max_tokens, max_usd, *, short: bool = False) -> str:
+    parts = []
+    if max_tokens is not None:
+        parts.append(f"{human_tokens(max_tokens)} tok" if short else f"{max_tokens:,} tokens")
+    if max_usd is not None:
+        parts.append(usd(max_usd))
+    return " / ".join(parts)
+
+
+def _used(row: dict, *, short: bool = False) -> str:
+    parts = []
+    if row["max_tokens"] is not None:
+        parts.append(f"{human_tokens(row['used_tokens'])} tok" if short else f"{row['used_tokens']:,} tokens")
+    if row["max_usd"] is not None:
+        parts.append(usd(row["used_usd"]))
+    return " / ".join(parts)
+
+
+def _pct(pct: float | None) -> str:
+    if pct is None:
+        return ""
+    if pct == float("inf"):
+        return "∞%"
+    return f"{pct:.0f}%"
+
+
+STATE_STYLE = {"ok": "green", "warn": "yellow", "exceeded": "bold red"}
+
+
+def budget_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    import duckdb
+
+    from llmsm.analytics import budgets
+
+    con = _open_query(db)
+    rows: list[dict] = []
+    if con is not None:
+        try:
+            rows = budgets.status(con)
+        except duckdb.Error as exc:
+            fail(str(exc).splitlines()[0])
+        finally:
+            con.close()
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no budgets: add one with `llmsm budget set --label NAME --usd 20`")
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for col, justify in (("id", "left"), ("scope", "left"), ("target", "left"), ("limit", "right"),
+                         ("used", "right"), ("%", "right"), ("warn", "right"), ("state", "left")):
+        table.add_column(col, justify=justify, no_wrap=True, overflow="ellipsis", max_width=30 if col == "target" else None)
+    for r in rows:
+        style = STATE_STYLE.get(r["state"], "")
+        table.add_row(
+            r["id"], r["scope"], escape(r["target"] or ("today" if r["scope"] == "day" else "")),
+            _limits(r["max_tokens"], r["max_usd"], short=True), _used(r, short=True), _pct(r["pct"]), f"{r['warn_at']:.0%}",
+            f"[{style}]{r['state']}[/]",
+        )
+    console.print(table)
+
+
+def budget_rm(
+    budget_id: Annotated[str, typer.Argument(metavar="ID", help="The budget id (or a unique prefix).")],
+    db: DbOption = None,
+) -> None:
+    import duckdb
+
+    from llmsm.analytics import budgets
+
+    con = _open_write(db)
+    try:
+        removed = budgets.remove_budget(con, budget_id)
+    except (duckdb.Error, ValueError) as exc:
+        fail(str(exc).splitlines()[0])
+    finally:
+        con.close()
+    if removed is None:
+        fail(f"no budget {budget_id!r} (see `llmsm budget list`)")
+    console.print(f"removed budget {removed.id} ({removed.describe()}); a running gateway lifts it within a second", markup=False)
+
+
+# --------------------------------------------------------------------------------------------
+# llmsm quota
+# --------------------------------------------------------------------------------------------
+
+
+def quota(db: DbOption = None, as_json: JsonOption = False) -> None:
+    import duckdb
+
+    from llmsm.analytics.quota import quota_summary
+
+    con = _open_query(db)
+    rows: list[dict] = []
+    if con is not None:
+        try:
+            rows = quota_summary(con)
+        except duckdb.Error as exc:
+            fail(str(exc).splitlines()[0])
+        finally:
+            con.close()
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no quota headers seen yet: they arrive with the providers' responses through `llmsm proxy`", soft_wrap=True)
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    table.add_column("account", no_wrap=True)
+    table.add_column("provider", no_wrap=True)
+    table.add_column("quota window", overflow="fold")
+    for r in rows:
+        pct = r["used_pct"]
+        style = "dim" if r["stale"] else "red" if pct is not None and pct >= 90 else "yellow" if pct is not None and pct >= 70 else ""
+        text = f"[{style}]{escape(r['text'])}[/]" if style else escape(r["text"])
+        table.add_row(escape(r["account"] or "(none)"), r["provider"] or "", text)
+    console.print(table)

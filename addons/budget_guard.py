@@ -1,0 +1,204 @@
+"""The budget guard: a mitmproxy addon that refuses requests once their budget is used up.
+
+Added after LLMGateway (addons/server.py), so by the time its `request` hook runs the gateway has
+attributed the exchange (session, label, client). The check is a look-up in memory
+(analytics/budgets.py, BudgetBook): no database round trip on the request path.
+
+Keeping the counters right:
+- A background thread reloads every `interval` s (1 s): it opens the database read-only with a
+  short timeout (busy: try again next second), reads `budget_status` and which of the exchanges
+  seen in memory are already stored, and installs "database + not yet stored" as the counters.
+  While that read-only connection is open nobody can write the file, so the two agree exactly.
+  A new or removed budget therefore applies within about a second of `llmsm budget set/rm`.
+- Each finished exchange (flow.metadata["llmsm_event"], set by the gateway) is added at once in
+  the `response` / `error` / WebSocket hooks.
+
+Over budget, the request is answered here with a 429 in the provider's own error format; it never
+reaches the provider, and the gateway records it like any answer. A response already streaming is
+never cut: only new requests are checked.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from pathlib import Path
+
+from mitmproxy import http
+
+from llmsm.analytics import budgets
+from llmsm.analytics.budgets import BudgetBook, Charge, Verdict
+
+log = logging.getLogger("llmsm.budget")
+
+EXCHANGE_META = "llmsm"  # the gateway's Exchange (addons/gateway.py META)
+EVENT_META = "llmsm_event"  # the gateway's finished ExchangeEvent (addons/gateway.py EVENT_META)
+SEEN_META = "llmsm_budget_seen"  # ours: the id of the last event of this flow already counted
+WARN_META = "llmsm_budget_warn"
+
+
+def _guarded(hook):
+    @functools.wraps(hook)
+    def wrapper(self, *args):
+        try:
+            return hook(self, *args)
+        except Exception:
+            log.exception("llmsm budget guard: %s failed; traffic continues unaffected", hook.__name__)
+
+    return wrapper
+
+
+class BudgetGuard:
+    def __init__(self, db_path: str | Path | None = None, *, interval: float = 1.0, read_timeout: float = 0.25) -> None:
+        self.db_path = Path(db_path).expanduser() if db_path else None
+        self.interval = interval
+        self.read_timeout = read_timeout
+        self.book = BudgetBook()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned: set[str] = set()  # "id:state" already logged (event loop and reload thread)
+        self._warned_lock = threading.Lock()
+        self._last_error: str | None = None
+        self._from_option = False  # db_path came from the llmsm_db option (script use)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def configure(self, updated) -> None:
+        if self.db_path is None or ("llmsm_db" in updated and self._from_option):
+            # loaded next to LLMGateway in a user's own mitmproxy
+            from mitmproxy import ctx
+
+            from llmsm.analytics.store import default_db_path
+
+            db = getattr(ctx.options, "llmsm_db", "") if hasattr(ctx, "options") else ""
+            self.db_path = Path(db).expanduser() if db else default_db_path()
+            self._from_option = True
+
+    def running(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="llmsm-budgets", daemon=True)
+            self._thread.start()
+
+    def done(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.interval + self.read_timeout + 2)
+            self._thread = None
+
+    # -- the reload thread ---------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.reload()
+            self._stop.wait(self.interval)
+
+    def reload(self) -> bool:
+        """One read of the database into the book. False when it could not be read (busy,
+        missing): the book keeps what it had and counting goes on in memory."""
+        from llmsm.analytics.store import StoreError, connect
+
+        if self.db_path is None or not self.db_path.exists():
+            return False
+        try:
+            con = connect(self.db_path, read_only=True, timeout=self.read_timeout)
+        except StoreError as exc:
+            self._note_error(exc)
+            return False
+        try:
+            rows, in_db, day = budgets.load_for_guard(con, self.book.pending_ids())
+            # still inside the read-only connection: no event can be stored in between
+            self.book.install(rows, in_db, day)
+        except Exception as exc:  # duckdb.Error: a view missing in an older/newer database, ...
+            self._note_error(exc)
+            return False
+        finally:
+            try:
+                con.close()
+            except Exception:
+                pass
+        # a budget raised or back under its threshold may warn again later
+        active = {f"{v.budget.id}:{v.state}" for v in self.book.snapshot() if v.state != "ok"}
+        with self._warned_lock:
+            self._warned &= active
+        if self._last_error is not None:
+            log.info("budgets readable again")
+            self._last_error = None
+        return True
+
+    def _note_error(self, exc: BaseException) -> None:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if msg != self._last_error:
+            log.debug("budgets not reloaded: %s", msg)
+        self._last_error = msg
+
+    # -- the check -----------------------------------------------------------------------
+    @_guarded
+    def request(self, flow: http.HTTPFlow) -> None:
+        ex = flow.metadata.get(EXCHANGE_META)
+        if ex is None or flow.response is not None or getattr(ex, "answered_by_gateway", False):
+            return
+        if ex.api not in budgets.GUARDED_APIS:
+            return
+        identity = ex.identity
+        verdict = self.book.check(identity.session_id, identity.label, ex.client)
+        if verdict is None:
+            return
+        if verdict.state == "exceeded":
+            status, headers, body = budgets.error_response(ex.provider, verdict)
+            flow.response = http.Response.make(status, body, headers)
+            log.info("refused a request: %s", budgets.exceeded_message(verdict))
+        else:
+            flow.metadata[WARN_META] = verdict
+            self._log_warning(verdict)
+
+    @_guarded
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        verdict: Verdict | None = flow.metadata.get(WARN_META)
+        if verdict is not None and flow.response is not None:
+            flow.response.headers[budgets.BUDGET_HEADER] = f"warn; id={verdict.budget.id}; used={verdict.fraction:.0%}"
+
+    # -- counting ------------------------------------------------------------------------
+    @_guarded
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
+
+    @_guarded
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
+
+    @_guarded
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
+
+    @_guarded
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
+
+    def _count(self, flow: http.HTTPFlow) -> None:
+        event = flow.metadata.get(EVENT_META)
+        if event is None or flow.metadata.get(SEEN_META) == event.id:
+            return
+        flow.metadata[SEEN_META] = event.id
+        if event.usage_source == "transcript":
+            return
+        for verdict in self.book.record(Charge.from_event(event)):
+            if verdict.state != "ok":
+                self._log_warning(verdict)
+
+    def _log_warning(self, verdict: Verdict) -> None:
+        key = f"{verdict.budget.id}:{verdict.state}"
+        with self._warned_lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        if verdict.state == "exceeded":
+            log.warning("budget %s used up: %s", verdict.budget.id, budgets.exceeded_message(verdict))
+        else:
+            log.warning(
+                "budget %s (%s) is %.0f%% used", verdict.budget.id, verdict.budget.describe(), verdict.fraction * 100
+            )
+
+
+# `mitmdump -s addons/gateway.py -s addons/budget_guard.py`: the guard reads the gateway's
+# llmsm_db option (or the default database).
+addons = [BudgetGuard()]

@@ -1,0 +1,467 @@
+"""Budgets: definitions, matching an exchange to them, in-memory counters, the decision, and the
+provider-shaped error the gateway answers with. Pure apart from a few helpers that take a DuckDB
+connection (no mitmproxy, no typer).
+
+A budget caps what one scope may use: a session, a label, a client, or every request of the day
+(local date). A token budget counts every token kind (uncached input + output + cache read +
+cache write); a USD budget sums `cost_usd` (unpriced requests add nothing: see `llmsm cost`).
+"Used" is the same number everywhere: the `budget_status` view (analytics/views.sql) and the
+gateway's `BudgetBook`, which starts from that view and is kept in step from each finished event.
+
+A request is refused once used >= limit. Requests already admitted run to completion, so the
+overshoot is bounded by what was in flight when the limit was crossed (docs/cost.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Iterable, Literal, Mapping
+
+Scope = Literal["session", "label", "client", "day"]
+SCOPES: tuple[str, ...] = ("session", "label", "client", "day")
+State = Literal["ok", "warn", "exceeded"]
+
+DEFAULT_WARN_AT = 0.8
+# Calls that spend tokens; count_tokens and 'other' requests always pass.
+GUARDED_APIS = frozenset({"messages", "chat_completions", "responses", "generate_content"})
+BUDGET_HEADER = "x-llmsm-budget"
+ERROR_CODE = "llmsm_budget_exceeded"
+# Long enough that a client honouring retry-after does not hot-loop, short enough that one that
+# ignores `x-should-retry: false` does not hang for hours.
+RETRY_AFTER_SECONDS = 60
+MAX_PENDING = 100_000
+
+
+# --------------------------------------------------------------------------------------------
+# Definitions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    id: str
+    scope: str
+    target: str | None
+    max_tokens: int | None = None
+    max_usd: float | None = None
+    warn_at: float = DEFAULT_WARN_AT
+    created_at: datetime | None = None
+
+    def describe(self) -> str:
+        """How the budget is named in messages: "label 'refactor'", "the daily budget"."""
+        if self.scope == "day":
+            return "the daily budget"
+        return f"{self.scope} {self.target!r}" if self.scope != "session" else f"session {self.target}"
+
+    def option(self) -> str:
+        """The `llmsm budget set` option that selects this budget's scope."""
+        if self.scope == "day":
+            return "--day"
+        return f"--{self.scope} {shlex.quote(self.target or '')}"
+
+    def applies(self, session_id: str | None, label: str | None, client: str | None) -> bool:
+        if self.scope == "day":
+            return True
+        value = {"session": session_id, "label": label, "client": client}.get(self.scope)
+        return value is not None and value == self.target
+
+
+def new_budget_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def parse_warn_at(text: str | float | None) -> float:
+    """'80%', '80', '0.8' -> 0.8. Values above 1 are percents. Raises ValueError."""
+    if text is None:
+        return DEFAULT_WARN_AT
+    raw = str(text).strip()
+    percent = raw.endswith("%")
+    try:
+        value = float(raw.rstrip("%").strip())
+    except ValueError:
+        raise ValueError(f"--warn-at: {text!r} is not a share (use 80% or 0.8)") from None
+    if percent or value > 1:
+        value /= 100
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise ValueError(f"--warn-at: {text!r} must be between 0 and 100%")
+    return value
+
+
+def parse_tokens(text: str | int) -> int:
+    """'2000000', '2M', '500k', '1_000' -> int. Raises ValueError."""
+    raw = str(text).strip().replace("_", "").replace(",", "")
+    mult = 1
+    if raw[-1:].lower() in ("k", "m", "b"):
+        mult = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}[raw[-1].lower()]
+        raw = raw[:-1]
+    try:
+        value = float(raw) * mult
+    except ValueError:
+        raise ValueError(f"--tokens: {text!r} is not a number of tokens (e.g. 2000000 or 2M)") from None
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(f"--tokens: {text!r} must be at least 1")
+    return int(value)
+
+
+def parse_usd(text: str | float) -> float:
+    raw = str(text).strip().lstrip("$")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"--usd: {text!r} is not an amount (e.g. 20 or 2.50)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"--usd: {text!r} must be more than 0")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# What one finished exchange adds
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    event_id: str
+    session_id: str | None
+    label: str | None
+    client: str | None
+    day: date  # local date of started_at
+    tokens: int
+    usd: float
+
+    @classmethod
+    def from_event(cls, ev: Any) -> Charge:
+        """From an ExchangeEvent (or anything with its field names)."""
+        get = ev.get if isinstance(ev, Mapping) else lambda name: getattr(ev, name, None)
+        return cls(
+            event_id=str(get("id")),
+            session_id=get("session_id"),
+            label=get("label"),
+            client=get("client"),
+            day=local_date(get("started_at")),
+            tokens=event_tokens(get("api"), get("input_tokens"), get("output_tokens"),
+                                get("cache_read_tokens"), get("cache_write_tokens")),
+            usd=float(get("cost_usd") or 0.0),
+        )
+
+    def is_empty(self) -> bool:
+        return self.tokens == 0 and self.usd == 0
+
+
+def event_tokens(api: str | None, *kinds: int | None) -> int:
+    """Every token kind counts (input + output + cache read + cache write); 'other' calls none.
+    The same rule as `requests.total_tokens` in views.sql."""
+    if api == "other":
+        return 0
+    return sum(int(k) for k in kinds if k)
+
+
+def local_date(ts: datetime | None) -> date:
+    if ts is None:
+        return datetime.now().astimezone().date()
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone().date()
+
+
+def today() -> date:
+    return datetime.now().astimezone().date()
+
+
+# --------------------------------------------------------------------------------------------
+# The decision
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    budget: Budget
+    used_tokens: int
+    used_usd: float
+    kind: Literal["tokens", "usd"]  # the limit closest to (or past) its end
+    fraction: float  # used / limit of that kind
+    state: State
+
+    @property
+    def used(self) -> float:
+        return self.used_tokens if self.kind == "tokens" else self.used_usd
+
+    @property
+    def limit(self) -> float:
+        return (self.budget.max_tokens if self.kind == "tokens" else self.budget.max_usd) or 0
+
+
+def evaluate(budget: Budget, used_tokens: int, used_usd: float) -> Verdict | None:
+    """The state of one budget at the given use; None for a budget without a limit."""
+    shares: list[tuple[float, Literal["tokens", "usd"]]] = []
+    if budget.max_tokens is not None:
+        shares.append((used_tokens / budget.max_tokens if budget.max_tokens > 0 else math.inf, "tokens"))
+    if budget.max_usd is not None:
+        shares.append((used_usd / budget.max_usd if budget.max_usd > 0 else math.inf, "usd"))
+    if not shares:
+        return None
+    fraction, kind = max(shares, key=lambda s: s[0])
+    state: State = "exceeded" if fraction >= 1 else "warn" if fraction >= budget.warn_at else "ok"
+    return Verdict(budget, used_tokens, used_usd, kind, fraction, state)
+
+
+def fmt_amount(kind: str, value: float, *, unit: bool = True) -> str:
+    if kind == "usd":
+        return f"${value:,.2f}" if value == 0 or value >= 0.01 else f"${value:.2g}"
+    return f"{int(value):,} tokens" if unit else f"{int(value):,}"
+
+
+def raise_command(budget: Budget, kind: str, current_limit: float) -> str:
+    """The command that raises this budget (to twice its limit)."""
+    if kind == "usd":
+        return f"llmsm budget set {budget.option()} --usd {current_limit * 2:g}"
+    return f"llmsm budget set {budget.option()} --tokens {int(current_limit) * 2}"
+
+
+def exceeded_message(v: Verdict) -> str:
+    """What the assistant shows its user: which budget, used, limit, and the way out."""
+    b = v.budget
+    return (
+        f"llmsm budget exceeded: {b.describe()} has used {fmt_amount(v.kind, v.used, unit=False)} of its "
+        f"{fmt_amount(v.kind, v.limit)}{' budget' if v.kind == 'usd' else ''} (budget {b.id}); llmsm stopped this request before it reached "
+        f"the provider. To continue, raise the budget: `{raise_command(b, v.kind, v.limit)}` "
+        f"(or remove it: `llmsm budget rm {b.id}`)."
+    )
+
+
+def error_response(provider: str | None, v: Verdict) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of the 429 in the provider's own error format."""
+    msg = exceeded_message(v)
+    if provider == "openai":
+        body: dict[str, Any] = {
+            "error": {"message": msg, "type": "insufficient_quota", "param": None, "code": ERROR_CODE}
+        }
+    elif provider == "gemini":
+        body = {"error": {"code": 429, "message": msg, "status": "RESOURCE_EXHAUSTED"}}
+    else:  # anthropic, and the default for anything else
+        body = {"type": "error", "error": {"type": "rate_limit_error", "message": msg}}
+    headers = {
+        "content-type": "application/json",
+        "retry-after": str(RETRY_AFTER_SECONDS),
+        "x-should-retry": "false",  # Stainless SDKs (anthropic, openai) obey it: no retry loop
+        BUDGET_HEADER: "exceeded",
+        "x-llmsm-budget-id": v.budget.id,
+    }
+    return 429, headers, json.dumps(body, ensure_ascii=False).encode()
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory counters (the gateway's view of budget_status)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Counter:
+    budget: Budget
+    tokens: int = 0
+    usd: float = 0.0
+    day: date | None = None  # day budgets: the day these counts are for
+
+    def add(self, c: Charge) -> None:
+        if self.budget.scope == "day":
+            if self.day is None or c.day > self.day:  # a new day began
+                self.day, self.tokens, self.usd = c.day, 0, 0.0
+            elif c.day < self.day:
+                return
+        self.tokens += c.tokens
+        self.usd += c.usd
+
+
+@dataclass
+class BudgetBook:
+    """Budgets with their used totals, checked without touching the database.
+
+    `install()` replaces the counters from a database read (`budget_status`) and adds the
+    charges seen in memory whose events are not in the database yet; `record()` adds each
+    finished exchange; `check()` is what the gateway asks before forwarding a request.
+    Thread-safe: the reload thread installs while the event loop records and checks.
+    """
+
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _counters: list[_Counter] = field(default_factory=list)
+    _pending: OrderedDict[str, Charge] = field(default_factory=OrderedDict)
+    loaded: bool = False
+    installs: int = 0
+
+    def budgets(self) -> list[Budget]:
+        with self._lock:
+            return [c.budget for c in self._counters]
+
+    def pending_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._pending)
+
+    def record(self, charge: Charge) -> list[Verdict]:
+        """Add a finished exchange; returns the verdicts of the budgets it touched."""
+        if charge.is_empty():
+            return []
+        out = []
+        with self._lock:
+            self._pending[charge.event_id] = charge
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popitem(last=False)
+            for ctr in self._counters:
+                if ctr.budget.applies(charge.session_id, charge.label, charge.client):
+                    ctr.add(charge)
+                    v = evaluate(ctr.budget, ctr.tokens, ctr.usd)
+                    if v is not None:
+                        out.append(v)
+        return out
+
+    def check(self, session_id: str | None, label: str | None, client: str | None, on: date | None = None) -> Verdict | None:
+        """The most used budget that applies, if any is past its warning threshold; else None."""
+        on = on or today()
+        worst: Verdict | None = None
+        with self._lock:
+            for ctr in self._counters:
+                b = ctr.budget
+                if not b.applies(session_id, label, client):
+                    continue
+                if b.scope == "day" and ctr.day != on:
+                    tokens, usd = 0, 0.0  # a new day: nothing used yet (the reload catches up)
+                else:
+                    tokens, usd = ctr.tokens, ctr.usd
+                v = evaluate(b, tokens, usd)
+                if v is not None and v.state != "ok" and (worst is None or v.fraction > worst.fraction):
+                    worst = v
+        return worst
+
+    def install(self, rows: Iterable[tuple[Budget, int, float]], in_db: set[str], day: date) -> None:
+        """Replace the counters: `rows` are (budget, used tokens, used USD) as the database has
+        them on `day`; `in_db` are the ids of pending charges the database already holds.
+        Call while the database cannot change (the read connection still open)."""
+        with self._lock:
+            for event_id in in_db:
+                self._pending.pop(event_id, None)
+            counters = []
+            for budget, tokens, usd in rows:
+                ctr = _Counter(budget, int(tokens or 0), float(usd or 0.0), day if budget.scope == "day" else None)
+                for c in self._pending.values():
+                    if budget.applies(c.session_id, c.label, c.client):
+                        ctr.add(c)
+                counters.append(ctr)
+            self._counters = counters
+            self.loaded = True
+            self.installs += 1
+
+    def snapshot(self) -> list[Verdict]:
+        with self._lock:
+            return [v for c in self._counters if (v := evaluate(c.budget, c.tokens, c.usd)) is not None]
+
+
+# --------------------------------------------------------------------------------------------
+# Database helpers (a DuckDB connection in, plain values out)
+# --------------------------------------------------------------------------------------------
+
+STATUS_COLUMNS = (
+    "id", "scope", "target", "max_tokens", "max_usd", "warn_at", "created_at",
+    "used_tokens", "used_usd", "pct", "state",
+)
+
+
+def _budget(row: Mapping[str, Any]) -> Budget:
+    return Budget(
+        id=row["id"], scope=row["scope"], target=row["target"], max_tokens=row["max_tokens"],
+        max_usd=row["max_usd"], warn_at=row["warn_at"] if row["warn_at"] is not None else DEFAULT_WARN_AT,
+        created_at=row.get("created_at"),
+    )
+
+
+def status(con: Any) -> list[dict[str, Any]]:
+    """Every budget with used, pct (0..100+) and state, from the `budget_status` view."""
+    cur = con.execute(f"SELECT {', '.join(STATUS_COLUMNS)} FROM budget_status ORDER BY created_at, id")
+    return [dict(zip(STATUS_COLUMNS, r)) for r in cur.fetchall()]
+
+
+def load_for_guard(con: Any, pending_ids: list[str]) -> tuple[list[tuple[Budget, int, float]], set[str], date]:
+    """What `BudgetBook.install` needs, read in one go from an open connection."""
+    rows = status(con)
+    day = con.execute("SELECT current_date").fetchone()[0]
+    in_db: set[str] = set()
+    if pending_ids:  # with no budget too: the charges the database holds are forgotten
+        found = con.execute("SELECT id FROM events WHERE id IN (SELECT unnest(?::VARCHAR[]))", [pending_ids]).fetchall()
+        in_db = {r[0] for r in found}
+    return [(_budget(r), r["used_tokens"], r["used_usd"]) for r in rows], in_db, day
+
+
+def find(con: Any, scope: str, target: str | None) -> Budget | None:
+    row = con.execute(
+        "SELECT id, scope, target, max_tokens, max_usd, warn_at, created_at FROM budgets "
+        "WHERE scope = ? AND target IS NOT DISTINCT FROM ? ORDER BY created_at LIMIT 1",
+        [scope, target],
+    ).fetchone()
+    if row is None:
+        return None
+    return _budget(dict(zip(("id", "scope", "target", "max_tokens", "max_usd", "warn_at", "created_at"), row)))
+
+
+def set_budget(
+    con: Any,
+    scope: str,
+    target: str | None,
+    *,
+    max_tokens: int | None = None,
+    max_usd: float | None = None,
+    warn_at: float | None = None,
+) -> tuple[Budget, bool]:
+    """Create the budget of (scope, target), or update the limits given on the existing one.
+    Returns (budget, created)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+    if scope == "day":
+        target = None
+    elif not target:
+        raise ValueError(f"a {scope} budget needs a {scope} name")
+    if max_tokens is None and max_usd is None:
+        raise ValueError("give --tokens or --usd (or both)")
+    existing = find(con, scope, target)
+    if existing is None:
+        budget = Budget(new_budget_id(), scope, target, max_tokens, max_usd,
+                        warn_at if warn_at is not None else DEFAULT_WARN_AT, datetime.now(timezone.utc))
+        con.execute(
+            "INSERT INTO budgets (id, scope, target, max_tokens, max_usd, warn_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [budget.id, scope, target, max_tokens, max_usd, budget.warn_at, budget.created_at],
+        )
+        return budget, True
+    budget = Budget(
+        existing.id, scope, target,
+        max_tokens if max_tokens is not None else existing.max_tokens,
+        max_usd if max_usd is not None else existing.max_usd,
+        warn_at if warn_at is not None else existing.warn_at,
+        existing.created_at,
+    )
+    con.execute(
+        "UPDATE budgets SET max_tokens = ?, max_usd = ?, warn_at = ? WHERE id = ?",
+        [budget.max_tokens, budget.max_usd, budget.warn_at, budget.id],
+    )
+    return budget, False
+
+
+def remove_budget(con: Any, budget_id: str) -> Budget | None:
+    """Delete by id (or a unique id prefix); returns the budget removed, or None."""
+    rows = con.execute(
+        "SELECT id, scope, target, max_tokens, max_usd, warn_at, created_at FROM budgets WHERE starts_with(id, ?)",
+        [budget_id.strip()],
+    ).fetchall()
+    exact = [r for r in rows if r[0] == budget_id.strip()]
+    if exact:
+        rows = exact
+    if len(rows) != 1:
+        if len(rows) > 1:
+            raise ValueError(f"{budget_id!r} matches {len(rows)} budgets; give more of the id")
+        return None
+    b = _budget(dict(zip(("id", "scope", "target", "max_tokens", "max_usd", "warn_at", "created_at"), rows[0])))
+    con.execute("DELETE FROM budgets WHERE id = ?", [b.id])
+    return b
