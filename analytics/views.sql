@@ -328,4 +328,54 @@ SELECT
 FROM windows;
 
 
+-- ============================================================================================
+-- daily: one row per UTC day, provider, model and client: what reports add up
+--   day is the UTC date of started_at (`llmsm report daily` uses the local zone instead).
+--   Only API calls count (api <> 'other'). Estimated rows count and are also counted in
+--   estimated_requests. Imported transcript rows (usage_source = 'transcript') count only when no
+--   wire row has the same message_id: the wire wins, so nothing is counted twice.
+--   cost_usd is NULL when no request of the group is priced; unpriced_requests counts requests
+--   with tokens but no price.
+-- ============================================================================================
+CREATE OR REPLACE VIEW daily AS
+WITH transcript_msgs AS (
+    SELECT DISTINCT message_id FROM events
+    WHERE usage_source = 'transcript' AND message_id IS NOT NULL
+),
+wire_msgs AS (
+    SELECT message_id FROM events
+    WHERE usage_source IS DISTINCT FROM 'transcript'
+      AND message_id IN (SELECT message_id FROM transcript_msgs)
+),
+counted AS (
+    SELECT * FROM events
+    WHERE api <> 'other' AND usage_source IS DISTINCT FROM 'transcript'
+    UNION ALL
+    SELECT * FROM events AS t
+    WHERE api <> 'other' AND usage_source = 'transcript'
+      AND NOT EXISTS (SELECT 1 FROM wire_msgs AS w WHERE w.message_id = t.message_id)
+)
+SELECT
+    timezone('UTC', started_at)::DATE AS day,
+    provider,
+    model,
+    client,
+    count(*) AS requests,
+    count(*) FILTER (WHERE outcome <> 'ok') AS errors,
+    count(*) FILTER (WHERE usage_source = 'estimated') AS estimated_requests,
+    count(*) FILTER (WHERE usage_source = 'transcript') AS transcript_requests,
+    coalesce(sum(input_tokens), 0)::BIGINT AS input_tokens,
+    coalesce(sum(output_tokens), 0)::BIGINT AS output_tokens,
+    coalesce(sum(cache_write_tokens), 0)::BIGINT AS cache_write_tokens,
+    coalesce(sum(cache_read_tokens), 0)::BIGINT AS cache_read_tokens,
+    coalesce(sum(reasoning_tokens), 0)::BIGINT AS reasoning_tokens,
+    (coalesce(sum(input_tokens), 0) + coalesce(sum(output_tokens), 0)
+     + coalesce(sum(cache_write_tokens), 0) + coalesce(sum(cache_read_tokens), 0))::BIGINT AS total_tokens,
+    sum(cost_usd) AS cost_usd,
+    count(*) FILTER (WHERE cost_usd IS NULL AND (input_tokens > 0 OR output_tokens > 0
+        OR cache_read_tokens > 0 OR cache_write_tokens > 0)) AS unpriced_requests
+FROM counted
+GROUP BY ALL;
+
+
 -- more views below

@@ -1,0 +1,268 @@
+"""`llmsm import claude-code` and `llmsm reconcile` on synthetic transcripts in Claude Code's format."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from llmsm.analytics.events import ExchangeEvent
+from llmsm.analytics.store import insert_events
+from llmsm.analytics.transcripts import event_id
+from tests.conftest import REPO
+
+KINDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
+
+
+def llmsm(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmsm.cli.main", *args], capture_output=True, text=True,
+                          env=env, timeout=60, cwd=REPO)
+
+
+def assistant_lines(session: str, n_msg: int, t0: datetime, *, model: str = "claude-sonnet-4-5-20250929",
+                    version: str = "2.0.46", blocks: int = 3, seed: int = 0, agent: str | None = None) -> list[dict]:
+    """n_msg API responses, each written as `blocks` lines (one per content block), with user turns between."""
+    out = []
+    for m in range(n_msg):
+        ts = t0 + timedelta(seconds=30 * m)
+        out.append({"type": "user", "sessionId": session, "uuid": str(uuid.uuid4()), "timestamp": ts.isoformat().replace("+00:00", "Z"),
+                    "message": {"role": "user", "content": [{"type": "text", "text": f"please do step {m} with \"usage\" words"}]},
+                    "cwd": "/work/proj", "gitBranch": "main", "version": version})
+        usage = {"input_tokens": 3 + m + seed, "cache_creation_input_tokens": 100 * m + seed,
+                 "cache_read_input_tokens": 1000 + 17 * m, "output_tokens": 40 + m,
+                 "cache_creation": {"ephemeral_5m_input_tokens": 100 * m + seed - (m % 2), "ephemeral_1h_input_tokens": m % 2},
+                 "service_tier": "standard"}
+        for b in range(blocks):
+            entry = {
+                "parentUuid": None, "isSidechain": agent is not None, "userType": "external", "cwd": "/work/proj",
+                "sessionId": session, "version": version, "gitBranch": "main", "type": "assistant",
+                "uuid": str(uuid.uuid4()), "requestId": f"req_{session}_{m}",
+                "timestamp": (ts + timedelta(seconds=2, milliseconds=b)).isoformat().replace("+00:00", "Z"),
+                "message": {"id": f"msg_{session}_{m}", "type": "message", "role": "assistant", "model": model,
+                            "content": [{"type": "text", "text": f"block {b}"}], "stop_reason": "tool_use",
+                            "usage": usage},
+            }
+            if agent:
+                entry["agentId"] = agent
+            out.append(entry)
+    return out
+
+
+def write_jsonl(path: Path, entries: list, extra_raw: list[str] = ()) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        for e in entries:
+            fh.write((e if isinstance(e, str) else json.dumps(e)) + "\n")
+        for raw in extra_raw:
+            fh.write(raw + "\n")
+
+
+T0 = datetime(2026, 9, 1, 9, 0, tzinfo=timezone.utc)
+S1, S2, S3 = "11111111-aaaa-4bbb-8ccc-000000000001", "22222222-aaaa-4bbb-8ccc-000000000002", "33333333-aaaa-4bbb-8ccc-000000000003"
+
+
+@pytest.fixture
+def projects(tmp_path) -> Path:
+    """~/.claude/projects with: two projects, repeated entries, a resumed session repeating the
+    first one's entries, a subagent transcript, a synthetic entry and malformed lines."""
+    root = tmp_path / "projects"
+    s1 = assistant_lines(S1, 5, T0)
+    write_jsonl(root / "-work-proj" / f"{S1}.jsonl",
+                [{"type": "summary", "summary": "Fixing tests", "leafUuid": "x"},
+                 {"type": "system", "sessionId": S1, "timestamp": "2026-09-01T08:59:00Z", "content": "start"}] + s1,
+                extra_raw=['{"type": "assistant", "message": {"id": "msg_trunc", "usage": {"input_tok',  # truncated write
+                           "not json at all"])
+    # a resumed session: the first 3 responses of S1 copied in (same ids), then 4 new ones
+    resumed = [dict(e, sessionId=S2) for e in s1[:12]] + assistant_lines(S2, 4, T0 + timedelta(hours=1), seed=5)
+    synthetic = {"type": "assistant", "sessionId": S2, "timestamp": "2026-09-01T10:30:00Z", "requestId": None,
+                 "message": {"id": "synthetic-1", "model": "<synthetic>", "usage": {"input_tokens": 0, "output_tokens": 0}},
+                 "isApiErrorMessage": True}
+    bad_usage = {"type": "assistant", "sessionId": S2, "timestamp": "2026-09-01T10:31:00Z", "requestId": "req_bad",
+                 "message": {"id": "msg_bad", "model": "claude-sonnet-4-5", "usage": {"input_tokens": "12", "output_tokens": 3}}}
+    write_jsonl(root / "-work-other" / f"{S2}.jsonl", resumed + [synthetic, bad_usage, "[1, 2, 3]"])
+    # a subagent (Task) transcript of session S3, with the old 4-digit version and a different model
+    write_jsonl(root / "-work-other" / S3 / "subagents" / "agent-abc.jsonl",
+                assistant_lines(S3, 3, T0 + timedelta(days=1), model="claude-haiku-4-5-20251001", version="1.0.98",
+                                blocks=1, seed=9, agent="abc"))
+    return root
+
+
+def expected(root: Path) -> dict:
+    """ccusage's rule, written independently: files by earliest timestamp, first (message id,
+    request id) wins, usage summed once per pair."""
+    files = []
+    for p in root.rglob("*.jsonl"):
+        entries, earliest = [], None
+        for line in p.read_text().splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            ts = obj.get("timestamp")
+            if isinstance(ts, str):
+                earliest = min(earliest or ts, ts)
+            usage = (obj.get("message") or {}).get("usage") if isinstance(obj.get("message"), dict) else None
+            if isinstance(usage, dict) and all(isinstance(usage.get(k), int) for k in ("input_tokens", "output_tokens")):
+                entries.append(obj)
+        files.append((earliest or "~", str(p), entries))
+    seen, rows = set(), []
+    for _, _, entries in sorted(files):
+        for e in entries:
+            key = (e["message"].get("id"), e.get("requestId"))
+            if key[0] and key[1]:
+                if key in seen:
+                    continue
+                seen.add(key)
+            if e["message"].get("model") == "<synthetic>":
+                continue
+            rows.append(e)
+    u = [r["message"]["usage"] for r in rows]
+    return {
+        "requests": len(rows),
+        "input_tokens": sum(x["input_tokens"] for x in u),
+        "output_tokens": sum(x["output_tokens"] for x in u),
+        "cache_write_tokens": sum(x.get("cache_creation_input_tokens", 0) for x in u),
+        "cache_read_tokens": sum(x.get("cache_read_input_tokens", 0) for x in u),
+        "sessions": {r["sessionId"] for r in rows},
+        "pairs": {(r["message"]["id"], r["requestId"]): r["sessionId"] for r in rows},
+    }
+
+
+def query(db: Path, sql: str) -> list[dict]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        cur = con.execute(sql)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def test_import_dedups_counts_malformed_and_is_idempotent(projects, tmp_path):
+    db = tmp_path / "t.duckdb"
+    want = expected(projects)
+    p = llmsm("import", "claude-code", str(projects), "--db", str(db), "--json")
+    assert p.returncode == 0, p.stderr
+    first = json.loads(p.stdout)
+    assert first["files"] == 3
+    assert first["events"] == first["inserted"] == want["requests"] == 5 + 4 + 3
+    assert first["synthetic"] == 1
+    assert first["malformed"] == 4  # truncated line, "not json at all", string token count, a JSON array
+    # 5 msgs x 3 blocks in S1, 3 of them repeated 3 more times in S2, 4 x 3 new in S2: 15 + 9 + 12 lines
+    assert first["duplicates"] == (15 - 5) + 9 + (12 - 4)
+
+    rows = query(db, "SELECT * FROM events ORDER BY started_at")
+    assert len(rows) == want["requests"]
+    for k in KINDS:
+        assert sum(r[k] for r in rows) == want[k], k
+    assert {r["usage_source"] for r in rows} == {"transcript"}
+    assert {r["client"] for r in rows} == {"claude-code"}
+    assert {r["provider"] for r in rows} == {"anthropic"} and {r["api"] for r in rows} == {"messages"}
+    assert {r["session_id"] for r in rows} == want["sessions"] == {S1, S2, S3}
+    for r in rows:
+        # the first occurrence wins: the copied S1 responses stay in S1
+        assert want["pairs"][(r["message_id"], r["request_id"])] == r["session_id"]
+        assert r["id"] == event_id(r["message_id"], r["request_id"], "")
+    by_session = {s: [r for r in rows if r["session_id"] == s] for s in (S1, S2, S3)}
+    assert {r["client_version"] for r in by_session[S3]} == {"1.0.98"}
+    assert {r["agent_id"] for r in by_session[S3]} == {"abc"}
+    assert {r["model"] for r in by_session[S3]} == {"claude-haiku-4-5-20251001"}
+    assert sum(r["cache_write_1h_tokens"] for r in by_session[S1]) == sum(m % 2 for m in range(5))
+    assert rows[0]["started_at"] == T0 + timedelta(seconds=2)  # the first block's timestamp
+
+    # the second import inserts nothing
+    p = llmsm("import", "claude-code", str(projects), "--db", str(db), "--json")
+    again = json.loads(p.stdout)
+    assert p.returncode == 0 and again["inserted"] == 0 and again["already_present"] == want["requests"]
+    assert query(db, "SELECT count(*) AS n FROM events")[0]["n"] == want["requests"]
+
+    # the report shows them as transcript requests, and matches the independent sums
+    p = llmsm("report", "daily", "--db", str(db), "--json", "--utc")
+    rep = json.loads(p.stdout)
+    assert rep["totals"]["requests"] == rep["totals"]["transcript_requests"] == want["requests"]
+    for k in KINDS:
+        assert rep["totals"][k] == want[k]
+
+
+def test_import_human_output_and_default_path(projects, tmp_path):
+    # default: ~/.claude/projects (HOME points at a home that holds the fixture)
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    os.symlink(projects, home / ".claude" / "projects")
+    env = {**os.environ, "HOME": str(home), "NO_COLOR": "1"}
+    env.pop("CLAUDE_CONFIG_DIR", None)
+    db = tmp_path / "d.duckdb"
+    p = llmsm("import", "claude-code", "--db", str(db), env=env)
+    assert p.returncode == 0, p.stderr
+    assert "imported 12 new requests from 3 transcript files" in p.stdout
+    assert "4 malformed lines skipped" in p.stdout
+    assert "\x1b[" not in p.stderr + p.stdout  # no progress bar or colour off a terminal
+
+
+def test_import_bad_path_is_one_line(tmp_path):
+    p = llmsm("import", "claude-code", str(tmp_path / "nowhere"), "--db", str(tmp_path / "x.duckdb"))
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [f"error: no Claude Code transcripts at {tmp_path / 'nowhere'} (no such file or directory)"]
+
+
+def test_reconcile_and_no_double_counting(projects, tmp_path):
+    db = tmp_path / "r.duckdb"
+    assert llmsm("import", "claude-code", str(projects), "--db", str(db)).returncode == 0
+    tr = query(db, f"SELECT * FROM events WHERE session_id = '{S2}' ORDER BY started_at")
+    # the wire saw S2's four own responses, with more input and thinking than the transcript
+    # recorded, plus one request the transcript never wrote (a title generation), plus a preflight
+    wire = []
+    for r in tr:
+        wire.append(ExchangeEvent(
+            started_at=r["started_at"], session_id=S2, client="claude-code", provider="anthropic", api="messages",
+            model=r["model"], message_id=r["message_id"], request_id=r["request_id"], usage_source="reported",
+            input_tokens=r["input_tokens"] + 10, output_tokens=r["output_tokens"] + 5, reasoning_tokens=5,
+            cache_read_tokens=r["cache_read_tokens"], cache_write_tokens=r["cache_write_tokens"], cost_usd=0.5,
+        ))
+    wire.append(ExchangeEvent(session_id=S2, client="claude-code", provider="anthropic", api="messages",
+                              model="claude-haiku-4-5", message_id="msg_title", usage_source="reported",
+                              started_at=T0 + timedelta(hours=2), input_tokens=300, output_tokens=20))
+    wire.append(ExchangeEvent(session_id=S2, api="other", started_at=T0 + timedelta(hours=2), usage_source="none"))
+    assert insert_events(db, wire) == len(wire)
+    n = len(tr)
+
+    p = llmsm("reconcile", "--db", str(db), "--json")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["schema"] == "llmsm.reconcile/1"
+    [s] = data["sessions"]  # only S2 is seen both ways
+    assert s["session_id"] == S2
+    assert s["wire_requests"] == n + 1 and s["transcript_requests"] == n and s["matched_requests"] == n
+    assert s["gap"] == {"input_tokens": 10 * n + 300, "output_tokens": 5 * n + 20, "cache_write_tokens": 0,
+                        "cache_read_tokens": 0, "reasoning_tokens": 5 * n}
+    assert s["matched_gap"] == {"input_tokens": 10 * n, "output_tokens": 5 * n, "cache_write_tokens": 0,
+                                "cache_read_tokens": 0, "reasoning_tokens": 5 * n}
+    assert s["wire"]["input_tokens"] - s["transcript"]["input_tokens"] == s["gap"]["input_tokens"]
+
+    # one session by id; a session not seen both ways is an error
+    p = llmsm("reconcile", S2, "--db", str(db), "--json")
+    assert json.loads(p.stdout)["sessions"][0]["session_id"] == S2
+    p = llmsm("reconcile", S1, "--db", str(db))
+    assert p.returncode != 0 and p.stderr.startswith("error: session") and "Traceback" not in p.stderr
+    p = llmsm("reconcile", "--db", str(db), env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"})
+    assert p.returncode == 0 and S2[:14] in p.stdout and max(map(len, p.stdout.splitlines())) <= 80
+
+    # reports: the wire wins for S2's messages, S1 and S3 (transcript only) still count
+    rep = json.loads(llmsm("report", "sessions", "--db", str(db), "--json").stdout)
+    rows = {r["session_id"]: r for r in rep["rows"]}
+    assert rows[S2]["requests"] == n + 1 and rows[S2]["transcript_requests"] == 0
+    assert rows[S2]["input_tokens"] == sum(e.input_tokens for e in wire if e.api != "other")
+    assert rows[S1]["transcript_requests"] == rows[S1]["requests"] == 5
+    assert rows[S3]["requests"] == 3
+    total = query(db, "SELECT sum(requests) AS n, sum(input_tokens) AS i FROM daily")[0]
+    assert total["n"] == rep["totals"]["requests"] == 5 + 3 + n + 1
+    assert total["i"] == rep["totals"]["input_tokens"]
