@@ -230,7 +230,7 @@ class Frame:
 # SQL
 # --------------------------------------------------------------------------------------------
 
-_SCOPE_WINDOW = f"""
+_SCOPE_WINDOW = """
     SELECT DISTINCT session_id FROM events
     WHERE session_id IS NOT NULL AND started_at <= $at AND started_at >= $scan_from
       AND coalesce(ended_at, started_at) >= $since

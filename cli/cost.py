@@ -9,7 +9,7 @@ See docs/cost.md.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any
 

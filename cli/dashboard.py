@@ -878,19 +878,11 @@ Use --db (or LLMSM_DB) when the gateway records into another database. Faster st
 
 
 def statusline(db: DbOption = None) -> None:
-    try:
-        from llmsm.analytics.dashboard import format_statusline, statusline as compute
+    # `llmsm statusline` normally never gets here (cli/entry.py answers it before typer loads);
+    # this is the same line for `python -m llmsm.cli.main statusline`.
+    from llmsm.analytics.dashboard import _statusline_main
 
-        path = resolve_db(db)
-        line = format_statusline(compute(path), color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-                                 and os.environ.get("TERM") != "dumb")
-    except Exception:  # a status line never shows a traceback
-        line = "llmsm: unavailable"
-    try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    except OSError:
-        pass
+    raise typer.Exit(_statusline_main(["--db", str(resolve_db(db))]))
 
 
 statusline.__doc__ = STATUSLINE_HELP

@@ -490,7 +490,6 @@ def reconcile(
         console.print("no session is seen both on the wire and in imported transcripts "
                       "(run `llmsm import claude-code` for sessions that went through llmsm)")
         return
-    wide = console.width >= 110
     labels = {"input_tokens": "Δ input", "output_tokens": "Δ output", "cache_write_tokens": "Δ cache wr",
               "cache_read_tokens": "Δ cache rd", "reasoning_tokens": "Δ reason"}
     grid = Grid([("session", "l"), ("wire", "r"), ("trans", "r"), ("both", "r"), *((labels[k], "r") for k in TOKEN_KINDS)],
