@@ -34,7 +34,20 @@ FROM events AS e;
 --   requests and errors count API calls only (api <> 'other': preflights and the like are not)
 -- ============================================================================================
 CREATE OR REPLACE VIEW sessions AS
-WITH per_session AS (
+WITH transcript_msgs AS (
+    SELECT message_id FROM events WHERE usage_source = 'transcript' AND message_id IS NOT NULL
+),
+-- an imported transcript row whose response also passed the gateway: the wire row wins
+superseded AS (
+    SELECT DISTINCT message_id FROM events
+    WHERE usage_source IS DISTINCT FROM 'transcript' AND message_id IN (SELECT message_id FROM transcript_msgs)
+),
+counted AS (
+    SELECT * FROM events
+    WHERE session_id IS NOT NULL
+      AND NOT (usage_source = 'transcript' AND message_id IN (SELECT message_id FROM superseded))
+),
+per_session AS (
     SELECT
         session_id,
         arg_max(label, started_at) FILTER (WHERE label IS NOT NULL) AS label,
@@ -54,8 +67,7 @@ WITH per_session AS (
         sum(cost_usd) AS cost_usd,
         count(DISTINCT agent_id) AS agents,
         coalesce(bool_or(usage_source = 'estimated'), false) AS estimated
-    FROM events
-    WHERE session_id IS NOT NULL
+    FROM counted
     GROUP BY session_id
 ),
 latest_run AS (

@@ -408,3 +408,20 @@ def test_insert_throughput(db: Path) -> None:
     print(f"\ninsert_events: {n} rows in batches of 500 in {elapsed:.2f}s = {rate:,.0f} rows/s")
     assert n == len(events) - 1
     assert rate > 2_000  # loose: the target is >= 20k rows/s on an idle machine
+
+
+def test_sessions_view_counts_a_response_seen_on_the_wire_and_in_a_transcript_once(tmp_path):
+    db = tmp_path / "x.duckdb"
+    wire = ExchangeEvent(session_id="s", api="messages", provider="anthropic", message_id="msg_1",
+                         input_tokens=10, output_tokens=5, usage_source="reported")
+    dup = ExchangeEvent(session_id="s", api="messages", provider="anthropic", message_id="msg_1",
+                        input_tokens=9, output_tokens=4, usage_source="transcript")
+    older = ExchangeEvent(session_id="s", api="messages", provider="anthropic", message_id="msg_0",
+                          input_tokens=3, output_tokens=2, usage_source="transcript")
+    store.insert_events(db, [wire, dup, older])
+    con = store.open_for_query(db)
+    try:
+        _, rows = store.run_query(con, "SELECT requests, input_tokens, output_tokens FROM sessions WHERE session_id = 's'")
+    finally:
+        con.close()
+    assert rows == [(2, 13, 7)]
