@@ -647,11 +647,9 @@ class PruneResult:
 
 
 def prune(db: str | os.PathLike[str], cutoff: datetime, *, dry_run: bool = False, timeout: float = 5.0) -> PruneResult:
-    """Delete events with started_at strictly before `cutoff`, then CHECKPOINT.
+    """Delete events with started_at strictly before `cutoff`, then compact the file.
 
     An event exactly at the cutoff is kept. `dry_run` only counts (read-only connection).
-    DuckDB reuses the freed blocks for new rows; the file itself shrinks only when the freed
-    blocks are at its end.
     """
     path = Path(db).expanduser()
     if not path.exists():
@@ -676,11 +674,28 @@ def prune(db: str | os.PathLike[str], cutoff: datetime, *, dry_run: bool = False
             deleted = int(row[0]) if row else 0
             remaining = int(con.execute("SELECT count(*) FROM events").fetchone()[0])
             con.execute("CHECKPOINT")
+            if deleted:
+                _compact_into_place(con, path)
         except duckdb.Error as exc:
             raise StoreError(f"cannot prune {path}: {exc}") from exc
     finally:
         con.close()
     return PruneResult(cutoff, deleted, remaining, False, size_before, _size(path))
+
+
+def _compact_into_place(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """DuckDB reuses deleted space but never gives it back: copy the database into a new file
+    and move that over the old one. `con` holds the file's lock throughout, so a running gateway
+    keeps its events (memory and journal) until this is done, then writes them into the new file."""
+    fresh = path.with_name(path.name + ".compact")
+    fresh.unlink(missing_ok=True)
+    name = con.execute("SELECT current_database()").fetchone()[0]
+    con.execute(f"ATTACH '{fresh}' AS llmsm_compact")
+    try:
+        con.execute(f'COPY FROM DATABASE "{name}" TO llmsm_compact')
+    finally:
+        con.execute("DETACH llmsm_compact")
+    os.replace(fresh, path)
 
 
 def _size(path: Path) -> int:

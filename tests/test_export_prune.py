@@ -190,3 +190,30 @@ def test_prune_bad_inputs(tmp_path, args, message):
 def test_prune_missing_database(tmp_path):
     one_error_line(llmsm("prune", "--older-than", "90d", "--dry-run", "--db", str(tmp_path / "none.duckdb")), "no database at")
     assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_prune_compacts_the_file_and_keeps_schema_and_rows(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from llmsm.analytics import reports, store
+    from llmsm.analytics.events import ExchangeEvent
+
+    db = tmp_path / "big.duckdb"
+    old = datetime.now(timezone.utc) - timedelta(days=200)
+    events = [ExchangeEvent(session_id=f"s{i % 50}", api="messages", provider="anthropic", started_at=old + timedelta(seconds=i),
+                            input_tokens=i, output_tokens=1, usage_source="reported", error_message="x" * 200)
+              for i in range(60_000)]
+    keep = [ExchangeEvent(session_id="new", api="messages", provider="anthropic", input_tokens=7, output_tokens=1,
+                          usage_source="reported")]
+    store.insert_events(db, events + keep, timeout=30)
+    before = db.stat().st_size
+    result = reports.prune(db, datetime.now(timezone.utc) - timedelta(days=90))
+    assert result.matched == 60_000 and result.remaining == 1
+    assert db.stat().st_size < before / 2
+    con = store.open_for_query(db)
+    try:
+        _, rows = store.run_query(con, "SELECT session_id, input_tokens FROM sessions")
+        assert rows == [("new", 7)]
+    finally:
+        con.close()
+    store.insert_events(db, [ExchangeEvent(session_id="after", api="messages")])  # still writable, schema intact
