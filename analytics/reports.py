@@ -690,9 +690,10 @@ def _compact_into_place(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     fresh = path.with_name(path.name + ".compact")
     fresh.unlink(missing_ok=True)
     name = con.execute("SELECT current_database()").fetchone()[0]
-    con.execute(f"ATTACH '{fresh}' AS llmsm_compact")
+    quoted = str(fresh).replace("'", "''")
+    con.execute(f"ATTACH '{quoted}' AS llmsm_compact")
     try:
-        con.execute(f'COPY FROM DATABASE "{name}" TO llmsm_compact')
+        con.execute(f'COPY FROM DATABASE "{name.replace(chr(34), chr(34) * 2)}" TO llmsm_compact')
     finally:
         con.execute("DETACH llmsm_compact")
     os.replace(fresh, path)
