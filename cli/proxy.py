@@ -12,13 +12,14 @@ from llmsm.cli.common import DbOption, fail, resolve_db
 
 
 def register(app: typer.Typer) -> None:
-    app.command("stop", help="Stop the gateway running for this database (e.g. one `llmsm run` started).")(stop)
     app.command(
         "proxy",
-        help="Run the gateway on 127.0.0.1: point your assistant's base URL at it "
-        "(ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/anthropic, OPENAI_BASE_URL=http://127.0.0.1:PORT/openai/v1, "
-        "GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:PORT/gemini).",
+        help="Run the gateway on 127.0.0.1 and record every API exchange. Point an assistant at it: "
+        "ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/anthropic, OPENAI_BASE_URL=http://127.0.0.1:PORT/openai/v1, "
+        "GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:PORT/gemini (add /s/LABEL before the route to name the session).",
+        short_help="Run the gateway that records your assistants' API traffic.",
     )(proxy)
+    app.command("stop", help="Stop the gateway running for this database (e.g. one `llmsm run` started).")(stop)
 
 
 def proxy(

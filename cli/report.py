@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         "reconcile",
         help="For sessions seen both on the wire and in transcripts: the gap per token kind (wire minus transcript).",
     )(reconcile)
-    app.command("prune", help="Delete events older than a cutoff (e.g. --older-than 90d), then checkpoint the database.")(prune)
+    app.command("prune", help="Delete events older than a cutoff (e.g. --older-than 90d), then compact the database file.")(prune)
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,4 +565,4 @@ def prune(
         return
     console.print(f"deleted {n} event{'s' if n != 1 else ''} older than {when} ({result.remaining} remain)")
     mb = 1024 * 1024
-    console.print(f"database file: {result.size_before / mb:.1f} MiB before, {result.size_after / mb:.1f} MiB after checkpoint")
+    console.print(f"database file: {result.size_before / mb:.1f} MiB before, {result.size_after / mb:.1f} MiB after compaction")
