@@ -256,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_raw(self, status: int, data: bytes, ctype: str, extra: dict, flags: dict) -> None:
         if "gzip" in flags:
-            data = gzip.compress(data)
+            data = gzip.compress(data, mtime=0)  # deterministic: direct and proxied bodies compare equal
             extra = dict(extra, **{"content-encoding": "gzip"})
         self.send_response(status)
         self.send_header("content-type", ctype)
