@@ -443,9 +443,15 @@ class EventWriter:
         for seg in replay:
             if not self._replay(seg):
                 return False
+        first = True
         while True:
             with self._lock:
+                # After the first insert, go on only while a full batch waits: draining the few
+                # events that arrived meanwhile, back to back, cost ~14 ms of CPU per tiny insert.
+                if not first and len(self._queue) < self.batch_size and not self._stop.is_set():
+                    return True
                 batch = list(itertools.islice(self._queue, self.drain_batch))
+            first = False
             if not batch:
                 return True
             if not self._insert([ev for ev, _ in batch]):

@@ -274,19 +274,16 @@ class _Host:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.con: duckdb.DuckDBPyConnection | None = None
-        self.stage_for: Path | None = None
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self.con is None:
             self.con = duckdb.connect(":memory:", config={"threads": 1})
-            self.stage_for = None
         return self.con
 
     def _discard(self) -> None:
         if self.con is not None:
             _close_quietly(self.con)
         self.con = None
-        self.stage_for = None
 
     @contextlib.contextmanager
     def attached(self, path: Path, timeout: float) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -330,11 +327,9 @@ class _Host:
     def insert(self, path: Path, rows: list[list[Any]], timeout: float) -> int:
         with self.attached(path, timeout) as con:
             try:
-                if self.stage_for != path:
-                    con.execute(f"CREATE OR REPLACE TEMP TABLE _llmsm_stage_events AS SELECT {_COLS} FROM events LIMIT 0")
-                    self.stage_for = path
-                else:
-                    con.execute(f"DELETE FROM {_STAGE}")
+                # A fresh staging table per batch: DuckDB keeps the deleted rows of an in-memory
+                # table, so emptying it with DELETE grew the gateway's memory without bound.
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS SELECT {_COLS} FROM events LIMIT 0")
                 appender = con.appender(_STAGE)
                 appender.append_rows(rows)
                 appender.flush()
@@ -351,10 +346,8 @@ class _Host:
                     ).fetchone()
                 con.execute("COMMIT")
             except (duckdb.DataError, duckdb.ConstraintException, TypeError, ValueError, OverflowError) as exc:
-                self.stage_for = None
                 raise InvalidEvents(f"events rejected by the database: {_one_line(exc)}") from exc
             except duckdb.Error as exc:
-                self.stage_for = None
                 raise StoreError(f"cannot write to database {path}: {_one_line(exc)}") from exc
         return int(res[0]) if res else 0
 
