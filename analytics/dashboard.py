@@ -9,16 +9,31 @@ writes):
    `llmsm run`) for the sessions in scope: active within a window (default 60 min), all, or
    given ids;
 2. the last 50 events of each of those sessions (a `row_number()` window), only the columns the
-   health model reads.
+   health model reads;
+3. one small query for budgets and quota windows: the `budget_status` rows (only when the
+   `budgets` table has rows and the view exists: the first query reads that from the catalog, so a
+   database without budgets pays nothing for them) and the latest rate-limit headers per account,
+   provider and header set of the last 7 days (`QUOTA_LOOKBACK`), read with `quota.parse_headers`
+   by the rules of the `quota` view (bounded in time, so its cost does not grow with the table,
+   and evaluated as of `at`). A failure here never fails the frame.
 
-Health is then computed outside the connection (analytics/health.py). Everything is evaluated
-"as of" a moment `at`: only events with `started_at <= at` count, and ages, activity and cache
-idleness are measured against `at`, so `--at` reproduces what the dashboard showed then.
+Health is then computed outside the connection (analytics/health.py). Each session gets the
+budgets that apply to it (its id, its label, its client, the day budget); the tightest (exceeded
+before warn before ok, then the most used) goes to the health model as `budget_fraction`, with
+`budget_rate` from the burn of the last 10 minutes of the shown sessions it applies to (with
+`show`, only that session's burn). Everything is evaluated "as of" a moment `at`: only events
+with `started_at <= at` count, and ages, activity and cache idleness are measured against `at`,
+so `--at` reproduces what the dashboard showed then (budget states excepted, see below).
 
-`statusline()` is the fast path: one query, only `duckdb` and the standard library imported
-(no pydantic, no genai-prices), and a quick health check (context fill, recent errors, cold
-cache) with the thresholds of `health.Thresholds`; context windows come from a small cache file
-that is filled from `prices.context_window` the first time a model is seen.
+`statusline()` is the fast path: two queries, only `duckdb`, `quota` and the standard library
+imported (no pydantic, no genai-prices), and a quick health check (context fill, recent errors,
+cold cache) with the thresholds of `health.Thresholds`; context windows come from a small cache
+file that is filled from `prices.context_window` the first time a model is seen. The second
+query adds the most used quota window and a budget past its warning threshold; on a database
+without the `budgets` table or the `budget_status` view it reads the quota headers only.
+
+Budget states come from the `budget_status` view, which counts up to now: with `--at` they are
+still today's (the view takes no moment).
 
 Nothing here imports typer or mitmproxy; heavy modules are imported inside the functions.
 """
@@ -54,6 +69,10 @@ __all__ = [
     "short_reason",
     "statusline",
     "format_statusline",
+    "apply_budgets",
+    "budget_name",
+    "quota_windows",
+    "top_quota",
 ]
 
 UTC = timezone.utc
@@ -66,6 +85,8 @@ EVENTS_PER_SESSION = 50  # what the health model reads per session
 BURN_MINUTES = 10.0  # burn rate = tokens of the last 10 minutes / 10
 BASELINE_TURNS = 5
 CONTEXT_TURNS = 200  # `show`: context fill of the last 200 turns (or --limit, if more)  # slowdown baseline: median TTFT of the session's first 5 ok main turns
+QUOTA_LOOKBACK = timedelta(days=7)  # quota headers older than the longest usual window (7d) have reset
+BUDGET_STATE_RANK = {"exceeded": 2, "warn": 1, "ok": 0}
 
 STATUS_RANK = {"critical": 0, "degraded": 1, "healthy": 2}
 
@@ -121,11 +142,13 @@ class SessionRow:
     cache_write_tokens: int = 0
     cost_usd: float | None = None
     burn_tokens_per_min: float = 0.0  # all tokens of the last BURN_MINUTES / BURN_MINUTES
+    burn_usd_per_min: float = 0.0  # cost of the last BURN_MINUTES / BURN_MINUTES
     baseline_ttft_ms: float | None = None
     command: str | None = None
     cwd: str | None = None
     git_branch: str | None = None
     health: SessionHealth | None = None
+    budgets: list[dict[str, Any]] = field(default_factory=list)  # those that apply, the tightest first
 
     @property
     def name(self) -> str:
@@ -146,6 +169,11 @@ class SessionRow:
     @property
     def context_fill(self) -> float | None:
         return self.health.context_fill if self.health is not None else None
+
+    @property
+    def budget(self) -> dict[str, Any] | None:
+        """The tightest budget that applies (exceeded, then warn, then ok; the most used first)."""
+        return self.budgets[0] if self.budgets else None
 
     def sort_key(self) -> tuple:
         last = self.last_seen.timestamp() if self.last_seen is not None else 0.0
@@ -172,12 +200,14 @@ class SessionRow:
             "total_tokens": self.total_tokens,
             "cost_usd": self.cost_usd,
             "burn_tokens_per_min": round(self.burn_tokens_per_min, 1),
+            "burn_usd_per_min": round(self.burn_usd_per_min, 6),
             "context_fill": self.context_fill,
             "status": self.status,
             "score": self.score,
             "command": self.command,
             "cwd": self.cwd,
             "git_branch": self.git_branch,
+            "budgets": [dict(b) for b in self.budgets],
             "health": self.health.to_dict() if self.health is not None else None,
         }
         return out
@@ -195,6 +225,13 @@ class Frame:
     health_ms: float = 0.0
     events: dict[str, list[Any]] | None = field(default=None, repr=False)  # --all: kept for the next refresh
     full_at: datetime | None = None  # when every session in scope was last read
+    budgets: list[dict[str, Any]] = field(default_factory=list)  # every budget (budget_status), tightest first
+    quota: list[dict[str, Any]] = field(default_factory=list)  # every quota window seen (quota_summary's shape)
+
+    def quota_top(self) -> list[dict[str, Any]]:
+        """The most used quota window of each account, skipping windows that have reset since
+        (stale) and windows without a share; the most used account first."""
+        return top_quota(self.quota)
 
     def totals(self) -> dict[str, Any]:
         ss = self.sessions
@@ -214,6 +251,8 @@ class Frame:
             "total_tokens": sum(s.total_tokens for s in ss),
             "burn_tokens_per_min": round(sum(s.burn_tokens_per_min for s in ss), 1),
             "cost_usd": sum(costs) if costs else None,
+            "budget_warn": sum(1 for s in ss if s.budget is not None and s.budget["state"] == "warn"),
+            "budget_exceeded": sum(1 for s in ss if s.budget is not None and s.budget["state"] == "exceeded"),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +262,8 @@ class Frame:
             "window_minutes": self.window_minutes,
             "totals": self.totals(),
             "sessions": [s.to_dict() for s in self.sessions],
+            "quota": self.quota_top(),
+            "budgets": [dict(b) for b in self.budgets],
         }
 
 
@@ -237,6 +278,12 @@ _SCOPE_WINDOW = """
 """
 _SCOPE_ALL = "SELECT DISTINCT session_id FROM events WHERE session_id IS NOT NULL AND started_at <= $at"
 _SCOPE_IDS = "SELECT unnest($ids::VARCHAR[]) AS session_id"
+
+_CATALOG_SQL = """SELECT
+        (SELECT coalesce(max(estimated_size), 0) FROM duckdb_tables()
+         WHERE table_name = 'budgets' AND schema_name = 'main' AND database_name = current_database()) AS n_budgets,
+        (SELECT count(*) > 0 FROM duckdb_views()
+         WHERE view_name = 'budget_status' AND schema_name = 'main' AND database_name = current_database()) AS budget_view"""
 
 _AGG_SQL = f"""
 WITH scope AS ({{scope}}),
@@ -260,6 +307,7 @@ agg AS (
         sum(e.cost_usd) AS cost_usd,
         sum(coalesce(e.input_tokens, 0) + coalesce(e.output_tokens, 0) + coalesce(e.cache_read_tokens, 0)
             + coalesce(e.cache_write_tokens, 0)) FILTER (WHERE e.api <> 'other' AND e.started_at > $burn_from) AS burn_tokens,
+        sum(e.cost_usd) FILTER (WHERE e.api <> 'other' AND e.started_at > $burn_from) AS burn_usd,
         arg_min(e.ttft_ms, e.started_at, {BASELINE_TURNS}) FILTER (
             WHERE e.api IN {_TURNS_SQL} AND e.outcome = 'ok' AND e.ttft_ms IS NOT NULL AND e.agent_id IS NULL
         ) AS first_ttfts
@@ -271,9 +319,14 @@ run AS (
     SELECT session_id, label, command, cwd, git_branch FROM runs
     WHERE started_at <= $at AND session_id IN (SELECT session_id FROM scope)
     QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY started_at DESC) = 1
+),
+cat AS (
+    -- from the catalog, so an older database without them still answers: does the frame need
+    -- the budget_status view (budgets defined, the view there)?
+    {_CATALOG_SQL}
 )
-SELECT agg.*, run.label AS run_label, run.command, run.cwd, run.git_branch
-FROM agg LEFT JOIN run USING (session_id)
+SELECT agg.*, run.label AS run_label, run.command, run.cwd, run.git_branch, cat.n_budgets, cat.budget_view
+FROM cat LEFT JOIN agg ON true LEFT JOIN run ON run.session_id = agg.session_id
 """
 
 
@@ -307,6 +360,8 @@ def _rows_from_agg(columns: list[str], rows: list[tuple], at: datetime) -> list[
     out = []
     for values in rows:
         r = dict(zip(columns, values))
+        if r["session_id"] is None:  # the catalog row of an empty scope
+            continue
         last = r["last_seen"]
         row = SessionRow(
             session_id=r["session_id"],
@@ -326,6 +381,7 @@ def _rows_from_agg(columns: list[str], rows: list[tuple], at: datetime) -> list[
             cache_write_tokens=int(r["cache_write_tokens"] or 0),
             cost_usd=r["cost_usd"],
             burn_tokens_per_min=float(r["burn_tokens"] or 0) / BURN_MINUTES,
+            burn_usd_per_min=float(r["burn_usd"] or 0) / BURN_MINUTES,
             command=r["command"],
             cwd=r["cwd"],
             git_branch=r["git_branch"],
@@ -337,20 +393,202 @@ def _rows_from_agg(columns: list[str], rows: list[tuple], at: datetime) -> list[
     return out
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, scope: str, params: dict[str, Any], n_events: int) -> tuple[list[SessionRow], dict[str, list[tuple]]]:
-    """The two round trips: aggregates, then the last `n_events` events of those sessions."""
+@dataclass(slots=True)
+class _Extras:
+    """What the third round trip brings: budget_status rows (None: not read) and quota windows."""
+
+    budgets: list[dict[str, Any]] | None = None
+    quota: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _fetch(
+    con: duckdb.DuckDBPyConnection, scope: str, params: dict[str, Any], n_events: int,
+) -> tuple[list[SessionRow], dict[str, list[tuple]], _Extras]:
+    """The three round trips: aggregates, the last `n_events` events of those sessions, then
+    budgets and quota windows."""
     at = params["at"]
     cur = con.execute(_AGG_SQL.format(scope=scope), params)
     columns = [d[0] for d in cur.description]
-    sessions = _rows_from_agg(columns, cur.fetchall(), at)
+    rows = cur.fetchall()
+    sessions = _rows_from_agg(columns, rows, at)
     events: dict[str, list[tuple]] = {}
     if sessions and n_events > 0:
         ids = [s.session_id for s in sessions]
-        rows = con.execute(_EVENTS_SQL, {"ids": ids, "at": at, "n": n_events}).fetchall()
+        evs = con.execute(_EVENTS_SQL, {"ids": ids, "at": at, "n": n_events}).fetchall()
         make = HealthEvent._make
-        for r in rows:
+        for r in evs:
             events.setdefault(r[-1], []).append(make(r))
-    return sessions, events
+    cat = dict(zip(columns, rows[0])) if rows else {}
+    with_budgets = bool(cat.get("n_budgets")) and bool(cat.get("budget_view"))
+    return sessions, events, _fetch_extras(con, at, with_budgets)
+
+
+# --------------------------------------------------------------------------------------------
+# Budgets and quota windows
+# --------------------------------------------------------------------------------------------
+
+_BUDGET_COLUMNS = ("id", "scope", "target", "max_tokens", "max_usd", "warn_at", "used_tokens", "used_usd",
+                   "tokens_pct", "usd_pct", "pct", "state")
+_BUDGET_SQL = f"SELECT {', '.join(_BUDGET_COLUMNS)} FROM budget_status"
+# The newest response per account, provider and set of header names (the `shapes` step of the
+# quota view), within QUOTA_LOOKBACK before `at`: the newest response carrying a window is one
+# of these. quota.parse_headers then reads them by the view's rules.
+_QUOTA_SQL = """
+SELECT account, provider, max(started_at) AS observed_at, arg_max(ratelimit::VARCHAR, started_at) AS headers
+FROM events
+WHERE ratelimit IS NOT NULL AND started_at <= $at AND started_at >= $quota_from
+GROUP BY account, provider, hash(list_sort(json_keys(ratelimit)))  -- hashed: 3x cheaper to group than the list
+"""
+
+
+def _extras_sql(with_budgets: bool, budget_where: str = "") -> str:
+    parts = [f"(SELECT list(q) FROM ({_QUOTA_SQL}) AS q) AS quota"]
+    if with_budgets:
+        parts.append(f"(SELECT list(b) FROM ({_BUDGET_SQL} {budget_where}) AS b) AS budgets")
+    return "SELECT " + ", ".join(parts)
+
+
+def _fetch_extras(con: duckdb.DuckDBPyConnection, at: datetime, with_budgets: bool) -> _Extras:
+    """One query; never raises (a database of an older llmsm may lack a view or a table)."""
+    import duckdb
+
+    params = {"at": at, "quota_from": at - QUOTA_LOOKBACK}
+    out = _Extras()
+    row = None
+    for budgets in ((True, False) if with_budgets else (False,)):
+        try:
+            row = con.execute(_extras_sql(budgets), params).fetchone()
+        except duckdb.Error:
+            continue
+        if budgets:
+            out.budgets = [dict(b) for b in (row[1] or [])]
+        break
+    if row is not None:
+        try:
+            out.quota = quota_windows(row[0] or [], at)
+        except Exception:  # noqa: BLE001 - a header that trips the parser costs the footer, not the frame
+            out.quota = []
+    return out
+
+
+def quota_windows(rows: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
+    """Quota windows (the dicts of `quota.quota_summary`: account, provider, source, window,
+    window_minutes, used_pct, limit, remaining, resets_at, status, observed_at, stale, text) from
+    the newest rate-limit headers per account, provider and header set (`rows`: account,
+    provider, observed_at, headers as JSON text). Per account and window the newest wins."""
+    from .quota import describe, parse_headers
+
+    seen: set[tuple] = set()
+    out: list[dict[str, Any]] = []
+    for r in sorted(rows, key=lambda r: r["observed_at"], reverse=True):
+        headers = r["headers"]
+        if isinstance(headers, str):
+            headers = json.loads(headers)
+        if not isinstance(headers, dict):
+            continue
+        observed = _utc(r["observed_at"])
+        for w in parse_headers({str(k): str(v) for k, v in headers.items() if v is not None}, observed):
+            key = (r["account"], r["provider"], w.source, w.window)
+            if key in seen:
+                continue
+            seen.add(key)
+            d = {
+                "account": r["account"], "provider": r["provider"], "source": w.source, "window": w.window,
+                "window_minutes": w.window_minutes,
+                "used_pct": round(float(w.used_pct), 2) if w.used_pct is not None else None,
+                "limit": w.limit, "remaining": w.remaining, "resets_at": w.resets_at, "status": w.status,
+                "observed_at": observed,
+            }
+            d["stale"] = bool(w.resets_at is not None and w.resets_at < at)
+            d["text"] = describe(d, at)
+            out.append(d)
+    out.sort(key=lambda d: (d["account"] is None, d["account"] or "", d["provider"] or "",
+                            -(d["used_pct"] if d["used_pct"] is not None else -1.0), d["window"]))
+    return out
+
+
+def top_quota(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The most used window per account that has not reset since it was seen, most used first."""
+    best: dict[Any, dict[str, Any]] = {}
+    for w in windows:
+        if w.get("stale") or w.get("used_pct") is None:
+            continue
+        cur = best.get(w["account"])
+        if cur is None or w["used_pct"] > cur["used_pct"]:
+            best[w["account"]] = w
+    return sorted(best.values(), key=lambda w: -w["used_pct"])
+
+
+def budget_name(b: dict[str, Any]) -> str:
+    """"daily budget", "label 'refactor' budget", "session budget", "client 'claude-code' budget"."""
+    if b["scope"] == "day":
+        return "daily budget"
+    if b["scope"] == "session":
+        return "session budget"
+    return f"{b['scope']} {b['target']!r} budget"
+
+
+def _budget_kind(b: dict[str, Any]) -> str:
+    tp, up = b.get("tokens_pct"), b.get("usd_pct")
+    if up is None:
+        return "tokens"
+    if tp is None:
+        return "usd"
+    return "tokens" if tp >= up else "usd"
+
+
+def _applies(b: dict[str, Any], s: SessionRow) -> bool:
+    scope, target = b["scope"], b["target"]
+    if scope == "day":
+        return True
+    value = {"session": s.session_id, "label": s.label, "client": s.client}.get(scope)
+    return value is not None and value == target
+
+
+def _budget_key(b: dict[str, Any]) -> tuple:
+    left = b.get("minutes_left")
+    return (-BUDGET_STATE_RANK.get(b["state"], 0), -(b["pct"] or 0.0), left if left is not None else float("inf"))
+
+
+def apply_budgets(
+    sessions: list[SessionRow], budgets: list[dict[str, Any]], at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Give each session the budgets that apply to it (tightest first) and each budget its pace:
+    `kind` (the limit closest to its end: tokens or usd), `rate` (share of the budget used per
+    minute by the shown sessions it applies to, over the last 10 minutes; None when idle) and
+    `minutes_left` at that pace (None for a day budget that lasts until midnight). Returns the
+    budgets, tightest first."""
+    for s in sessions:
+        s.budgets = []
+    day_left = None
+    if at is not None:
+        local = at.astimezone()
+        midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        day_left = (midnight - local).total_seconds() / 60.0
+    out = []
+    for raw in budgets:
+        b = dict(raw)
+        b["pct"] = float(b["pct"]) if b.get("pct") is not None else 0.0
+        kind = b["kind"] = _budget_kind(b)
+        limit = b["max_tokens"] if kind == "tokens" else b["max_usd"]
+        members = [s for s in sessions if _applies(b, s)]
+        burn = sum((s.burn_tokens_per_min if kind == "tokens" else s.burn_usd_per_min) for s in members)
+        rate = burn / limit if limit and burn > 0 else None
+        b["rate"] = rate
+        left = max(0.0, (1.0 - b["pct"] / 100.0) / rate) if rate and b["pct"] < 100 else None
+        if left is not None and b["scope"] == "day" and day_left is not None and left > day_left:
+            left = None  # the day ends first
+        b["minutes_left"] = left
+        if left is None:
+            b["rate"] = None  # nothing to forecast: the health model gets the share alone
+        b["name"] = budget_name(b)
+        out.append(b)
+        for s in members:
+            s.budgets.append(b)
+    for s in sessions:
+        s.budgets.sort(key=_budget_key)
+    out.sort(key=_budget_key)
+    return out
 
 
 def _assess(sessions: list[SessionRow], events: dict[str, list[Any]], at: datetime) -> None:
@@ -360,9 +598,13 @@ def _assess(sessions: list[SessionRow], events: dict[str, list[Any]], at: dateti
         evs = events.get(s.session_id, [])
         # the baseline only matters once the first turns have left the window
         baseline = s.baseline_ttft_ms if s.turns > len(evs) else None
+        b = s.budget
         s.health = assess_session(
             evs, now=at, session_id=s.session_id, first_seen=s.first_seen, total_turns=s.turns,
             baseline_ttft_ms=baseline,
+            budget_fraction=b["pct"] / 100.0 if b is not None else None,
+            budget_rate=b["rate"] if b is not None else None,
+            budget_label=b["name"] if b is not None else "budget",
         )
 
 
@@ -402,7 +644,7 @@ FULL_REFRESH_S = 60.0  # an incremental --all frame re-reads everything at least
 def _read(
     con: duckdb.DuckDBPyConnection, at: datetime, window_minutes: float | None, session_ids: list[str] | None,
     events_per_session: int, previous: Frame | None,
-) -> tuple[list[SessionRow], dict[str, list[Any]], datetime | None]:
+) -> tuple[list[SessionRow], dict[str, list[Any]], datetime | None, _Extras]:
     import duckdb
 
     from .store import StoreError
@@ -412,18 +654,18 @@ def _read(
         if since is not None:
             params = _params(at, None)
             params["since"], params["scan_from"] = since, since - timedelta(hours=1)
-            fresh, events = _fetch(con, _SCOPE_WINDOW, params, events_per_session)
+            fresh, events, extras = _fetch(con, _SCOPE_WINDOW, params, events_per_session)
         else:
             scope, params = _scope(at, window_minutes, session_ids)
-            fresh, events = _fetch(con, scope, params, events_per_session)
+            fresh, events, extras = _fetch(con, scope, params, events_per_session)
     except duckdb.Error as exc:
         raise StoreError(f"cannot read the database: {str(exc).strip().splitlines()[0]}") from exc
-    return fresh, events, since
+    return fresh, events, since, extras
 
 
 def _compose(
     fresh: list[SessionRow], fresh_events: dict[str, list[Any]], since: datetime | None, previous: Frame | None,
-    at: datetime, live: bool, window_minutes: float | None, session_ids: list[str] | None,
+    at: datetime, live: bool, window_minutes: float | None, session_ids: list[str] | None, extras: _Extras | None = None,
 ) -> Frame:
     if since is not None:
         assert previous is not None and previous.events is not None
@@ -434,7 +676,9 @@ def _compose(
         full_at = previous.full_at
     else:
         sessions, events, full_at = fresh, fresh_events, at
-    frame = build_frame(sessions, events, at, live=live, window_minutes=None if session_ids is not None else window_minutes)
+    extras = extras or _Extras()
+    frame = build_frame(sessions, events, at, live=live, window_minutes=None if session_ids is not None else window_minutes,
+                        budgets=extras.budgets, quota=extras.quota)
     frame.full_at = full_at
     if window_minutes is None and session_ids is None:
         frame.events = events  # kept for the next incremental refresh
@@ -456,24 +700,26 @@ def load_frame(
     live = at is None
     at = _now() if at is None else _utc(at)
     t0 = time.perf_counter()
-    fresh, events, since = _read(con, at, window_minutes, session_ids, events_per_session, previous)
+    fresh, events, since, extras = _read(con, at, window_minutes, session_ids, events_per_session, previous)
     query_ms = (time.perf_counter() - t0) * 1000
-    frame = _compose(fresh, events, since, previous, at, live, window_minutes, session_ids)
+    frame = _compose(fresh, events, since, previous, at, live, window_minutes, session_ids, extras)
     frame.query_ms = query_ms
     return frame
 
 
 def build_frame(
     sessions: list[SessionRow], events: dict[str, list[Any]], at: datetime, *, live: bool, window_minutes: float | None,
+    budgets: list[dict[str, Any]] | None = None, quota: list[dict[str, Any]] | None = None,
 ) -> Frame:
-    """Health for every session as of `at`, sorted by need of attention."""
+    """Budgets that apply and health for every session as of `at`, sorted by need of attention."""
     t0 = time.perf_counter()
     for s in sessions:
         s.state = _state(s.last_seen, at)
+    all_budgets = apply_budgets(sessions, budgets or [], at)
     _assess(sessions, events, at)
     sessions.sort(key=SessionRow.sort_key)
     return Frame(at=at, live=live, window_minutes=window_minutes, sessions=sessions,
-                 health_ms=(time.perf_counter() - t0) * 1000)
+                 health_ms=(time.perf_counter() - t0) * 1000, budgets=all_budgets, quota=list(quota or []))
 
 
 def read_frame(
@@ -495,11 +741,11 @@ def read_frame(
     t0 = time.perf_counter()
     con = connect(path, read_only=True, timeout=timeout)
     try:
-        fresh, events, since = _read(con, at, window_minutes, None, events_per_session, previous)
+        fresh, events, since, extras = _read(con, at, window_minutes, None, events_per_session, previous)
     finally:
         con.close()
     query_ms = (time.perf_counter() - t0) * 1000
-    frame = _compose(fresh, events, since, previous, at, live, window_minutes, None)
+    frame = _compose(fresh, events, since, previous, at, live, window_minutes, None, extras)
     frame.query_ms = query_ms
     return frame
 
@@ -677,6 +923,12 @@ def short_reason(health: SessionHealth | None) -> str:
         return f"slower: ttft {health.ttft_ratio:.1f}x"
     if f == "context_rot":
         return f"{health.turns_since_compaction} turns since compaction"
+    if f == "budget" and health.budget_fraction is not None:
+        text = f"budget {health.budget_fraction:.0%}"
+        left = health.budget_minutes_left
+        if left is not None and health.budget_fraction < 1:
+            text += f" ~{left:.0f}m left" if left < 90 else f" ~{left / 60:.1f}h left"
+        return text
     return r.message
 
 
@@ -692,14 +944,15 @@ _Q_CACHE_MIN, _Q_CACHE_WARN = 4_096, 50_000
 _Q_TTL_S, _Q_TTL_1H_S = 300.0, 3600.0
 
 _STATUSLINE_SQL = f"""
-WITH today AS (
+WITH cat AS ({_CATALOG_SQL}),
+today AS (
     SELECT coalesce(sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0) + coalesce(cache_read_tokens, 0)
                         + coalesce(cache_write_tokens, 0)), 0) AS tokens,
            sum(cost_usd) AS cost
     FROM events WHERE started_at >= $day AND started_at <= $now AND api <> 'other'
 ),
 recent AS (
-    SELECT session_id, label, started_at, model, requested_model, provider, agent_id, status_code, outcome,
+    SELECT session_id, label, client, started_at, model, requested_model, provider, agent_id, status_code, outcome,
            error_type, error_message, input_tokens, cache_read_tokens, cache_write_tokens, long_context, cache_ttl,
            max(coalesce(ended_at, started_at)) OVER (PARTITION BY session_id) AS last_seen
     FROM events
@@ -707,7 +960,7 @@ recent AS (
     QUALIFY api IN {_TURNS_SQL}
         AND row_number() OVER (PARTITION BY session_id, api IN {_TURNS_SQL} ORDER BY started_at DESC) <= {_Q_RECENT_TURNS}
 )
-SELECT today.tokens, today.cost, recent.* FROM today LEFT JOIN recent ON true
+SELECT today.tokens, today.cost, cat.n_budgets, cat.budget_view, recent.* FROM today CROSS JOIN cat LEFT JOIN recent ON true
 """
 
 
@@ -721,6 +974,10 @@ class StatusLine:
     worst_status: str = "healthy"
     worst_reason: str = ""
     note: str | None = None  # "no data", "db busy", ...
+    quota_window: str | None = None  # the most used quota window that has not reset since ("5h")
+    quota_pct: float | None = None
+    budget_pct: float | None = None  # the tightest budget past its warning threshold that applies to a recent session
+    budget_state: str | None = None  # warn | exceeded
 
 
 def _quick_error_kind(status: int | None, outcome: str | None, error_type: str | None, message: str | None) -> str | None:
@@ -812,10 +1069,14 @@ def statusline(path: str | os.PathLike[str], *, now: datetime | None = None, tim
                 out.note = "db busy" if busy else "unreadable db"
                 return out
             time.sleep(0.02)
+    extras = None
     try:
         cur = con.execute(_STATUSLINE_SQL, params)
         cols = [d[0] for d in cur.description]
         rows = cur.fetchall()
+        if rows:
+            cat = dict(zip(cols, rows[0]))
+            extras = _statusline_extras(con, now, bool(cat["n_budgets"]) and bool(cat["budget_view"]))
     except duckdb.Error:
         out.note = "unreadable db"
         return out
@@ -831,7 +1092,45 @@ def statusline(path: str | os.PathLike[str], *, now: datetime | None = None, tim
         if r["session_id"] is not None:
             by_session.setdefault(r["session_id"], []).append(r)
     _quick_health(out, by_session, now)
+    if extras is not None:
+        try:
+            _quick_extras(out, extras, by_session, now)
+        except Exception:  # noqa: BLE001 - the line without the quota is better than no line
+            pass
     return out
+
+
+def _statusline_extras(con: Any, now: datetime, with_budgets: bool) -> tuple | None:
+    """The second query: quota headers, and the budgets past their warning threshold when the
+    database has budgets and the view. None when it fails (an older database)."""
+    import duckdb
+
+    params = {"at": now, "quota_from": now - QUOTA_LOOKBACK}
+    for budgets in ((True, False) if with_budgets else (False,)):
+        try:
+            row = con.execute(_extras_sql(budgets, "WHERE state <> 'ok'"), params).fetchone()
+        except duckdb.Error:
+            continue
+        return (row[0] or [], (row[1] or []) if budgets else [])
+    return None
+
+
+def _quick_extras(out: StatusLine, extras: tuple, by_session: dict[str, list[dict[str, Any]]], now: datetime) -> None:
+    quota_rows, budget_rows = extras
+    if quota_rows:
+        top = top_quota(quota_windows(quota_rows, now))
+        if top:
+            out.quota_window, out.quota_pct = top[0]["window"], top[0]["used_pct"]
+    if budget_rows:
+        ids = set(by_session)
+        labels = {r["label"] for rows in by_session.values() for r in rows if r["label"]}
+        clients = {r["client"] for rows in by_session.values() for r in rows if r["client"]}
+        live = [b for b in budget_rows if b["scope"] == "day" or (b["scope"] == "session" and b["target"] in ids)
+                or (b["scope"] == "label" and b["target"] in labels) or (b["scope"] == "client" and b["target"] in clients)]
+        live = [dict(b, pct=float(b["pct"] or 0.0)) for b in live]
+        if live:
+            b = min(live, key=_budget_key)
+            out.budget_pct, out.budget_state = b["pct"], b["state"]
 
 
 def _quick_health(out: StatusLine, by_session: dict[str, list[dict[str, Any]]], now: datetime) -> None:
@@ -929,6 +1228,12 @@ def format_statusline(s: StatusLine, *, color: bool = False) -> str:
     if s.cost_today:
         today += f" ${s.cost_today:,.2f}" if s.cost_today < 100 else f" ${s.cost_today:,.0f}"
     parts.append(today)
+    if s.quota_window and s.quota_pct is not None:
+        q = f"{s.quota_window} {s.quota_pct:.0f}%"
+        parts.append(paint(q, "1;31") if s.quota_pct >= 90 else paint(q, "33") if s.quota_pct >= 70 else q)
+    if s.budget_pct is not None and s.budget_state in ("warn", "exceeded"):
+        pct = f"{s.budget_pct:.0f}%" if s.budget_pct < 1e6 else "over"
+        parts.append(paint(f"budget {pct}", "1;31" if s.budget_state == "exceeded" else "33"))
     return " · ".join(parts)
 
 

@@ -46,6 +46,8 @@ AllOption = Annotated[
 STATUS_STYLE = {"critical": "bold red", "degraded": "yellow", "healthy": "green"}
 STATE_STYLE = {"active": "bold", "idle": "", "ended": "dim"}
 SEVERITY_STYLE = {"critical": "bold red", "warn": "yellow", "info": "cyan"}
+BUDGET_STYLE = {"exceeded": "bold red", "warn": "yellow", "ok": "green"}
+QUOTA_ACCOUNTS = 3  # quota lines under the totals (the most used accounts); `llmsm quota` has all
 
 # --------------------------------------------------------------------------------------------
 # --at
@@ -179,6 +181,69 @@ def short_model(model: str | None) -> str:
     return _DATE_SUFFIX.sub("", model) if model else ""
 
 
+def quota_style(pct: float | None) -> str:
+    if pct is None:
+        return "dim"
+    return "bold red" if pct >= 90 else "yellow" if pct >= 70 else ""
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}%" if value < 1e6 else "∞"
+
+
+def _reason_cell(row: SessionRow, wide: bool) -> Text:
+    """The why column: the top health reason, and a budget past its warning threshold in front
+    of it when the reason is something else ("$92% context 87%"; "budget 92% · ..." when wide)."""
+    from rich.text import Text
+
+    status = row.status
+    text = _reason_text(row, full=wide)
+    style = STATUS_STYLE.get(status, "") if status != "healthy" else "dim"
+    b = row.budget
+    if b is None or b["state"] not in ("warn", "exceeded"):
+        return Text(text, style=style)
+    b_style = BUDGET_STYLE[b["state"]]
+    h = row.health
+    top = h.reasons[0].factor if h is not None and h.reasons else None
+    if top == "budget":
+        return Text(text, style=style if status != "healthy" else b_style)
+    if not text:
+        return Text(f"budget {_pct(b['pct'])}", style=b_style)
+    cell = Text(f"budget {_pct(b['pct'])} · " if wide else f"${_pct(b['pct'])} ", style=b_style)
+    cell.append(text, style=style)
+    return cell
+
+
+def _quota_lines(frame: Frame, width: int) -> list[Text]:
+    """Under the totals: the most used quota window of each account ("5h window 72% used,
+    resets 14:05"), windows that have reset since they were seen left out."""
+    from rich.text import Text
+
+    tops = frame.quota_top()
+    many = len({q["account"] for q in tops}) > 1
+    compact = width < 120
+    lines = []
+    for q in tops[:QUOTA_ACCOUNTS]:
+        line = Text("quota", style="bold")
+        account = q["account"] or "(no account)"
+        if compact:  # "key:1a2b…": enough to tell accounts apart, room for the text
+            who = (account[:8] + "…" if len(account) > 9 else account) if many else ""
+        else:
+            who = f"{q['provider'] or ''} {account if many else ''}".strip()
+        if who:
+            line.append(f" {who}" if compact else f"  {who}", style="dim")
+        line.append(f" {q['text']}" if compact else f"  {q['text']}", style=quota_style(q["used_pct"]))
+        line.truncate(width, overflow="ellipsis")
+        lines.append(line)
+    if len(tops) > QUOTA_ACCOUNTS:
+        more = Text(f"… {len(tops) - QUOTA_ACCOUNTS} more accounts: llmsm quota", style="dim")
+        more.truncate(width, overflow="ellipsis")
+        lines.append(more)
+    return lines
+
+
 def _reason_text(row: SessionRow, full: bool) -> str:
     from llmsm.analytics.dashboard import short_reason
 
@@ -240,7 +305,7 @@ def _cells(row: SessionRow, at: datetime, wide: bool) -> dict[str, Any]:
         "model": short_model(row.model or (h.model if h is not None else None)),
         "age": _age(row.first_seen, at),
         "client": client,
-        "reason": Text(_reason_text(row, full=wide), style=STATUS_STYLE.get(status, "") if status != "healthy" else "dim"),
+        "reason": _reason_cell(row, wide),
     }
 
 
@@ -293,6 +358,7 @@ def render_frame(
         header.append("  q quits", style="dim")
     header.truncate(width, overflow="ellipsis")
 
+    quota = _quota_lines(frame, width) if frame is not None else []
     if frame is None or not frame.sessions:
         if missing:
             msg = f"no database yet{f' at {db_path}' if db_path else ''}: {EMPTY_HINT}"
@@ -301,13 +367,13 @@ def render_frame(
                    "`--all` includes older sessions")
         else:
             msg = f"no sessions recorded yet: {EMPTY_HINT}"
-        return Group(header, Text(""), Text(msg, style="dim"))
+        return Group(header, Text(""), Text(msg, style="dim"), *quota)
 
     wide = width >= 140
     rows = frame.sessions
     hidden: list[SessionRow] = []
     if height is not None:
-        room = max(1, height - 5)  # header, blank, column titles, totals, the "more" line
+        room = max(1, height - 5 - len(quota))  # header, blank, column titles, totals, the "more" line, quota
         if len(rows) > room:
             rows, hidden = rows[: room - 1], rows[room - 1 :]
     cells = [_cells(r, frame.at, wide) for r in rows]
@@ -378,6 +444,7 @@ def render_frame(
         more.truncate(width, overflow="ellipsis")
         parts.append(more)
     parts.append(totals)
+    parts.extend(quota)
     return Group(*parts)
 
 
@@ -477,7 +544,7 @@ def watch(
 ) -> None:
     """Live dashboard of the assistant sessions: which one needs attention, and why.
 
-    One row per session seen within the last 60 minutes (every session with --all), the most urgent first (critical, then degraded, then by score, then by recent activity): health and its main reason, context fill of the last turn against the model's window, last activity, tokens in (whole prompts, cache included) and out, cost where prices are known, burn rate (tokens per minute over the last 10 minutes), requests, errors, model, age, client. Narrow terminals keep the columns that decide.
+    One row per session seen within the last 60 minutes (every session with --all), the most urgent first (critical, then degraded, then by score, then by recent activity): health and its main reason (a budget past its warning threshold is marked in front of it: "$92%", yellow, red when exceeded), context fill of the last turn against the model's window, last activity, tokens in (whole prompts, cache included) and out, cost where prices are known, burn rate (tokens per minute over the last 10 minutes), requests, errors, model, age, client. Narrow terminals keep the columns that decide. Under the totals: the most used quota window of each account ("5h window 72% used, resets 14:05"), windows that have reset since left out. Budgets that apply to a session (its id, label, client, the day budget) feed its health: the tightest one, with minutes left at the recent pace.
 
     Refreshes every --interval seconds; the database is opened read-only for each refresh and closed right after, so the gateway keeps writing (when it is busy, the last frame stays with a "db busy" note). Keys: q quits (Ctrl-C too), any other key refreshes now. --once prints one frame (--json: its data) and exits.
     """
@@ -555,7 +622,7 @@ def show(
 ) -> None:
     """One session's story: its requests, context fill per turn, errors and health breakdown.
 
-    Who and where (client, models, the `llmsm run` command, directory and branch), the timeline of its latest requests (--limit), context fill per turn as a sparkline, its errors, and the health breakdown: score, reasons with advice, forecasts such as turns left.
+    Who and where (client, models, the `llmsm run` command, directory and branch), the timeline of its latest requests (--limit), context fill per turn as a sparkline, its errors, the budgets that apply (used of the limit, state, time left at the recent pace), and the health breakdown: score, reasons with advice, forecasts such as turns left.
 
     SESSION is a full id, a unique prefix of one, or a label (the latest session with that label).
     """
@@ -739,8 +806,44 @@ def render_session(detail: SessionDetail, *, width: int, live: bool = True) -> R
         parts.append(Text("errors: none", style="dim"))
 
     parts.append(Text(""))
+    parts.extend(_budget_block(row))
+    parts.append(Text(""))
     parts.extend(_health_block(row, width))
     return Group(*parts)
+
+
+def _amounts(b: dict[str, Any]) -> str:
+    out = []
+    if b.get("max_tokens") is not None:
+        out.append(f"{int(b['used_tokens'] or 0):,} of {int(b['max_tokens']):,} tokens")
+    if b.get("max_usd") is not None:
+        out.append(f"${float(b['used_usd'] or 0):,.2f} of ${float(b['max_usd']):,.2f}")
+    return ", ".join(out)
+
+
+def _budget_block(row: SessionRow) -> list[Any]:
+    """The budgets that apply to the session (its id, label, client, the day): used of the
+    limit, the share, the state, and the time left at the recent pace."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if not row.budgets:
+        return [Text("budgets: none (llmsm budget set)", style="dim")]
+    table = Table(box=None, padding=(0, 1), pad_edge=False, show_header=False, expand=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, style="dim")
+    for b in row.budgets:
+        who = "day" if b["scope"] == "day" else f"{b['scope']} {b['target']}"
+        left = b.get("minutes_left")
+        pace = ""
+        if left is not None:
+            pace = f"~{left:.0f} min left" if left < 90 else f"~{left / 60:.1f} h left"
+        style = BUDGET_STYLE.get(b["state"], "")
+        table.add_row(f"{who} ({b['id']})", _amounts(b), Text(_pct(b["pct"]), style=style), Text(b["state"], style=style), pace)
+    return [Text(f"budgets ({len(row.budgets)})", style="bold"), table]
 
 
 def _others(detail: SessionDetail) -> int:
@@ -828,10 +931,10 @@ def render_health(rows: list[SessionRow], *, width: int) -> RenderableType:
 
     narrow = width < 100
     table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, header_style="bold")
-    table.add_column("session", no_wrap=True, overflow="ellipsis", max_width=14 if narrow else 28)
-    table.add_column("health", no_wrap=True)
-    table.add_column("score", justify="right", no_wrap=True)
-    table.add_column("ctx", justify="right", no_wrap=True)
+    table.add_column("session", no_wrap=True, overflow="ellipsis", min_width=8, max_width=14 if narrow else 28)
+    table.add_column("health", no_wrap=True, min_width=8)
+    table.add_column("score", justify="right", no_wrap=True, min_width=5)
+    table.add_column("ctx", justify="right", no_wrap=True, min_width=4)
     table.add_column("reasons", overflow="fold" if not narrow else "ellipsis", no_wrap=narrow)
     for r in rows:
         h = r.health
@@ -858,11 +961,11 @@ def render_health(rows: list[SessionRow], *, width: int) -> RenderableType:
 # statusline
 # --------------------------------------------------------------------------------------------
 
-STATUSLINE_HELP = """One short line for a status bar: active sessions, the worst one's health, today's tokens and cost.
+STATUSLINE_HELP = """One short line for a status bar: active sessions, the worst one's health, today's tokens and cost, the most used quota window, a budget running out.
 
-    llmsm 3 active · worst: refactor degraded (context 87%) · today 1.2M tok $4.31
+    llmsm 3 active · worst: refactor degraded (context 87%) · today 1.2M tok $4.31 · 5h 72% · budget 92%
 
-"Active" means a request within the last 5 minutes. The worst session is picked among those seen within the last hour by a quick check (context fill, recent errors, a cold prompt cache; the full model is `llmsm health`). Today is the local calendar day. One query, no heavy imports; it never fails: a missing or busy database prints a short neutral line and exits 0. Colour only when stdout is a terminal and NO_COLOR is unset.
+"Active" means a request within the last 5 minutes. The worst session is picked among those seen within the last hour by a quick check (context fill, recent errors, a cold prompt cache; the full model is `llmsm health`). Today is the local calendar day. "5h 72%": the most used quota window of any account that has not reset since it was seen (`llmsm quota`). "budget 92%": the tightest budget past its warning threshold that applies to a session of the last hour, or the day budget (`llmsm budget list`). Two small queries, no heavy imports; it never fails: a missing or busy database prints a short neutral line and exits 0. Colour only when stdout is a terminal and NO_COLOR is unset.
 
 Claude Code, in ~/.claude/settings.json (it runs the command after each message):
 

@@ -3,6 +3,7 @@ databases for the cases traffic cannot reach quickly (a nearly full context, a c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -459,3 +460,201 @@ def test_parse_at():
     assert parse_at("2026-11-25T12:00", now).tzinfo is not None  # naive: local time
     with pytest.raises(ValueError):
         parse_at("10m", now)
+
+
+# --------------------------------------------------------------------------------------------
+# Budgets and quota windows
+# --------------------------------------------------------------------------------------------
+
+ACCT_A, ACCT_B = "key:aaaaaaaaaaaa", "key:bbbbbbbbbbbb"
+BUDGET_AT: list[datetime] = []
+
+
+def _unified(now: datetime, five: str, five_reset: datetime, seven: str = "0.40") -> dict[str, str]:
+    return {
+        "anthropic-ratelimit-unified-status": "allowed",
+        "anthropic-ratelimit-unified-representative-claim": "five_hour",
+        "anthropic-ratelimit-unified-reset": str(int(five_reset.timestamp())),
+        "anthropic-ratelimit-unified-5h-utilization": five,
+        "anthropic-ratelimit-unified-7d-utilization": seven,
+        "anthropic-ratelimit-unified-7d-reset": str(int((now + timedelta(days=3)).timestamp())),
+    }
+
+
+def _budget_events(now: datetime) -> list[ExchangeEvent]:
+    """Turns of 3,000 tokens each (prompt 2,700 + 300 out) unless said otherwise."""
+    five_reset = now + timedelta(hours=2)
+    events = []
+    for i in range(3):  # label 'refactor': 9,000 tokens
+        events.append(turn("bud-warn", now - timedelta(seconds=150 - 30 * i), 2_700, label="refactor", account=ACCT_A,
+                           ratelimit=_unified(now, "0.72", five_reset) if i == 2 else None))
+    for i in range(3):  # session 'bud-over': 9,000 tokens
+        events.append(turn("bud-over", now - timedelta(seconds=140 - 30 * i), 2_700, label="runaway", account=ACCT_B))
+    # one big turn: 190,300 tokens, context 95% full
+    events.append(turn("bud-ctx", now - timedelta(seconds=60), 190_000, account=ACCT_A))
+    events.append(turn("bud-calm", now - timedelta(seconds=50), 2_700, label="calm", account=ACCT_B))
+    # account B: a 5h window that has reset since (stale: left out), and an API token limit
+    events.append(turn("bud-calm", now - timedelta(seconds=40), 2_700, label="calm", account=ACCT_B, ratelimit={
+        **_unified(now, "0.95", now - timedelta(minutes=10), seven="0.10"),
+        "anthropic-ratelimit-unified-7d-reset": str(int((now - timedelta(minutes=10)).timestamp())),
+    }))
+    events.append(turn("bud-calm", now - timedelta(seconds=30), 2_700, label="calm", account=ACCT_B, ratelimit={
+        "anthropic-ratelimit-tokens-limit": "400000", "anthropic-ratelimit-tokens-remaining": "300000",
+        "anthropic-ratelimit-tokens-reset": (now + timedelta(seconds=50)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }))
+    return events
+
+
+@pytest.fixture(scope="module")
+def budgeted(tmp_path_factory) -> Path:
+    """A label budget at 90 % (warn), a session budget at 180 % (exceeded), a session budget at
+    90 % on a session whose context is 95 % full, an ok day budget, a budget of another client;
+    quota headers of two accounts."""
+    from llmsm.analytics.budgets import set_budget
+
+    db = tmp_path_factory.mktemp("dash-budgets") / "budgets.duckdb"
+    now = datetime.now(UTC)
+    BUDGET_AT[:] = [now]
+    insert_events(db, _budget_events(now))
+    con = connect(db)
+    try:
+        set_budget(con, "label", "refactor", max_tokens=10_000)
+        set_budget(con, "session", "bud-over", max_tokens=5_000)
+        set_budget(con, "session", "bud-ctx", max_tokens=211_000)
+        set_budget(con, "day", None, max_usd=100.0)
+        set_budget(con, "client", "someone-else", max_tokens=1)
+    finally:
+        con.close()
+    return db
+
+
+def _row(text: str, name: str) -> str:
+    return next(ln for ln in text.splitlines() if ln.startswith(name))
+
+
+def test_budgets_feed_health_and_mark_rows(budgeted):
+    frame = _frame(budgeted)
+    by = {s.session_id: s for s in frame.sessions}
+    warn, over, ctx, calm = by["bud-warn"], by["bud-over"], by["bud-ctx"], by["bud-calm"]
+    # the label budget at 90 %: warn, the health model's top reason, with a pace
+    assert warn.budget["scope"] == "label" and warn.budget["state"] == "warn" and warn.budget["pct"] == pytest.approx(90)
+    assert [b["scope"] for b in warn.budgets] == ["label", "day"]
+    assert warn.health.reasons[0].factor == "budget" and warn.status == "degraded"
+    assert "label 'refactor' budget 90% used" in warn.health.reasons[0].message
+    assert warn.health.budget_fraction == pytest.approx(0.9)
+    assert warn.budget["rate"] == pytest.approx(900 / 10_000) and warn.health.budget_minutes_left == pytest.approx(0.1 / 0.09)
+    assert dashboard.short_reason(warn.health).startswith("budget 90%")
+    # exceeded: critical, the budget first
+    assert over.budget["state"] == "exceeded" and over.budget["pct"] == pytest.approx(180)
+    assert over.status == "critical" and over.health.reasons[0].factor == "budget"
+    assert over.health.reasons[0].severity == "critical"
+    # a budget at warn below a worse reason: still in the reasons, context first
+    assert ctx.budget["state"] == "warn" and ctx.health.reasons[0].factor == "context_fill"
+    assert "budget" in [r.factor for r in ctx.health.reasons]
+    # only the day budget applies (ok): nothing to say
+    assert [b["scope"] for b in calm.budgets] == ["day"] and calm.status == "healthy" and calm.health.reasons == []
+    assert "someone-else" not in {b["target"] for s in frame.sessions for b in s.budgets}
+    assert len(frame.budgets) == 5 and frame.budgets[0]["target"] == "bud-over"  # the tightest first
+    assert frame.totals()["budget_warn"] == 2 and frame.totals()["budget_exceeded"] == 1
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_budget_marker_and_quota_footer_render(budgeted, width):
+    frame = _frame(budgeted)
+    console = Console(record=True, width=width, height=40, color_system=None, file=open("/dev/null", "w"))
+    console.print(render_frame(frame, width=width))
+    text = console.export_text()
+    fits(text, width)
+    assert "budget 90%" in _row(text, "refactor") and "degraded" in _row(text, "refactor")
+    assert "budget 180%" in _row(text, "runaway") and "critical" in _row(text, "runaway")
+    marker = "budget 90% · context 95%" if width == 200 else "$90% context 95%"
+    assert marker in _row(text, "bud-ctx")
+    assert "budget" not in _row(text, "calm") and "%" not in _row(text, "calm").split("$0.15")[-1]  # an ok budget: no mark
+    quota = [ln for ln in text.splitlines() if ln.startswith("quota")]
+    from llmsm.analytics.quota import clock as quota_clock
+
+    reset = datetime.fromtimestamp(int((BUDGET_AT[0] + timedelta(hours=2)).timestamp()), UTC)
+    clock = quota_clock(reset, datetime.now(UTC))
+    assert len(quota) == 2  # one per account, the most used window that has not reset
+    account = (lambda a: a if width == 200 else a[:8] + "…")
+    assert quota[0].endswith(f"5h window 72% used, resets {clock}") and account(ACCT_A) in quota[0]
+    assert "tokens window 25% used, 300,000 of 400,000 left, resets" in quota[1] and account(ACCT_B) in quota[1]
+    assert not any("95%" in q for q in quota)  # account B's 5h window has reset since
+
+
+def test_watch_json_and_statusline_show_budgets_and_quota(budgeted):
+    p = llmsm("watch", "--once", "--json", "--db", str(budgeted))
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert [(q["account"], q["window"], q["used_pct"]) for q in data["quota"]] == [(ACCT_A, "5h", 72), (ACCT_B, "tokens", 25)]
+    over = next(s for s in data["sessions"] if s["session_id"] == "bud-over")
+    assert over["budgets"][0]["state"] == "exceeded" and over["budgets"][0]["used_tokens"] == 9_000
+    assert over["health"]["reasons"][0]["factor"] == "budget"
+    assert {b["id"] for b in data["budgets"]} >= {b["id"] for s in data["sessions"] for b in s["budgets"]}
+    p = llmsm("watch", "--once", "--db", str(budgeted), columns=80)
+    assert p.returncode == 0, p.stderr
+    fits(p.stdout, 80)
+    assert "5h window 72% used, resets" in p.stdout and "$90% context 95%" in p.stdout
+    p = llmsm("statusline", "--db", str(budgeted))
+    assert p.returncode == 0 and p.stderr == ""
+    line = p.stdout.strip()
+    assert line.startswith("llmsm 4 active · worst: bud-ctx critical (context 95%) · today ")
+    assert line.endswith(" · 5h 72% · budget 180%")
+
+
+def test_show_lists_the_budgets_that_apply(budgeted):
+    p = llmsm("show", "bud-ctx", "--db", str(budgeted), columns=100)
+    assert p.returncode == 0, p.stderr
+    fits(p.stdout, 100)
+    lines = p.stdout.splitlines()
+    i = lines.index(next(ln for ln in lines if ln.startswith("budgets (2)")))
+    assert "session bud-ctx" in lines[i + 1] and "190,300 of 211,000 tokens" in lines[i + 1]
+    assert "90%" in lines[i + 1] and "warn" in lines[i + 1]
+    assert lines[i + 2].startswith("day") and " ok" in lines[i + 2]
+    midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    if BUDGET_AT[0] - timedelta(minutes=3) > midnight:  # every turn today (local time): 10 turns at $0.05
+        assert "$0.50 of $100.00" in lines[i + 2]
+    p = llmsm("show", "bud-ctx", "--db", str(budgeted), "--json")
+    d = json.loads(p.stdout)
+    assert [b["scope"] for b in d["session"]["budgets"]] == ["session", "day"]
+
+
+def test_statusline_quota_and_budget_format():
+    s = dashboard.StatusLine(active=1, recent=1, quota_window="5h", quota_pct=72.4, budget_pct=92.0, budget_state="warn")
+    assert dashboard.format_statusline(s) == "llmsm 1 active · all healthy · today 0 tok · 5h 72% · budget 92%"
+    coloured = dashboard.format_statusline(dataclasses.replace(s, quota_pct=95.0, budget_state="exceeded"), color=True)
+    assert "\x1b[1;31m5h 95%\x1b[0m" in coloured and "\x1b[1;31mbudget 92%\x1b[0m" in coloured
+    assert "budget" not in dashboard.format_statusline(dataclasses.replace(s, budget_state="ok"))
+
+
+@pytest.mark.parametrize("old", ["no-views", "broken-view"])
+def test_older_database_without_the_views(tmp_path, old):
+    """A database of an older llmsm: no `quota` / `budget_status` views (and no budgets table),
+    or a budget_status view that fails: the status line and the dashboard still answer, with
+    the quota read from the events."""
+    import duckdb
+
+    db = tmp_path / f"{old}.duckdb"
+    now = datetime.now(UTC)
+    insert_events(db, [turn("old-one", now - timedelta(seconds=30), 5_000, label="legacy", account=ACCT_A,
+                            ratelimit=_unified(now, "0.72", now + timedelta(hours=2)))])
+    raw = duckdb.connect(str(db))
+    try:
+        raw.execute("DROP VIEW quota")
+        if old == "no-views":
+            raw.execute("DROP VIEW budget_status")
+            raw.execute("DROP TABLE budgets")
+        else:
+            raw.execute("INSERT INTO budgets (id, scope, target, max_tokens) VALUES ('b-old', 'day', NULL, 10)")
+            raw.execute("CREATE OR REPLACE VIEW budget_status AS SELECT error('written by another llmsm') AS id")
+    finally:
+        raw.close()
+    s = dashboard.statusline(db)
+    assert s.note is None and s.active == 1 and (s.quota_window, s.quota_pct) == ("5h", 72) and s.budget_pct is None
+    p = llmsm("statusline", "--db", str(db))
+    assert p.returncode == 0 and p.stderr == ""
+    no_traceback(p)
+    assert p.stdout.strip().startswith("llmsm 1 active") and p.stdout.strip().endswith(" · 5h 72%")
+    frame = _frame(db)
+    assert [q["text"].split(",")[0] for q in frame.quota_top()] == ["5h window 72% used"]
+    assert frame.sessions[0].budgets == [] and frame.budgets == []
