@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import gc
 import hmac
+import inspect
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +34,7 @@ from llmsm.addons.providers import new_parser, parse_request
 from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
 from llmsm.addons.tap import MessageTap, StreamTap
 from llmsm.addons.writer import EventWriter
-from llmsm.analytics.prices import cost_for_event
+from llmsm.analytics.prices import cost_for_event, cost_usd
 
 log = logging.getLogger("llmsm.gateway")
 
@@ -46,26 +49,31 @@ MAX_PARSED_REQUEST = 64 * 1024 * 1024
 
 
 def _guarded(hook):
-    """Run a hook; on any exception log it and let the traffic continue untouched."""
-    if asyncio.iscoroutinefunction(hook):
+    """Run a hook; on any exception log it and let the traffic continue untouched.
 
-        @functools.wraps(hook)
-        async def async_wrapper(self, *args):
-            try:
-                return await hook(self, *args)
-            except Exception:
-                log.exception("llmsm: %s failed; traffic continues unaffected", hook.__name__)
-
-        return async_wrapper
+    Hooks are plain functions that return an awaitable only when they have something to wait
+    for (mitmproxy awaits what a hook returns): an `async def` hook would cost every request a
+    coroutine round trip on the event loop."""
 
     @functools.wraps(hook)
     def wrapper(self, *args):
         try:
-            return hook(self, *args)
+            result = hook(self, *args)
         except Exception:
             log.exception("llmsm: %s failed; traffic continues unaffected", hook.__name__)
+            return None
+        if result is not None and inspect.isawaitable(result):
+            return _guard_awaitable(result, hook.__name__)
+        return result
 
     return wrapper
+
+
+async def _guard_awaitable(awaitable, name: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("llmsm: %s failed; traffic continues unaffected", name)
 
 
 class LLMGateway:
@@ -110,6 +118,8 @@ class LLMGateway:
     def running(self) -> None:
         if self._owns_writer and self.writer is not None:
             self.writer.start()
+        # genai-prices loads its data on first use (~0.5 s): not on the first request's loop turn.
+        threading.Thread(target=_warm_up_prices, name="llmsm-prices", daemon=True).start()
 
     def done(self) -> None:
         if self._owns_writer and self.writer is not None:
@@ -206,19 +216,27 @@ class LLMGateway:
         flow.metadata["llmsm_label"] = (label, path_label)
 
     @_guarded
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow):
         ex: Exchange | None = flow.metadata.get(META)
         if ex is None or ex.answered_by_gateway:
-            return
+            return None
         body = flow.request.raw_content or b""
         ex.request_bytes = len(body)
         if body and len(body) <= MAX_PARSED_REQUEST and ex.provider is not None:
             ex.request_hash = request_hash(body)
             decoded = flow.request.get_content(strict=False) or b""
-            if len(decoded) <= INLINE_PARSE_LIMIT:
-                ex.request = _parse_request_body(ex.provider, ex.api, decoded)
-            else:
-                ex.request = await asyncio.to_thread(_parse_request_body, ex.provider, ex.api, decoded)
+            if len(decoded) > INLINE_PARSE_LIMIT:
+                return self._parse_in_thread_then_attribute(flow, ex, decoded)
+            ex.request = _parse_request_body(ex.provider, ex.api, decoded)
+        self._attribute(flow, ex)
+        return None
+
+    async def _parse_in_thread_then_attribute(self, flow: http.HTTPFlow, ex: Exchange, decoded: bytes) -> None:
+        # A big body (a long conversation) takes milliseconds to parse: not on the event loop.
+        ex.request = await asyncio.to_thread(_parse_request_body, ex.provider, ex.api, decoded)
+        self._attribute(flow, ex)
+
+    def _attribute(self, flow: http.HTTPFlow, ex: Exchange) -> None:
         ex.requested_model = ex.request.model or routes.model_from_path(ex.provider, ex.path)
         header_label, path_label = flow.metadata.get("llmsm_label", (None, None))
         headers = {k.lower(): v for k, v in flow.request.headers.items()}
@@ -242,14 +260,18 @@ class LLMGateway:
         ex: Exchange | None = flow.metadata.get(META)
         if ex is None or flow.response is None or flow.response.status_code == 101:
             return
-        # Stream every response: bytes reach the client as they arrive, and the tap reads a copy.
-        flow.response.stream = self._install_tap(ex, flow.response)
+        tap = self._install_tap(ex, flow.response)
+        if ex.streamed or not _small_body(flow.response):
+            # Streams and large or unsized bodies reach the client as they arrive; the tap
+            # reads a copy. A small JSON body is left to mitmproxy's cheaper buffered path
+            # and read in `response` (the client waits no longer than for its last byte).
+            flow.response.stream = tap
 
     @_guarded
-    async def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow):
         ex: Exchange | None = flow.metadata.pop(META, None)
         if ex is None:
-            return
+            return None
         if flow.response is not None and flow.response.status_code == 101:
             # A WebSocket upgrade: each response.create on it becomes an exchange of its own.
             header_label, path_label = flow.metadata.get("llmsm_label", (None, None))
@@ -257,14 +279,16 @@ class LLMGateway:
             if header_label:
                 headers[LABEL_HEADER] = header_label
             flow.metadata[WS_META] = _WebSocketSession(ex, headers, path_label, flow.metadata.get("llmsm_proxy_user"))
-            return
-        if ex.tap is None and flow.response is not None:
-            # Answered without an upstream (by llmsm or another addon): read the body it sent.
-            self._install_tap(ex, flow.response)
-            body = flow.response.raw_content or b""
-            ex.tap(body)
+            return None
+        if flow.response is not None and not flow.response.stream:
+            # A buffered body: a small JSON answer, or one made without an upstream (by llmsm
+            # or another addon). The tap reads it whole.
+            if ex.tap is None:
+                self._install_tap(ex, flow.response)
+            ex.tap(flow.response.raw_content or b"")
             ex.tap(b"")
-        await self._finish(flow, ex, failure=None, message=None)
+            ex.tap.first_byte_at = flow.response.timestamp_start or ex.tap.first_byte_at
+        return self._finish(flow, ex, failure=None, message=None)
 
     # -- WebSocket (Codex's Responses transport) -----------------------------------------
     @_guarded
@@ -279,7 +303,7 @@ class LLMGateway:
             frame = _json_object(message.content)
             if frame.get("type") == "response.create":
                 if ws.current is not None:  # a new turn before the last one ended
-                    await self._finish(flow, ws.current, failure="client_aborted", message="superseded")
+                    await _settle(self._finish(flow, ws.current, failure="client_aborted", message="superseded"))
                 ws.current = self._websocket_exchange(ws, frame, len(message.content))
             return
         ex = ws.current
@@ -287,7 +311,7 @@ class LLMGateway:
             ex.tap.feed(message.content)
             if ex.tap.done:
                 ws.current = None
-                await self._finish(flow, ex, failure=None, message=None)
+                await _settle(self._finish(flow, ex, failure=None, message=None))
 
     @_guarded
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
@@ -295,9 +319,9 @@ class LLMGateway:
         if ws is None or ws.current is None:
             return
         by_client = bool(flow.websocket and flow.websocket.closed_by_client)
-        await self._finish(
+        await _settle(self._finish(
             flow, ws.current, failure="client_aborted" if by_client else "upstream_aborted", message="WebSocket closed"
-        )
+        ))
 
     def _websocket_exchange(self, ws: "_WebSocketSession", frame: dict, size: int) -> Exchange:
         base = ws.handshake
@@ -319,10 +343,10 @@ class LLMGateway:
         return ex
 
     @_guarded
-    async def error(self, flow: http.HTTPFlow) -> None:
+    def error(self, flow: http.HTTPFlow):
         ex: Exchange | None = flow.metadata.pop(META, None)
         if ex is None:
-            return
+            return None
         if ex.timeout_handle is not None:
             ex.timeout_handle.cancel()
         msg = flow.metadata.get("llmsm_timed_out") or (str(flow.error) if flow.error else "connection failed")
@@ -330,7 +354,7 @@ class LLMGateway:
             failure = "client_aborted" if "client" in msg.lower() else "proxy_error"
         else:
             failure = "client_aborted" if "client" in msg.lower() else "upstream_aborted"
-        await self._finish(flow, ex, failure=failure, message=msg)
+        return self._finish(flow, ex, failure=failure, message=msg)
 
     def _arm_upstream_timeout(self, flow: http.HTTPFlow, ex: Exchange) -> None:
         timeout = ctx.options.llmsm_upstream_timeout if hasattr(ctx.options, "llmsm_upstream_timeout") else 0
@@ -365,16 +389,22 @@ class LLMGateway:
         )
         return ex.tap
 
-    async def _finish(self, flow: http.HTTPFlow, ex: Exchange, *, failure: str | None, message: str | None) -> None:
+    def _finish(self, flow: http.HTTPFlow, ex: Exchange, *, failure: str | None, message: str | None):
+        """Turn the exchange into its event and hand it to the writer. Returns an awaitable only
+        when a tiktoken estimate is needed (milliseconds over a long prompt: kept off the loop)."""
         ended = ex.tap.ended_at if ex.tap is not None and ex.tap.ended_at else time.time()
-        result = ex.parse_result()
-        if ex.needs_estimate(result):
-            # tiktoken over a long prompt takes milliseconds: keep it off the event loop.
-            event = await asyncio.to_thread(
-                ex.to_event, ended_at=ended, failure=failure, failure_message=message, estimate=estimate_usage
-            )
-        else:
-            event = ex.to_event(ended_at=ended, failure=failure, failure_message=message)
+        if ex.needs_estimate(ex.parse_result()):
+            return self._finish_with_estimate(flow, ex, ended, failure, message)
+        self._record(flow, ex.to_event(ended_at=ended, failure=failure, failure_message=message))
+        return None
+
+    async def _finish_with_estimate(self, flow, ex: Exchange, ended: float, failure, message) -> None:
+        event = await asyncio.to_thread(
+            ex.to_event, ended_at=ended, failure=failure, failure_message=message, estimate=estimate_usage
+        )
+        self._record(flow, event)
+
+    def _record(self, flow: http.HTTPFlow, event) -> None:
         if event.usage_source != "none":
             event.cost_usd = cost_for_event(event)
         flow.metadata[EVENT_META] = event  # for addons that keep running totals (budgets)
@@ -431,6 +461,27 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
         return None
     user, _, password = decoded.partition(":")
     return unquote(user), unquote(password)
+
+
+def _warm_up_prices() -> None:
+    try:
+        cost_usd(provider="anthropic", model="claude-sonnet-4-5", input_tokens=1, output_tokens=1)
+    except Exception:
+        pass
+    # Hundreds of thousands of long-lived objects (price data, mitmproxy, DuckDB) would otherwise
+    # be traversed by every full garbage collection, which the per-request garbage triggers.
+    gc.freeze()
+
+
+async def _settle(pending) -> None:
+    if pending is not None:
+        await pending
+
+
+def _small_body(resp: http.Response) -> bool:
+    """A response with a Content-Length of at most 256 KiB."""
+    length = resp.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= INLINE_PARSE_LIMIT
 
 
 def proxy_user(header: str | None) -> str | None:

@@ -38,6 +38,7 @@ class GatewayConfig:
     intercept_hosts: list[str] = field(default_factory=list)  # beyond routes.KNOWN_API_HOSTS
     upstream_timeout: float = 600.0  # seconds to wait for response headers
     auth_token: str = ""  # required of every client when set; mandatory off loopback
+    upstream_ca: Path | None = None  # extra CA bundle to verify https upstreams (a corporate gateway)
     state_file: Path | None = None  # where a running gateway says where it listens
 
 
@@ -48,6 +49,15 @@ def ca_dir() -> Path:
     path = platformdirs.user_data_path("llmsm") / "ca"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def upstream_bundle(extra_ca: Path) -> Path:
+    """mitmproxy trusts only the file it is given: the public roots (certifi) plus the user's CA."""
+    import certifi
+
+    bundle = ca_dir() / "upstream-bundle.pem"
+    bundle.write_text(Path(certifi.where()).read_text().rstrip("\n") + "\n" + extra_ca.read_text())
+    return bundle
 
 
 def state_file_for(db_path: Path) -> Path:
@@ -94,6 +104,8 @@ def validate(config: GatewayConfig) -> None:
             "use your API keys' sessions and read usage. Add --auth-token TOKEN (or LLMSM_AUTH_TOKEN)"
         )
     check_db_writable(config.db_path)
+    if config.upstream_ca is not None and not config.upstream_ca.is_file():
+        raise GatewayError(f"--upstream-ca {config.upstream_ca}: no such file")
     check_port_free(config.host, config.port)
     if config.proxy_port is not None:
         if config.proxy_port == config.port and config.port != 0:
@@ -165,7 +177,10 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
 
     install_json_error_pages()
 
-    modes = [f"reverse:{routes.DEFAULT_UPSTREAMS['anthropic']}@{config.port}"]
+    # The listener speaks plain HTTP to clients; every routed request is re-targeted (https or
+    # http) by the gateway, so the reverse target itself is never contacted. An https target
+    # would put a TLS layer in every connection's stack for nothing.
+    modes = [f"reverse:http://api.anthropic.com@{config.port}"]
     if config.proxy_port is not None:
         modes.append(f"regular@{config.proxy_port}")
     opts = Options(confdir=str(ca_dir()), listen_host=config.host, mode=modes)
@@ -184,6 +199,8 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         anticache=False,
         allow_hosts=intercept_patterns(config.intercept_hosts),
     )
+    if config.upstream_ca is not None:
+        opts.update(ssl_verify_upstream_trusted_ca=str(upstream_bundle(config.upstream_ca)))
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_quiet_cancellations)
     for sig in (signal.SIGINT, signal.SIGTERM):

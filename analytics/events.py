@@ -6,7 +6,9 @@ the same order, so that the writer can append a row straight from a model.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -48,8 +50,22 @@ class Usage(BaseModel):
         )
 
 
+# Event ids: 20 random hex digits per process, then a counter. As unique as uuid4 for our
+# purpose, without a getrandom() system call per event (slow on some VMs: ~30 us).
+_ID_PREFIX = uuid.uuid4().hex[:20]
+_id_counter = itertools.count()
+
+
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
+
+
+def _reseed_ids() -> None:  # a forked child must not repeat its parent's ids
+    global _ID_PREFIX
+    _ID_PREFIX = uuid.uuid4().hex[:20]
+
+
+os.register_at_fork(after_in_child=_reseed_ids)
 
 
 def utcnow() -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -37,6 +38,10 @@ def proxy(
         list[str] | None,
         typer.Option("--intercept-host", help="Another host whose TLS the proxy port intercepts (default list: docs/sessions.md). Repeatable.", metavar="HOST"),
     ] = None,
+    upstream_ca: Annotated[
+        Path | None,
+        typer.Option("--upstream-ca", help="PEM file of a CA to trust for https upstreams (e.g. a corporate gateway); the public roots stay trusted.", dir_okay=False, show_default=False),
+    ] = None,
     upstream_timeout: Annotated[
         float, typer.Option("--upstream-timeout", help="Seconds to wait for an upstream's response headers before answering 502 (0: forever).", min=0)
     ] = 600.0,
@@ -54,7 +59,7 @@ def proxy(
     config = GatewayConfig(
         db_path=db_path, host=host, port=port, upstreams=list(upstream or []), state_file=state_file_for(db_path),
         proxy_port=proxy_port, intercept_hosts=list(intercept_host or []), upstream_timeout=upstream_timeout,
-        auth_token=auth_token or "",
+        auth_token=auth_token or "", upstream_ca=upstream_ca,
     )
 
     def on_ready(state: dict) -> None:
