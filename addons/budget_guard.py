@@ -20,33 +20,20 @@ never cut: only new requests are checked.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from pathlib import Path
 
 from mitmproxy import http
 
+from llmsm.addons.hooks import EVENT_META, META, guarded
 from llmsm.analytics import budgets
 from llmsm.analytics.budgets import BudgetBook, Charge, Verdict
 
 log = logging.getLogger("llmsm.budget")
 
-EXCHANGE_META = "llmsm"  # the gateway's Exchange (addons/gateway.py META)
-EVENT_META = "llmsm_event"  # the gateway's finished ExchangeEvent (addons/gateway.py EVENT_META)
 SEEN_META = "llmsm_budget_seen"  # ours: the id of the last event of this flow already counted
 WARN_META = "llmsm_budget_warn"
-
-
-def _guarded(hook):
-    @functools.wraps(hook)
-    def wrapper(self, *args):
-        try:
-            return hook(self, *args)
-        except Exception:
-            log.exception("llmsm budget guard: %s failed; traffic continues unaffected", hook.__name__)
-
-    return wrapper
 
 
 class BudgetGuard:
@@ -132,9 +119,9 @@ class BudgetGuard:
         self._last_error = msg
 
     # -- the check -----------------------------------------------------------------------
-    @_guarded
+    @guarded
     def request(self, flow: http.HTTPFlow) -> None:
-        ex = flow.metadata.get(EXCHANGE_META)
+        ex = flow.metadata.get(META)
         if ex is None or flow.response is not None or getattr(ex, "answered_by_gateway", False):
             return
         if ex.api not in budgets.GUARDED_APIS:
@@ -151,26 +138,26 @@ class BudgetGuard:
             flow.metadata[WARN_META] = verdict
             self._log_warning(verdict)
 
-    @_guarded
+    @guarded
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         verdict: Verdict | None = flow.metadata.get(WARN_META)
         if verdict is not None and flow.response is not None:
             flow.response.headers[budgets.BUDGET_HEADER] = f"warn; id={verdict.budget.id}; used={verdict.fraction:.0%}"
 
     # -- counting ------------------------------------------------------------------------
-    @_guarded
+    @guarded
     def response(self, flow: http.HTTPFlow) -> None:
         self._count(flow)
 
-    @_guarded
+    @guarded
     def error(self, flow: http.HTTPFlow) -> None:
         self._count(flow)
 
-    @_guarded
+    @guarded
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         self._count(flow)
 
-    @_guarded
+    @guarded
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._count(flow)
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import gc
 import hmac
-import inspect
 import json
 import logging
 import threading
@@ -29,6 +27,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from llmsm.addons import routes
 from llmsm.addons.errors import error_body
+from llmsm.addons.hooks import EVENT_META, META, WS_META, guarded
 from llmsm.addons.exchange import REQUEST_ID_HEADERS, Exchange, estimate_usage, pick_ratelimit_headers, request_hash
 from llmsm.addons.providers import new_parser, parse_request
 from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
@@ -38,42 +37,11 @@ from llmsm.analytics.prices import cost_for_event, cost_usd
 
 log = logging.getLogger("llmsm.gateway")
 
-META = "llmsm"
-EVENT_META = "llmsm_event"
-WS_META = "llmsm_ws"
 TOKEN_HEADER = "x-llmsm-token"
 # Request bodies above this are parsed in a worker thread so other flows are not held up.
 INLINE_PARSE_LIMIT = 256 * 1024
 # Request bodies above this are not parsed at all (no API accepts them; they pass untouched).
 MAX_PARSED_REQUEST = 64 * 1024 * 1024
-
-
-def _guarded(hook):
-    """Run a hook; on any exception log it and let the traffic continue untouched.
-
-    Hooks are plain functions that return an awaitable only when they have something to wait
-    for (mitmproxy awaits what a hook returns): an `async def` hook would cost every request a
-    coroutine round trip on the event loop."""
-
-    @functools.wraps(hook)
-    def wrapper(self, *args):
-        try:
-            result = hook(self, *args)
-        except Exception:
-            log.exception("llmsm: %s failed; traffic continues unaffected", hook.__name__)
-            return None
-        if result is not None and inspect.isawaitable(result):
-            return _guard_awaitable(result, hook.__name__)
-        return result
-
-    return wrapper
-
-
-async def _guard_awaitable(awaitable, name: str) -> None:
-    try:
-        await awaitable
-    except Exception:
-        log.exception("llmsm: %s failed; traffic continues unaffected", name)
 
 
 class LLMGateway:
@@ -126,7 +94,7 @@ class LLMGateway:
             self.writer.close()
 
     # -- explicit-proxy clients -----------------------------------------------------------
-    @_guarded
+    @guarded
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """HTTPS_PROXY=http://NAME@host:port: the user name labels every request on the tunnel."""
         auth = flow.request.headers.get("proxy-authorization")
@@ -140,7 +108,7 @@ class LLMGateway:
         if user:
             self._proxy_users[flow.client_conn.id] = user
 
-    @_guarded
+    @guarded
     def client_disconnected(self, client) -> None:
         self._proxy_users.pop(client.id, None)
         self._authenticated.discard(client.id)
@@ -165,7 +133,7 @@ class LLMGateway:
         return True
 
     # -- request --------------------------------------------------------------------------
-    @_guarded
+    @guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if self._reject_unauthenticated(flow):
             return
@@ -215,7 +183,7 @@ class LLMGateway:
         flow.metadata[META] = ex
         flow.metadata["llmsm_label"] = (label, path_label)
 
-    @_guarded
+    @guarded
     def request(self, flow: http.HTTPFlow):
         ex: Exchange | None = flow.metadata.get(META)
         if ex is None or ex.answered_by_gateway:
@@ -255,7 +223,7 @@ class LLMGateway:
         )
 
     # -- response -------------------------------------------------------------------------
-    @_guarded
+    @guarded
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(META)
         if ex is None or flow.response is None or flow.response.status_code == 101:
@@ -267,7 +235,7 @@ class LLMGateway:
             # and read in `response` (the client waits no longer than for its last byte).
             flow.response.stream = tap
 
-    @_guarded
+    @guarded
     def response(self, flow: http.HTTPFlow):
         ex: Exchange | None = flow.metadata.pop(META, None)
         if ex is None:
@@ -291,7 +259,7 @@ class LLMGateway:
         return self._finish(flow, ex, failure=None, message=None)
 
     # -- WebSocket (Codex's Responses transport) -----------------------------------------
-    @_guarded
+    @guarded
     async def websocket_message(self, flow: http.HTTPFlow) -> None:
         ws = flow.metadata.get(WS_META)
         if ws is None or flow.websocket is None:
@@ -313,7 +281,7 @@ class LLMGateway:
                 ws.current = None
                 await _settle(self._finish(flow, ex, failure=None, message=None))
 
-    @_guarded
+    @guarded
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         ws = flow.metadata.pop(WS_META, None)
         if ws is None or ws.current is None:
@@ -342,7 +310,7 @@ class LLMGateway:
         ex.tap = MessageTap(new_parser(ex.provider or "openai", "responses"))
         return ex
 
-    @_guarded
+    @guarded
     def error(self, flow: http.HTTPFlow):
         ex: Exchange | None = flow.metadata.pop(META, None)
         if ex is None:
