@@ -1198,8 +1198,8 @@ def _quick_health(out: StatusLine, by_session: dict[str, list[dict[str, Any]]], 
         _, _, out.worst_name, out.worst_status, out.worst_reason = worst
 
 
-def _tokens(n: int | None) -> str:
-    """1234567 -> 1.2M (the CLI's human_tokens, without importing the CLI)."""
+def human_tokens(n: int | None) -> str:
+    """1234567 -> 1.2M: token counts as every command shows them."""
     if not n:
         return "0"
     for unit, size in (("M", 1_000_000), ("k", 1_000)):
@@ -1224,7 +1224,7 @@ def format_statusline(s: StatusLine, *, color: bool = False) -> str:
         parts.append(worst)
     elif s.recent:
         parts.append(paint("all healthy", "32"))
-    today = f"today {_tokens(s.tokens_today)} tok"
+    today = f"today {human_tokens(s.tokens_today)} tok"
     if s.cost_today:
         today += f" ${s.cost_today:,.2f}" if s.cost_today < 100 else f" ${s.cost_today:,.0f}"
     parts.append(today)

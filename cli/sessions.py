@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from llmsm.analytics.dashboard import human_tokens
 from llmsm.cli.common import DbOption, JsonOption, console, fail, print_json, resolve_db, rows_as_dicts
 
 QUERY = """
@@ -61,13 +62,6 @@ def _age(ts: datetime | None, now: datetime) -> str:
     return f"{secs // 86400}d"
 
 
-def human_tokens(n: int | None) -> str:
-    if not n:
-        return "0"
-    for unit, size in (("M", 1_000_000), ("k", 1_000)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
 
 
 STATUS_STYLE = {"active": "green", "idle": "yellow", "ended": "dim"}
