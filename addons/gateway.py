@@ -248,6 +248,10 @@ class LLMGateway:
                 headers[LABEL_HEADER] = header_label
             flow.metadata[WS_META] = _WebSocketSession(ex, headers, path_label, flow.metadata.get("llmsm_proxy_user"))
             return None
+        if ex.api != "other" and flow.request.headers.get("upgrade", "").lower() == "websocket":
+            # A WebSocket offer the upstream declined (Codex then falls back to HTTP + SSE):
+            # not an API call of the session, so neither a request nor an error of it.
+            ex.api = "other"
         if flow.response is not None and not flow.response.stream:
             # A buffered body: a small JSON answer, or one made without an upstream (by llmsm
             # or another addon). The tap reads it whole.

@@ -102,3 +102,18 @@ def test_websocket_closed_mid_turn_is_recorded(ws_gateway):
     [row] = ws_gateway.wait_rows(1, f"session_id = '{label}'")
     assert row["outcome"] == "upstream_aborted"
     assert row["usage_source"] == "estimated" and row["output_tokens"] > 0
+
+
+def test_declined_websocket_offer_is_not_an_api_error(gateway):
+    """Codex offers a WebSocket first; an upstream without one answers 4xx and Codex falls back."""
+    import httpx
+
+    label = "wsno-" + uuid.uuid4().hex[:6]
+    r = httpx.get(f"{gateway.url}/s/{label}/openai/v1/responses", timeout=10, headers={
+        "connection": "Upgrade", "upgrade": "websocket", "sec-websocket-version": "13",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "originator": "codex_exec"})
+    assert r.status_code != 101
+    [row] = gateway.wait_rows(1, f"session_id = '{label}'")
+    assert row["api"] == "other"
+    [s] = gateway.query(f"SELECT requests, errors FROM sessions WHERE session_id = '{label}'")
+    assert (s["requests"], s["errors"]) == (0, 0)
