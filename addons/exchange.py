@@ -26,13 +26,20 @@ def request_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
+_RATELIMIT_PREFIXES_B = tuple(p.encode() for p in RATELIMIT_PREFIXES)
+
+
 def pick_ratelimit_headers(headers: Any) -> dict[str, str] | None:
-    """Rate-limit and quota headers of a response (`headers` iterates (name, value) pairs)."""
-    kept = {
-        name.lower(): value
-        for name, value in headers
-        if name.lower().startswith(RATELIMIT_PREFIXES)
-    }
+    """Rate-limit and quota headers of a response. `headers` iterates (name, value) pairs, as
+    str or as bytes (mitmproxy's raw `Headers.fields`, which is cheaper to walk)."""
+    kept = {}
+    for name, value in headers:
+        if isinstance(name, bytes):
+            low = name.lower()
+            if low.startswith(_RATELIMIT_PREFIXES_B):
+                kept[low.decode("latin-1")] = value.decode("latin-1")
+        elif name.lower().startswith(RATELIMIT_PREFIXES):
+            kept[name.lower()] = value
     return kept or None
 
 

@@ -207,12 +207,9 @@ class LLMGateway:
     def _attribute(self, flow: http.HTTPFlow, ex: Exchange) -> None:
         ex.requested_model = ex.request.model or routes.model_from_path(ex.provider, ex.path)
         header_label, path_label = flow.metadata.get("llmsm_label", (None, None))
-        headers = {k.lower(): v for k, v in flow.request.headers.items()}
-        if header_label:
-            headers[LABEL_HEADER] = header_label
         self._arm_upstream_timeout(flow, ex)
         ex.identity = self.sessions.attribute(
-            headers,
+            _WithLabel(flow.request.headers, header_label),
             ex.request,
             path_label=path_label,
             proxy_user=flow.metadata.get("llmsm_proxy_user"),
@@ -353,7 +350,7 @@ class LLMGateway:
             ex.timeout_handle.cancel()
         ex.status_code = resp.status_code
         ex.streamed = "text/event-stream" in resp.headers.get("content-type", "").lower()
-        ex.ratelimit = pick_ratelimit_headers(resp.headers.items())
+        ex.ratelimit = pick_ratelimit_headers(resp.headers.fields)
         ex.request_id = next((resp.headers[h] for h in REQUEST_ID_HEADERS if h in resp.headers), None)
         parser = new_parser(ex.provider, ex.api) if ex.provider else None
         ex.tap = StreamTap(
@@ -400,6 +397,22 @@ class LLMGateway:
                 "use /anthropic/..., /openai/... or /gemini/... (optionally after /s/LABEL)"
             )
             flow.response = http.Response.make(404, error_body(404, message), {"content-type": "application/json"})
+
+
+class _WithLabel:
+    """The request's headers (case-insensitive already) plus the label header llmsm removed
+    before forwarding: what the attribution rules read, without copying every header."""
+
+    __slots__ = ("headers", "label")
+
+    def __init__(self, headers, label: str | None) -> None:
+        self.headers = headers
+        self.label = label
+
+    def get(self, name: str, default=None):
+        if name == LABEL_HEADER:
+            return self.label or default
+        return self.headers.get(name, default)
 
 
 class _WebSocketSession:
