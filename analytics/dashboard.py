@@ -1208,6 +1208,18 @@ def human_tokens(n: int | None) -> str:
     return str(n)
 
 
+def human_usd(value: float | None, missing: str = "") -> str:
+    """Dollars as every command shows them: $1,234 · $12.34 · $0.0041 (small costs keep their
+    first digits instead of rounding to $0.00); `missing` for an unknown (unpriced) cost."""
+    if value is None:
+        return missing
+    if value >= 100:
+        return f"${value:,.0f}"
+    if value == 0 or value >= 0.01:
+        return f"${value:,.2f}"
+    return f"${value:.2g}" if value >= 0.0001 else "<$0.0001"
+
+
 def format_statusline(s: StatusLine, *, color: bool = False) -> str:
     """`llmsm 3 active · worst: refactor degraded (context 87%) · today 1.2M tok $4.31`."""
 
@@ -1226,7 +1238,7 @@ def format_statusline(s: StatusLine, *, color: bool = False) -> str:
         parts.append(paint("all healthy", "32"))
     today = f"today {human_tokens(s.tokens_today)} tok"
     if s.cost_today:
-        today += f" ${s.cost_today:,.2f}" if s.cost_today < 100 else f" ${s.cost_today:,.0f}"
+        today += " " + human_usd(s.cost_today)
     parts.append(today)
     if s.quota_window and s.quota_pct is not None:
         q = f"{s.quota_window} {s.quota_pct:.0f}%"

@@ -17,6 +17,7 @@ import typer
 
 from rich.markup import escape
 
+from llmsm.analytics.dashboard import human_usd
 from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
 
 
@@ -51,11 +52,7 @@ def human_tokens(n: int | float | None) -> str:
 
 
 def usd(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if 0 < value < 0.01:
-        return f"${value:.4f}"
-    return f"${value:,.2f}"
+    return human_usd(value, missing="n/a")
 
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|min|h|d|w)$", re.IGNORECASE)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
+from llmsm.analytics.dashboard import human_usd
 from llmsm.cli.sessions import _age, human_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,11 +96,10 @@ def _at_or_fail(text: str | None) -> datetime | None:
 
 
 def _cost(value: float | None) -> str:
-    if value is None:
-        return ""
-    if value >= 100:
-        return f"${value:,.0f}"
-    return f"${value:.2f}"
+    # The dashboard's cost column is narrow: tiny costs say so in five characters.
+    if value is not None and 0 < value < 0.01:
+        return "<$.01"
+    return human_usd(value)
 
 
 def _burn(per_min: float) -> str:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmsm.analytics.dashboard import human_usd
 from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def human_tokens(n: int | None) -> str:
 def _cost(value: float | None, unpriced: int = 0) -> str:
     if value is None:
         return "—" if unpriced else ""
-    text = f"${value:,.2f}" if value >= 0.005 or value == 0 else "<$0.01"
+    text = human_usd(value)
     return text + ("*" if unpriced else "")
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from llmsm.analytics.dashboard import human_tokens
+from llmsm.analytics.dashboard import human_tokens, human_usd
 from llmsm.cli.common import DbOption, JsonOption, console, fail, print_json, resolve_db, rows_as_dicts
 
 QUERY = """
@@ -101,7 +101,7 @@ def render(records: list[dict]) -> None:
             "out": human_tokens(r["output_tokens"]),
             "cache r/w": f"{human_tokens(r['cache_read_tokens'])}/{human_tokens(r['cache_write_tokens'])}",
             "model": ", ".join(m for m in (r.get("models") or []) if m),
-            "cost": "" if cost is None else f"${cost:.2f}",
+            "cost": human_usd(cost),
         }
         table.add_row(*(cells[c] for c in columns))
     console.print(table)
