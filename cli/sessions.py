@@ -78,19 +78,22 @@ def render(records: list[dict]) -> None:
     columns = ["session", "client", "status", "age", "last", "req", "err", "in", "out"]
     if wide:
         columns += ["cache r/w", "model"]
+    else:
+        columns.remove("age")
     columns.append("cost")
-    table = Table(header_style="bold", box=None, pad_edge=False)
+    # One space between columns: at 80 columns every cell fits whole.
+    table = Table(header_style="bold", box=None, pad_edge=False, padding=(0, 1, 0, 0))
     for col in columns:
         left = col in ("session", "client", "status", "model")
         table.add_column(col, justify="left" if left else "right", no_wrap=True, overflow="ellipsis",
-                         max_width=None if wide or col != "session" else 18)
+                         max_width=None if wide or col != "session" else 16)
     for r in records:
         client = r["client"] or ""
         if wide and r.get("client_version"):
             client += f" {r['client_version']}"
         cost = r.get("cost_usd")
         cells = {
-            "session": r["label"] or (r["session_id"] or "")[:16],
+            "session": r["label"] or (r["session_id"] or "")[:13],
             "client": client,
             "status": f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
             "age": _age(r["first_seen"], now),
