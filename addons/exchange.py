@@ -29,17 +29,14 @@ def request_hash(body: bytes) -> str:
 _RATELIMIT_PREFIXES_B = tuple(p.encode() for p in RATELIMIT_PREFIXES)
 
 
-def pick_ratelimit_headers(headers: Any) -> dict[str, str] | None:
-    """Rate-limit and quota headers of a response. `headers` iterates (name, value) pairs, as
-    str or as bytes (mitmproxy's raw `Headers.fields`, which is cheaper to walk)."""
+def pick_ratelimit_headers(fields: Any) -> dict[str, str] | None:
+    """Rate-limit and quota headers of a response, from its raw (name, value) byte pairs
+    (mitmproxy's `Headers.fields`: cheaper to walk than the decoded view)."""
     kept = {}
-    for name, value in headers:
-        if isinstance(name, bytes):
-            low = name.lower()
-            if low.startswith(_RATELIMIT_PREFIXES_B):
-                kept[low.decode("latin-1")] = value.decode("latin-1")
-        elif name.lower().startswith(RATELIMIT_PREFIXES):
-            kept[name.lower()] = value
+    for name, value in fields:
+        low = name.lower()
+        if low.startswith(_RATELIMIT_PREFIXES_B):
+            kept[low.decode("latin-1")] = value.decode("latin-1")
     return kept or None
 
 
@@ -87,11 +84,14 @@ class Exchange:
         failure: str | None = None,
         failure_message: str | None = None,
         estimate: Any = None,
+        result: ParseResult | None = None,
     ) -> ExchangeEvent:
         """`failure` is None for a finished response, else client_aborted / upstream_aborted /
         proxy_error. `estimate` is a callable (Exchange, ParseResult) -> Usage used when the
-        provider reported nothing (see needs_estimate)."""
-        result = self.parse_result()
+        provider reported nothing (see needs_estimate). `result` saves parsing again when the
+        caller already has it."""
+        if result is None:
+            result = self.parse_result()
         tap = self.tap
         ev = ExchangeEvent(
             started_at=_ts(self.started_at),

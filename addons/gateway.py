@@ -40,6 +40,8 @@ log = logging.getLogger("llmsm.gateway")
 TOKEN_HEADER = "x-llmsm-token"
 # Request bodies above this are parsed in a worker thread so other flows are not held up.
 INLINE_PARSE_LIMIT = 256 * 1024
+# Non-stream responses up to this size take mitmproxy's buffered path (cheaper than streaming).
+BUFFERED_RESPONSE_LIMIT = 256 * 1024
 # Request bodies above this are not parsed at all (no API accepts them; they pass untouched).
 MAX_PARSED_REQUEST = 64 * 1024 * 1024
 
@@ -362,14 +364,16 @@ class LLMGateway:
         """Turn the exchange into its event and hand it to the writer. Returns an awaitable only
         when a tiktoken estimate is needed (milliseconds over a long prompt: kept off the loop)."""
         ended = ex.tap.ended_at if ex.tap is not None and ex.tap.ended_at else time.time()
-        if ex.needs_estimate(ex.parse_result()):
-            return self._finish_with_estimate(flow, ex, ended, failure, message)
-        self._record(flow, ex.to_event(ended_at=ended, failure=failure, failure_message=message))
+        result = ex.parse_result()
+        if ex.needs_estimate(result):
+            return self._finish_with_estimate(flow, ex, ended, failure, message, result)
+        self._record(flow, ex.to_event(ended_at=ended, failure=failure, failure_message=message, result=result))
         return None
 
-    async def _finish_with_estimate(self, flow, ex: Exchange, ended: float, failure, message) -> None:
+    async def _finish_with_estimate(self, flow, ex: Exchange, ended: float, failure, message, result) -> None:
         event = await asyncio.to_thread(
-            ex.to_event, ended_at=ended, failure=failure, failure_message=message, estimate=estimate_usage
+            ex.to_event, ended_at=ended, failure=failure, failure_message=message, estimate=estimate_usage,
+            result=result,
         )
         self._record(flow, event)
 
@@ -464,9 +468,9 @@ async def _settle(pending) -> None:
 
 
 def _small_body(resp: http.Response) -> bool:
-    """A response with a Content-Length of at most 256 KiB."""
+    """A response whose Content-Length says it is small enough to buffer."""
     length = resp.headers.get("content-length", "")
-    return length.isdigit() and int(length) <= INLINE_PARSE_LIMIT
+    return length.isdigit() and int(length) <= BUFFERED_RESPONSE_LIMIT
 
 
 def proxy_user(header: str | None) -> str | None:
