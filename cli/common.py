@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import date, datetime
 from decimal import Decimal
@@ -40,9 +39,10 @@ def resolve_db(db: Path | None) -> Path:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """One clear line on stderr and a non-zero exit: no traceback for the user's mistakes."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True) if err_console.is_terminal else print(
-        f"error: {message}", file=sys.stderr
-    )
+    if err_console.is_terminal:
+        err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    else:
+        print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
 
@@ -68,7 +68,3 @@ def print_json(value: Any) -> None:
 
 def rows_as_dicts(columns: list[str], rows: list[tuple]) -> list[dict[str, Any]]:
     return [dict(zip(columns, row)) for row in rows]
-
-
-def is_tty() -> bool:
-    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"

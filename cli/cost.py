@@ -103,6 +103,22 @@ def _open_query(db):
         fail(str(exc))
 
 
+def _read(db, query):
+    """`query(con)` on a read-only connection; [] when there is no database yet; one clear
+    error line when the database or the query fails."""
+    import duckdb
+
+    con = _open_query(db)
+    if con is None:
+        return []
+    try:
+        return query(con)
+    except duckdb.Error as exc:
+        fail(str(exc).splitlines()[0])
+    finally:
+        con.close()
+
+
 def _open_write(db):
     from llmsm.analytics.store import StoreError, connect
 
@@ -399,19 +415,9 @@ STATE_STYLE = {"ok": "green", "warn": "yellow", "exceeded": "bold red"}
 
 
 def budget_list(db: DbOption = None, as_json: JsonOption = False) -> None:
-    import duckdb
-
     from llmsm.analytics import budgets
 
-    con = _open_query(db)
-    rows: list[dict] = []
-    if con is not None:
-        try:
-            rows = budgets.status(con)
-        except duckdb.Error as exc:
-            fail(str(exc).splitlines()[0])
-        finally:
-            con.close()
+    rows: list[dict] = _read(db, budgets.status)
     if as_json:
         print_json(rows)
         return
@@ -460,19 +466,9 @@ def budget_rm(
 
 
 def quota(db: DbOption = None, as_json: JsonOption = False) -> None:
-    import duckdb
-
     from llmsm.analytics.quota import quota_summary
 
-    con = _open_query(db)
-    rows: list[dict] = []
-    if con is not None:
-        try:
-            rows = quota_summary(con)
-        except duckdb.Error as exc:
-            fail(str(exc).splitlines()[0])
-        finally:
-            con.close()
+    rows: list[dict] = _read(db, quota_summary)
     if as_json:
         print_json(rows)
         return
