@@ -26,17 +26,22 @@ def request_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
-_RATELIMIT_PREFIXES_B = tuple(p.encode() for p in RATELIMIT_PREFIXES)
-
-
-def pick_ratelimit_headers(fields: Any) -> dict[str, str] | None:
-    """Rate-limit and quota headers of a response, from its raw (name, value) byte pairs
-    (mitmproxy's `Headers.fields`: cheaper to walk than the decoded view)."""
-    kept = {}
+def header_dict(fields: Any) -> dict[str, str]:
+    """A message's headers as one plain dict, from its raw (name, value) byte pairs (mitmproxy's
+    `Headers.fields`): lower-case names, a repeated header's values joined with ", " as
+    mitmproxy's own lookup joins them. mitmproxy's `Headers` walks every field on each lookup;
+    the hooks look up about twenty names per request, so one walk up front is far cheaper."""
+    out: dict[str, str] = {}
     for name, value in fields:
-        low = name.lower()
-        if low.startswith(_RATELIMIT_PREFIXES_B):
-            kept[low.decode("latin-1")] = value.decode("latin-1")
+        key = name.decode("latin-1").lower()
+        text = value.decode("utf-8", "replace")  # nothing undecodable may reach an event
+        out[key] = f"{out[key]}, {text}" if key in out else text
+    return out
+
+
+def pick_ratelimit_headers(headers: dict[str, str]) -> dict[str, str] | None:
+    """Rate-limit and quota headers of a response (names lower-case, as from header_dict)."""
+    kept = {name: value for name, value in headers.items() if name.startswith(RATELIMIT_PREFIXES)}
     return kept or None
 
 
@@ -48,6 +53,10 @@ class Exchange:
     provider: str | None = None
     api: str = "other"
     upstream: str | None = None
+    # The request's headers (header_dict), for attribution; in memory only, never in the event.
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    path_label: str | None = None  # /s/LABEL/ in the path
+    proxy_user: str | None = None  # explicit-proxy user name
     client: str | None = None
     client_version: str | None = None
     account: str | None = None

@@ -28,7 +28,9 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from llmsm.addons import routes
 from llmsm.addons.errors import error_body
 from llmsm.addons.hooks import EVENT_META, META, WS_META, guarded
-from llmsm.addons.exchange import REQUEST_ID_HEADERS, Exchange, estimate_usage, pick_ratelimit_headers, request_hash
+from llmsm.addons.exchange import (
+    REQUEST_ID_HEADERS, Exchange, estimate_usage, header_dict, pick_ratelimit_headers, request_hash,
+)
 from llmsm.addons.providers import new_parser, parse_request
 from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
 from llmsm.addons.tap import MessageTap, StreamTap
@@ -42,6 +44,8 @@ TOKEN_HEADER = "x-llmsm-token"
 INLINE_PARSE_LIMIT = 256 * 1024
 # Non-stream responses up to this size take mitmproxy's buffered path (cheaper than streaming).
 BUFFERED_RESPONSE_LIMIT = 256 * 1024
+# Headers of llmsm's own, taken off every request before it is forwarded.
+_GATEWAY_HEADERS = (TOKEN_HEADER, LABEL_HEADER, "proxy-authorization")
 # Request bodies above this are not parsed at all (no API accepts them; they pass untouched).
 MAX_PARSED_REQUEST = 64 * 1024 * 1024
 
@@ -121,12 +125,11 @@ class LLMGateway:
     def _token_ok(self, presented: str | None) -> bool:
         return presented is not None and hmac.compare_digest(presented.encode(), ctx.options.llmsm_auth_token.encode())
 
-    def _reject_unauthenticated(self, flow: http.HTTPFlow) -> bool:
+    def _reject_unauthenticated(self, flow: http.HTTPFlow, headers: dict[str, str]) -> bool:
         """With --auth-token, a request must carry the token (or come through an authenticated tunnel)."""
         if not self._token_required() or flow.client_conn.id in self._authenticated:
             return False
-        req = flow.request
-        presented = req.headers.get(TOKEN_HEADER) or proxy_password(req.headers.get("proxy-authorization"))
+        presented = headers.get(TOKEN_HEADER) or proxy_password(headers.get("proxy-authorization"))
         if self._token_ok(presented):
             return False
         flow.response = http.Response.make(
@@ -137,10 +140,13 @@ class LLMGateway:
     # -- request --------------------------------------------------------------------------
     @guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if self._reject_unauthenticated(flow):
-            return
         req = flow.request
-        req.headers.pop(TOKEN_HEADER, None)
+        headers = header_dict(req.headers.fields)
+        if self._reject_unauthenticated(flow, headers):
+            return
+        for name in _GATEWAY_HEADERS:  # llmsm's own: never forwarded
+            if name in headers:
+                del req.headers[name]
         now = time.time()
         base_url_mode = isinstance(getattr(flow.client_conn, "proxy_mode", None), ReverseMode)
         routed = routes.route_path(req.path) if base_url_mode else None
@@ -156,18 +162,15 @@ class LLMGateway:
             # ...unless the user pointed that route elsewhere with --upstream.
             upstream = self.upstreams.get(provider) if provider in self.overridden else None
         if upstream is not None:
-            req.scheme, req.host, req.port = upstream.scheme, upstream.host, upstream.port
+            # Straight into the request's data: the scheme/host/port setters each rewrite the
+            # Host header, which host_header sets once below anyway.
+            req.data.scheme, req.data.host, req.data.port = upstream.scheme.encode(), upstream.host, upstream.port
             req.path = upstream.base_path + path
             req.host_header = upstream.host if upstream.port in (80, 443) else f"{upstream.host}:{upstream.port}"
         upstream_url = upstream.url if upstream is not None else f"{req.scheme}://{req.pretty_host}"
-        label = req.headers.get(LABEL_HEADER)
-        if LABEL_HEADER in req.headers:
-            del req.headers[LABEL_HEADER]
         user = self._proxy_users.get(flow.client_conn.id)
-        if "proxy-authorization" in req.headers:  # plain-HTTP requests through the proxy port
-            user = user or proxy_user(req.headers["proxy-authorization"])
-            del req.headers["proxy-authorization"]
-        flow.metadata["llmsm_proxy_user"] = user
+        if user is None and "proxy-authorization" in headers:  # plain-HTTP requests through the proxy port
+            user = proxy_user(headers["proxy-authorization"])
         ex = Exchange(
             started_at=now,
             method=req.method,
@@ -175,15 +178,17 @@ class LLMGateway:
             provider=provider,
             api=routes.classify(provider, req.method, path),
             upstream=upstream_url,
+            headers=headers,
+            path_label=path_label,
+            proxy_user=user,
         )
-        ex.client, ex.client_version = detect_client(req.headers)
-        ex.long_context = "context-1m" in req.headers.get("anthropic-beta", "")
-        retry = req.headers.get("x-stainless-retry-count")
+        ex.client, ex.client_version = detect_client(headers)
+        ex.long_context = "context-1m" in headers.get("anthropic-beta", "")
+        retry = headers.get("x-stainless-retry-count")
         ex.retry_count = int(retry) if retry and retry.isdigit() else None
-        query_key = parse_qs(urlsplit(path).query).get("key", [None])[0]
-        ex.account = account_fingerprint(req.headers, query_key)
+        query_key = parse_qs(urlsplit(path).query).get("key", [None])[0] if "?" in path else None
+        ex.account = account_fingerprint(headers, query_key)
         flow.metadata[META] = ex
-        flow.metadata["llmsm_label"] = (label, path_label)
 
     @guarded
     def request(self, flow: http.HTTPFlow):
@@ -208,13 +213,12 @@ class LLMGateway:
 
     def _attribute(self, flow: http.HTTPFlow, ex: Exchange) -> None:
         ex.requested_model = ex.request.model or routes.model_from_path(ex.provider, ex.path)
-        header_label, path_label = flow.metadata.get("llmsm_label", (None, None))
         self._arm_upstream_timeout(flow, ex)
         ex.identity = self.sessions.attribute(
-            _WithLabel(flow.request.headers, header_label),
+            ex.headers,  # as the client sent them: with the label header llmsm does not forward
             ex.request,
-            path_label=path_label,
-            proxy_user=flow.metadata.get("llmsm_proxy_user"),
+            path_label=ex.path_label,
+            proxy_user=ex.proxy_user,
             client=ex.client,
             account=ex.account,
             provider=ex.provider,
@@ -227,8 +231,9 @@ class LLMGateway:
         ex: Exchange | None = flow.metadata.get(META)
         if ex is None or flow.response is None or flow.response.status_code == 101:
             return
-        tap = self._install_tap(ex, flow.response)
-        if ex.streamed or not _small_body(flow.response):
+        headers = header_dict(flow.response.headers.fields)
+        tap = self._install_tap(ex, flow.response, headers)
+        if ex.streamed or not _small_body(headers.get("content-length", "")):
             # Streams and large or unsized bodies reach the client as they arrive; the tap
             # reads a copy. A small JSON body is left to mitmproxy's cheaper buffered path
             # and read in `response` (the client waits no longer than for its last byte).
@@ -241,13 +246,9 @@ class LLMGateway:
             return None
         if flow.response is not None and flow.response.status_code == 101:
             # A WebSocket upgrade: each response.create on it becomes an exchange of its own.
-            header_label, path_label = flow.metadata.get("llmsm_label", (None, None))
-            headers = {k.lower(): v for k, v in flow.request.headers.items()}
-            if header_label:
-                headers[LABEL_HEADER] = header_label
-            flow.metadata[WS_META] = _WebSocketSession(ex, headers, path_label, flow.metadata.get("llmsm_proxy_user"))
+            flow.metadata[WS_META] = _WebSocketSession(ex)
             return None
-        if ex.api != "other" and flow.request.headers.get("upgrade", "").lower() == "websocket":
+        if ex.api != "other" and ex.headers.get("upgrade", "").lower() == "websocket":
             # A WebSocket offer the upstream declined (Codex then falls back to HTTP + SSE):
             # not an API call of the session, so neither a request nor an error of it.
             ex.api = "other"
@@ -255,7 +256,7 @@ class LLMGateway:
             # A buffered body: a small JSON answer, or one made without an upstream (by llmsm
             # or another addon). The tap reads it whole.
             if ex.tap is None:
-                self._install_tap(ex, flow.response)
+                self._install_tap(ex, flow.response, header_dict(flow.response.headers.fields))
             ex.tap(flow.response.raw_content or b"")
             ex.tap(b"")
             ex.tap.first_byte_at = flow.response.timestamp_start or ex.tap.first_byte_at
@@ -307,7 +308,7 @@ class LLMGateway:
         ex.streamed = True
         ex.status_code = 101
         ex.identity = self.sessions.attribute(
-            ws.headers, ex.request, path_label=ws.path_label, proxy_user=ws.proxy_user,
+            base.headers, ex.request, path_label=base.path_label, proxy_user=base.proxy_user,
             client=ex.client, account=ex.account, provider=ex.provider, now=ex.started_at,
         )
         ex.tap = MessageTap(new_parser(ex.provider or "openai", "responses"))
@@ -347,16 +348,17 @@ class LLMGateway:
             log.exception("llmsm: could not end a request that timed out")
 
     @staticmethod
-    def _install_tap(ex: Exchange, resp: http.Response) -> StreamTap:
+    def _install_tap(ex: Exchange, resp: http.Response, headers: dict[str, str]) -> StreamTap:
+        """`headers`: the response's, as header_dict gives them."""
         if ex.timeout_handle is not None:
             ex.timeout_handle.cancel()
         ex.status_code = resp.status_code
-        ex.streamed = "text/event-stream" in resp.headers.get("content-type", "").lower()
-        ex.ratelimit = pick_ratelimit_headers(resp.headers.fields)
-        ex.request_id = next((resp.headers[h] for h in REQUEST_ID_HEADERS if h in resp.headers), None)
+        ex.streamed = "text/event-stream" in headers.get("content-type", "").lower()
+        ex.ratelimit = pick_ratelimit_headers(headers)
+        ex.request_id = next((headers[h] for h in REQUEST_ID_HEADERS if h in headers), None)
         parser = new_parser(ex.provider, ex.api) if ex.provider else None
         ex.tap = StreamTap(
-            parser, sse=ex.streamed, content_encoding=resp.headers.get("content-encoding"), status_code=resp.status_code
+            parser, sse=ex.streamed, content_encoding=headers.get("content-encoding"), status_code=resp.status_code
         )
         return ex.tap
 
@@ -403,30 +405,11 @@ class LLMGateway:
             flow.response = http.Response.make(404, error_body(404, message), {"content-type": "application/json"})
 
 
-class _WithLabel:
-    """The request's headers (case-insensitive already) plus the label header llmsm removed
-    before forwarding: what the attribution rules read, without copying every header."""
-
-    __slots__ = ("headers", "label")
-
-    def __init__(self, headers, label: str | None) -> None:
-        self.headers = headers
-        self.label = label
-
-    def get(self, name: str, default=None):
-        if name == LABEL_HEADER:
-            return self.label or default
-        return self.headers.get(name, default)
-
-
 class _WebSocketSession:
     """What a WebSocket connection's exchanges share: the handshake's attribution."""
 
-    def __init__(self, handshake: Exchange, headers: dict[str, str], path_label: str | None, proxy_user: str | None) -> None:
+    def __init__(self, handshake: Exchange) -> None:
         self.handshake = handshake
-        self.headers = headers
-        self.path_label = path_label
-        self.proxy_user = proxy_user
         self.current: Exchange | None = None
 
 
@@ -467,10 +450,9 @@ async def _settle(pending) -> None:
         await pending
 
 
-def _small_body(resp: http.Response) -> bool:
+def _small_body(content_length: str) -> bool:
     """A response whose Content-Length says it is small enough to buffer."""
-    length = resp.headers.get("content-length", "")
-    return length.isdigit() and int(length) <= BUFFERED_RESPONSE_LIMIT
+    return content_length.isdigit() and int(content_length) <= BUFFERED_RESPONSE_LIMIT
 
 
 def proxy_user(header: str | None) -> str | None:
