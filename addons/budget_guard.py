@@ -5,11 +5,12 @@ attributed the exchange (session, label, client). The check is a look-up in memo
 (analytics/budgets.py, BudgetBook): no database round trip on the request path.
 
 Keeping the counters right:
-- A background thread reloads every `interval` s (1 s): it opens the database read-only with a
-  short timeout (busy: try again next second), reads `budget_status` and which of the exchanges
-  seen in memory are already stored, and installs "database + not yet stored" as the counters.
-  While that read-only connection is open nobody can write the file, so the two agree exactly.
-  A new or removed budget therefore applies within about a second of `llmsm budget set/rm`.
+- A background thread reloads every `interval` s (1 s) if the database file changed since the
+  last reload (or the day did): it attaches the file read-only with a short timeout (busy: try
+  again next second), reads `budget_status` and which of the exchanges seen in memory are
+  already stored, and installs "database + not yet stored" as the counters. While the file is
+  attached nobody can write it, so the two agree exactly. A new or removed budget therefore
+  applies within about a second of `llmsm budget set/rm`; an idle gateway reads nothing.
 - Each finished exchange (flow.metadata["llmsm_event"], set by the gateway) is added at once in
   the `response` / `error` / WebSocket hooks.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import date
 from pathlib import Path
 
 from mitmproxy import http
@@ -48,6 +50,7 @@ class BudgetGuard:
         self._warned_lock = threading.Lock()
         self._last_error: str | None = None
         self._from_option = False  # db_path came from the llmsm_db option (script use)
+        self._loaded_state: tuple | None = None  # the files and day the book was last loaded from
 
     # -- lifecycle -----------------------------------------------------------------------
     def configure(self, updated) -> None:
@@ -82,27 +85,22 @@ class BudgetGuard:
     def reload(self) -> bool:
         """One read of the database into the book. False when it could not be read (busy,
         missing): the book keeps what it had and counting goes on in memory."""
-        from llmsm.analytics.store import StoreError, connect
+        from llmsm.analytics.store import read_attached
 
         if self.db_path is None or not self.db_path.exists():
             return False
+        state = _file_state(self.db_path)
+        if state == self._loaded_state:
+            return True  # nothing was stored or changed since: the book is up to date
         try:
-            con = connect(self.db_path, read_only=True, timeout=self.read_timeout)
-        except StoreError as exc:
+            with read_attached(self.db_path, timeout=self.read_timeout) as con:
+                rows, in_db, day = budgets.load_for_guard(con, self.book.pending_ids())
+                # still attached: no event can be stored in between
+                self.book.install(rows, in_db, day)
+        except Exception as exc:  # StoreError (busy, ...), duckdb.Error (a view missing in an older database), ...
             self._note_error(exc)
             return False
-        try:
-            rows, in_db, day = budgets.load_for_guard(con, self.book.pending_ids())
-            # still inside the read-only connection: no event can be stored in between
-            self.book.install(rows, in_db, day)
-        except Exception as exc:  # duckdb.Error: a view missing in an older/newer database, ...
-            self._note_error(exc)
-            return False
-        finally:
-            try:
-                con.close()
-            except Exception:
-                pass
+        self._loaded_state = state
         # a budget raised or back under its threshold may warn again later
         active = {f"{v.budget.id}:{v.state}" for v in self.book.snapshot() if v.state != "ok"}
         with self._warned_lock:
@@ -184,6 +182,19 @@ class BudgetGuard:
             log.warning(
                 "budget %s (%s) is %.0f%% used", verdict.budget.id, verdict.budget.describe(), verdict.fraction * 100
             )
+
+
+def _file_state(db_path: Path) -> tuple:
+    """What changes whenever anything is written to the database (its file or its WAL), and
+    the day, on which day budgets restart."""
+    out: list = [date.today()]
+    for path in (db_path, db_path.with_name(db_path.name + ".wal")):
+        try:
+            st = path.stat()
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 # `mitmdump -s addons/gateway.py -s addons/budget_guard.py`: the guard reads the gateway's
