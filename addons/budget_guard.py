@@ -160,6 +160,10 @@ class BudgetGuard:
         self._count(flow)
 
     def _count(self, flow: http.HTTPFlow) -> None:
+        if self.book.idle:
+            # No budget: nothing to add to. A budget set later is loaded with the database's
+            # totals, and the events still on their way there are in it by the next reload.
+            return
         event = flow.metadata.get(EVENT_META)
         if event is None or flow.metadata.get(SEEN_META) == event.id:
             return

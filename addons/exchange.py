@@ -101,8 +101,19 @@ class Exchange:
         caller already has it."""
         if result is None:
             result = self.parse_result()
+        usage, usage_source = None, "none"
+        if result.usage is not None and not result.usage.is_empty():
+            usage, usage_source = result.usage, "reported"
+        if estimate is not None and self.needs_estimate(result):
+            try:
+                usage, usage_source = estimate(self, result), "estimated"
+            except Exception:  # an estimate is a nicety; the row is kept without it
+                pass
+        outcome, error_type, error_message = self._outcome(result, failure, failure_message)
         tap = self.tap
-        ev = ExchangeEvent(
+        # One constructor call: every field validated once (setting fields afterwards one by
+        # one costs a Python-level __setattr__ each).
+        return ExchangeEvent(
             started_at=_ts(self.started_at),
             ended_at=_ts(ended_at),
             session_id=self.identity.session_id,
@@ -122,9 +133,19 @@ class Exchange:
             model=result.model or self.requested_model,
             streamed=self.streamed,
             status_code=self.status_code,
+            outcome=outcome,  # type: ignore[arg-type]
+            error_type=error_type,
+            error_message=error_message,
             stop_reason=result.stop_reason,
             request_id=self.request_id,
             message_id=result.message_id,
+            input_tokens=usage.input_tokens if usage is not None else None,
+            output_tokens=usage.output_tokens if usage is not None else None,
+            cache_read_tokens=usage.cache_read_tokens if usage is not None else None,
+            cache_write_tokens=usage.cache_write_tokens if usage is not None else None,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens if usage is not None else None,
+            reasoning_tokens=usage.reasoning_tokens if usage is not None else None,
+            usage_source=usage_source,  # type: ignore[arg-type]
             counted_tokens=result.counted_tokens,
             usage_raw=result.usage_raw,
             duration_ms=round((ended_at - self.started_at) * 1000, 3),
@@ -143,36 +164,24 @@ class Exchange:
             cache_ttl=self.request.cache_ttl,
             ratelimit=self.ratelimit,
         )
-        self._set_outcome(ev, result, failure, failure_message)
-        if result.usage is not None and not result.usage.is_empty():
-            ev.set_usage(result.usage, "reported")
-        if estimate is not None and self.needs_estimate(result):
-            try:
-                ev.set_usage(estimate(self, result), "estimated")
-            except Exception:  # an estimate is a nicety; the row is kept without it
-                pass
-        return ev
 
-    def _set_outcome(self, ev: ExchangeEvent, result: ParseResult, failure: str | None, message: str | None) -> None:
+    def _outcome(
+        self, result: ParseResult, failure: str | None, message: str | None
+    ) -> tuple[str, str | None, str | None]:
+        """(outcome, error_type, error_message) of the exchange."""
         status = self.status_code
         if status is not None and status >= 400:
-            ev.outcome = "http_error"
-            ev.error_type = result.error_type or f"http_{status}"
-            ev.error_message = result.error_message or (self.tap.json_text if self.tap is not None else None)
+            outcome, error_type = "http_error", result.error_type or f"http_{status}"
+            message = result.error_message or (self.tap.json_text if self.tap is not None else None)
         elif result.stream_error:
-            ev.outcome = "stream_error"
-            ev.error_type = result.error_type or "stream_error"
-            ev.error_message = result.error_message
+            outcome, error_type, message = "stream_error", result.error_type or "stream_error", result.error_message
         elif failure is not None and not (result.complete and status is not None):
             # A terminal event that arrived before the hang-up makes the exchange complete
             # (Codex closes its connection right after response.completed).
-            ev.outcome = failure  # type: ignore[assignment]
-            ev.error_type = failure
-            ev.error_message = message
+            outcome, error_type = failure, failure
         else:
-            ev.outcome = "ok"
-        if ev.error_message:
-            ev.error_message = ev.error_message[:1000]
+            return "ok", None, None
+        return outcome, error_type, message[:1000] if message else message
 
 
 def estimate_usage(exchange: Exchange, result: ParseResult) -> Usage:

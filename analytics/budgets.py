@@ -299,6 +299,11 @@ class BudgetBook:
         with self._lock:
             return [c.budget for c in self._counters]
 
+    @property
+    def idle(self) -> bool:
+        """Loaded, and no budget set: nothing to check or count (the common case)."""
+        return self.loaded and not self._counters
+
     def pending_ids(self) -> list[str]:
         with self._lock:
             return list(self._pending)
@@ -322,6 +327,8 @@ class BudgetBook:
 
     def check(self, session_id: str | None, label: str | None, client: str | None, on: date | None = None) -> Verdict | None:
         """The most used budget that applies, if any is past its warning threshold; else None."""
+        if not self._counters:
+            return None
         on = on or today()
         worst: Verdict | None = None
         with self._lock:
