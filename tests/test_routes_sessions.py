@@ -84,7 +84,8 @@ def test_account_fingerprint_never_contains_the_key():
 
 
 def _req(messages, **kw) -> RequestInfo:
-    return RequestInfo(messages=messages, **kw)
+    system = kw.pop("system", None)
+    return RequestInfo(read_conversation=lambda: (messages, system), **kw)
 
 
 def test_attribution_rule_order():

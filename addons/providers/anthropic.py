@@ -205,7 +205,8 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     info.tool_errors = tool_errors_in_last_user_message(messages)
     info.cache_ttl = cache_ttl(body)
     info.body_session_id = session_id_from_user_id(dig(body, "metadata", "user_id"))
-    info.messages = [chat_message(m) for m in messages if isinstance(m, dict)]
-    system = text_of(body.get("system"))
-    info.system = system or None
+    info.read_conversation = lambda: (
+        [chat_message(m) for m in messages if isinstance(m, dict)],
+        text_of(body.get("system")) or None,
+    )
     return info

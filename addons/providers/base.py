@@ -7,10 +7,16 @@ either the whole JSON response body (`feed_json`) or each SSE event as it passes
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmsm.analytics.events import Usage
+
+log = logging.getLogger("llmsm.parsers")
+
+Conversation = tuple[list[dict[str, Any]], str | None]  # (chat-style messages, system text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +41,32 @@ class RequestInfo:
     # Session identity found in the body (Claude Code metadata.user_id, Codex prompt_cache_key).
     body_session_id: str | None = None
     prompt_cache_key: str | None = None
-    # Kept in memory only, for a tiktoken estimate when the provider reports no usage, and for
-    # conversation-continuity attribution: a list of chat-style messages {"role", "content"}.
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    system: str | None = None
+    # The conversation, kept in memory only, for a tiktoken estimate when the provider reports
+    # no usage and for conversation-continuity attribution. Read from the body on first use
+    # (`messages`, `system`): walking every message's text costs milliseconds on a long
+    # conversation, and most requests never need it.
+    read_conversation: Callable[[], Conversation] | None = field(default=None, repr=False, compare=False)
+    _conversation: Conversation | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Chat-style messages {"role", "content"} with all their readable text."""
+        return self._read()[0]
+
+    @property
+    def system(self) -> str | None:
+        return self._read()[1]
+
+    def _read(self) -> Conversation:
+        if self._conversation is None:
+            conversation: Conversation = ([], None)
+            if self.read_conversation is not None:
+                try:
+                    conversation = self.read_conversation()
+                except Exception:  # untrusted data: an odd body has no readable conversation
+                    log.debug("conversation of a request could not be read", exc_info=True)
+            self._conversation = conversation
+        return self._conversation
 
 
 @dataclass(slots=True)

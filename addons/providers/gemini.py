@@ -131,11 +131,12 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
         body = body["request"]
     contents = as_list(body.get("contents"))
     info.message_count = len(contents) if "contents" in body else None
-    info.messages = [
-        chat_message(content, role="assistant" if content.get("role") == "model" else None)
-        for content in contents
-        if isinstance(content, dict)
-    ]
-    system = text_of(body.get("systemInstruction") or body.get("system_instruction"))
-    info.system = system or None
+    info.read_conversation = lambda: (
+        [
+            chat_message(content, role="assistant" if content.get("role") == "model" else None)
+            for content in contents
+            if isinstance(content, dict)
+        ],
+        text_of(body.get("systemInstruction") or body.get("system_instruction")) or None,
+    )
     return info

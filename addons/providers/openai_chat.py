@@ -125,7 +125,7 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     info.include_usage = dig(body, "stream_options", "include_usage") is True
     messages = as_list(body.get("messages"))
     info.message_count = len(messages) if "messages" in body else None
-    info.messages = [chat_message(m) for m in messages if isinstance(m, dict)]
+    info.read_conversation = lambda: ([chat_message(m) for m in messages if isinstance(m, dict)], None)
     # Tool results carry no error flag in chat completions: tool_errors stays None.
     info.prompt_cache_key = as_str(body.get("prompt_cache_key"))
     return info

@@ -128,8 +128,8 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     info = request_basics(body)
     items = body.get("input")
     info.message_count = 1 if isinstance(items, str) else (len(items) if isinstance(items, list) else None)
-    info.messages = _input_messages(items)
-    info.system = as_str(body.get("instructions"))
+    instructions = as_str(body.get("instructions"))
+    info.read_conversation = lambda: (_input_messages(items), instructions)
     info.prompt_cache_key = as_str(body.get("prompt_cache_key"))
     # Tool outputs carry no error flag in this API: tool_errors stays None.
     return info
