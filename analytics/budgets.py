@@ -394,7 +394,9 @@ def status(con: Any) -> list[dict[str, Any]]:
 
 def load_for_guard(con: Any, pending_ids: list[str]) -> tuple[list[tuple[Budget, int, float]], set[str], date]:
     """What `BudgetBook.install` needs, read in one go from an open connection."""
-    rows = status(con)
+    # Most databases have no budget: then budget_status, a pass over every event, is skipped.
+    has_budgets = con.execute("SELECT EXISTS (SELECT 1 FROM budgets)").fetchone()[0]
+    rows = status(con) if has_budgets else []
     day = con.execute("SELECT current_date").fetchone()[0]
     in_db: set[str] = set()
     if pending_ids:  # with no budget too: the charges the database holds are forgotten

@@ -425,3 +425,46 @@ def test_sessions_view_counts_a_response_seen_on_the_wire_and_in_a_transcript_on
     finally:
         con.close()
     assert rows == [(2, 13, 7)]
+
+
+def test_budget_status_totals_each_scope(db: Path) -> None:
+    """budget_status against a plain Python sum, per scope: transcript rows and 'other' calls
+    never count, a day budget counts today only, a budget nothing matched uses 0."""
+    from llmsm.analytics import budgets
+
+    local_midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = max(NOW - timedelta(minutes=1), local_midnight + timedelta(seconds=1))
+    yesterday = local_midnight - timedelta(hours=2)
+    rows = [  # (id, session, label, client, started_at, api, usage_source, tokens, usd)
+        ("e1", "s1", "feat", "claude-code", today, "messages", "reported", 100, 0.5),
+        ("e2", "s1", None, "claude-code", yesterday, "messages", "reported", 40, 0.25),
+        ("e3", "s2", "feat", "codex", today, "responses", "estimated", 7, 0.125),
+        ("e4", "s1", "feat", "claude-code", today, "other", "reported", 999, 0.0),
+        ("e5", "s1", "feat", "claude-code", today, "messages", "transcript", 5000, 9.0),
+        ("e6", "s3", None, "codex", yesterday, "responses", "reported", 3, 0.0625),
+    ]
+    store.insert_events(db, [
+        ev(id=i, session_id=s, label=lab, client=c, started_at=t, api=api, usage_source=src,
+           input_tokens=tok - 1, output_tokens=1, cost_usd=usd)
+        for i, s, lab, c, t, api, src, tok, usd in rows
+    ])
+    con = store.connect(db)
+    try:
+        ids = {
+            (scope, target): budgets.set_budget(con, scope, target, max_tokens=10**9)[0].id
+            for scope, target in [("session", "s1"), ("label", "feat"), ("client", "codex"), ("day", None),
+                                  ("session", "nobody")]
+        }
+        got = {r["id"]: (r["used_tokens"], r["used_usd"]) for r in budgets.status(con)}
+    finally:
+        con.close()
+
+    def expect(match) -> tuple[int, float]:
+        hit = [r for r in rows if match(r) and r[6] != "transcript"]
+        return sum(r[7] for r in hit if r[5] != "other"), sum(r[8] for r in hit)
+
+    assert got[ids[("session", "s1")]] == expect(lambda r: r[1] == "s1") == (140, 0.75)
+    assert got[ids[("label", "feat")]] == expect(lambda r: r[2] == "feat") == (107, 0.625)
+    assert got[ids[("client", "codex")]] == expect(lambda r: r[3] == "codex") == (10, 0.1875)
+    assert got[ids[("day", None)]] == expect(lambda r: r[4] == today) == (107, 0.625)
+    assert got[ids[("session", "nobody")]] == (0, 0.0)
