@@ -1,6 +1,6 @@
 """Gateway overhead: llmsm proxy against bare mitmproxy and a direct connection, same run.
 
-    .venv/bin/python benchmarks/bench_gateway.py            # parts a, b, c (about 6 minutes)
+    .venv/bin/python benchmarks/bench_gateway.py            # parts a, b, c, d (about 7 minutes)
     .venv/bin/python benchmarks/bench_gateway.py --parts a --runs 10
 
 a. latency: time to the first SSE event and total time of a ~1 s stream (20 events 50 ms apart),
@@ -14,6 +14,9 @@ b. throughput: requests per second and proxy CPU per request (utime+stime from /
    Target: llmsm's CPU per request at most 1.15x bare mitmproxy (median of rounds).
 c. memory: peak RSS of the proxy with --streams concurrent slow streams against idle; every
    stream compared byte for byte with the same stream fetched directly; no row lost.
+d. load (issue 7): --load-sessions concurrent streaming sessions, --load-requests streams each
+   (one keep-alive connection per session), bare mitmproxy then llmsm: client errors, streams
+   byte-identical to what the upstream sent, rows lost, and the proxy's peak memory and CPU.
 
 The upstream (benchmarks/_common.py) and the client run in processes separate from the proxy.
 Figures also go to benchmarks/out/bench_gateway.json.
@@ -257,6 +260,74 @@ async def part_c(args, up: C.Server) -> dict:
     return results
 
 
+async def part_d(args, up: C.Server) -> dict:
+    sessions, per, ev, gap = args.load_sessions, args.load_requests, args.load_events, args.load_gap
+    total = sessions * per
+    print(f"\n== d. load: {sessions} concurrent streaming sessions x {per} streams of {ev} events {gap * 1000:.0f} ms apart ==")
+    results: dict = {}
+    rows = []
+    for kind in ("bare mitmproxy", "llmsm"):
+        proxy = C.start_llmsm(up.url, "d") if kind == "llmsm" else C.start_bare(up.url, "d")
+        path = LLMSM_PATH if kind == "llmsm" else PLAIN_PATH
+        errors: list[str] = []
+        differ = 0
+
+        async def session(k: int) -> None:
+            nonlocal differ
+            conn = C.Conn(proxy.port)
+            try:
+                for j in range(per):
+                    sid = f"d{k}-{j}"
+                    try:
+                        r = await asyncio.wait_for(conn.request(
+                            path, C.request_headers(sid, events=ev, gap=gap, session=f"load-{k}"), C.request_body(sid, stream=True)
+                        ), 60)
+                    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+                        errors.append(f"{sid}: {exc!r}")
+                        await conn.close()
+                        continue
+                    if r.status != 200:
+                        errors.append(f"{sid}: HTTP {r.status}")
+                    elif r.body != C.expected_stream(sid, ev):
+                        differ += 1
+            finally:
+                await conn.close()
+
+        try:
+            await C.one_request(proxy.port, path, C.request_headers("dw", events=ev, gap=0), C.request_body("dw", stream=True))
+            time.sleep(1.0)
+            idle = C.status_kb(proxy.pid)
+            cpu0 = C.cpu_seconds(proxy.pid)
+            t0 = time.perf_counter()
+            with C.RssSampler(proxy.pid, interval=0.02) as sampler:
+                await asyncio.gather(*(session(k) for k in range(sessions)))
+            wall = time.perf_counter() - t0
+            time.sleep(1.0)  # llmsm's writer: its last batch belongs to this load
+            cpu = C.cpu_seconds(proxy.pid) - cpu0
+            hwm = C.status_kb(proxy.pid, "VmHWM")
+        finally:
+            proxy.stop()
+        r = {"requests": total, "wall_s": wall, "client_errors": len(errors), "errors_sample": errors[:5],
+             "not_identical": differ, "idle_kb": idle, "peak_kb": sampler.peak_kb, "vmhwm_kb": hwm,
+             "cpu_s": cpu, "cpu_ms_per_request": cpu * 1000 / total, "cpu_pct_of_one_core": 100 * cpu / wall}
+        lost = "-"
+        if kind == "llmsm":
+            s = C.row_summary(proxy.db)  # type: ignore[attr-defined]
+            r.update(rows=s["rows"], sent=total + 1, usage_ok=s["usage_ok"])
+            lost = str(r["sent"] - r["rows"])
+        results[kind] = r
+        rows.append([kind, f"{wall:.1f}", len(errors), f"{total - len(errors) - differ}/{total}", lost,
+                     f"{idle / 1024:.0f}", f"{max(sampler.peak_kb, hwm) / 1024:.0f}", f"{cpu:.1f}",
+                     f"{r['cpu_ms_per_request']:.2f}", f"{r['cpu_pct_of_one_core']:.0f}%"])
+    print(C.table(["proxy", "wall s", "client errors", "byte-identical", "rows lost", "idle RSS MiB",
+                   "peak RSS MiB", "CPU s", "CPU ms/stream", "CPU (of one core)"], rows))
+    g = results["llmsm"]
+    ok = g["client_errors"] == 0 and g["not_identical"] == 0 and g["rows"] == g["sent"]
+    results["ok"] = ok
+    print(f"load: no client error, every stream byte-identical, no row lost -> {C.verdict(ok)}")
+    return results
+
+
 async def main_async(args) -> dict:
     out: dict = {"args": vars(args)}
     if "a" in args.parts:
@@ -275,12 +346,15 @@ async def main_async(args) -> dict:
     if "c" in args.parts:
         with C.start_upstream("c") as up:
             out["c"] = await part_c(args, up)
+    if "d" in args.parts:
+        with C.start_upstream("d") as up:
+            out["d"] = await part_d(args, up)
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", default="abc", help="which parts to run (default: abc)")
+    p.add_argument("--parts", default="abcd", help="which parts to run (default: abcd)")
     p.add_argument("--runs", type=int, default=30, help="a: streams per target and connection mode")
     p.add_argument("--events", type=int, default=20, help="a: events per stream")
     p.add_argument("--gap", type=float, default=0.05, help="a: seconds between events")
@@ -291,6 +365,10 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=50, help="c: concurrent streams")
     p.add_argument("--slow-events", type=int, default=20, help="c: events per stream")
     p.add_argument("--slow-gap", type=float, default=0.1, help="c: seconds between events")
+    p.add_argument("--load-sessions", type=int, default=50, help="d: concurrent streaming sessions")
+    p.add_argument("--load-requests", type=int, default=20, help="d: streams per session, one after another")
+    p.add_argument("--load-events", type=int, default=20, help="d: events per stream")
+    p.add_argument("--load-gap", type=float, default=0.01, help="d: seconds between events")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="b: do not pin the proxy and the load to separate CPUs")
     args = p.parse_args()
     args.runs = max(1, min(args.runs, 1000))
