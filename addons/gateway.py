@@ -199,7 +199,9 @@ class LLMGateway:
         ex.request_bytes = len(body)
         if body and len(body) <= MAX_PARSED_REQUEST and ex.provider is not None:
             ex.request_hash = request_hash(body)
-            decoded = flow.request.get_content(strict=False) or b""
+            encoding = ex.headers.get("content-encoding", "identity").strip().lower()
+            # mitmproxy decodes only what is encoded; asking it would look the header up again.
+            decoded = body if encoding in ("", "identity") else (flow.request.get_content(strict=False) or b"")
             if len(decoded) > INLINE_PARSE_LIMIT:
                 return self._parse_in_thread_then_attribute(flow, ex, decoded)
             ex.request = _parse_request_body(ex.provider, ex.api, decoded)

@@ -220,3 +220,21 @@ def test_signal_flushes_and_exits_cleanly(fresh_gateway, sig):
     assert not any(p.stat().st_size for p in spool.glob("*")) if spool.exists() else True
     assert len(gw.query(f"SELECT id FROM requests WHERE session_id = '{tag}'")) == 5
     assert "Traceback" not in gw.log.read_text()
+
+
+def test_gzip_request_body_is_read_and_forwarded_as_sent(gateway, upstream):
+    """A compressed request body: forwarded byte for byte, and read (decoded) for the row."""
+    import gzip
+
+    label = _label()
+    body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 5,
+                       "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                                    {"role": "user", "content": "again"}]}).encode()
+    packed = gzip.compress(body)
+    headers = {"x-api-key": TEST_KEYS["anthropic"], "content-type": "application/json", "content-encoding": "gzip",
+               "x-llmsm-session": label}
+    r = httpx.post(f"{gateway.url}/anthropic/v1/messages", content=packed, headers=headers, timeout=30)
+    assert r.status_code == 200
+    assert upstream.requests[-1]["body"] == packed  # the upstream got the client's bytes
+    rows = gateway.wait_rows(1, f"session_id = '{label}'")
+    assert rows[0]["requested_model"] == "claude-sonnet-4-6" and rows[0]["message_count"] == 3
