@@ -153,14 +153,22 @@ class BaseResponseParser:
     `self.out` collects the result fields; text for estimates goes through `_add_text`.
     """
 
+    # SSE events (by their `event:` name) that carry nothing but generated text: kept as they
+    # came and parsed only if the text is ever wanted (`_deferred_text`). Parsing each token's
+    # delta as it passes was most of what a stream cost llmsm.
+    TEXT_ONLY_EVENTS: frozenset[str] = frozenset()
+
     def __init__(self) -> None:
         self.out = ParseResult()
-        self._text_parts: list[str] = []
+        self._text_parts: list[str | tuple[str]] = []  # text, or (raw event data,) to read later
         self._usage_raw: Any = None
 
     # The ResponseParser protocol ------------------------------------------------------------
     @swallow_errors
     def feed_event(self, event: SSEEvent) -> None:
+        if event.event in self.TEXT_ONLY_EVENTS:
+            self._text_parts.append((event.data,))
+            return
         self._on_event(event.event, event.data, loads(event.data))
 
     @swallow_errors
@@ -171,7 +179,8 @@ class BaseResponseParser:
             self.out.complete = True
 
     def result(self) -> ParseResult:
-        out = dataclasses.replace(self.out, output_text="".join(self._text_parts))
+        parts = list(self._text_parts)  # a result taken mid-stream keeps what was seen by then
+        out = dataclasses.replace(self.out, text_source=lambda: self._join_text(parts), _text=None)
         try:
             out.usage = self._usage()
             out.usage_raw = self._usage_raw
@@ -189,6 +198,22 @@ class BaseResponseParser:
 
     def _usage(self) -> Usage | None:
         return None
+
+    def _deferred_text(self, payload: Any) -> Iterable[Any]:
+        """The text of a TEXT_ONLY_EVENTS event's (parsed) data."""
+        return ()
+
+    def _join_text(self, parts: list[str | tuple[str]]) -> str:
+        out = []
+        for part in parts:
+            if type(part) is tuple:
+                try:
+                    out.extend(t for t in self._deferred_text(loads(part[0])) if isinstance(t, str) and t)
+                except Exception:  # untrusted data: text is only for estimates
+                    log.debug("a deferred event of %s could not be read", type(self).__name__, exc_info=True)
+            else:
+                out.append(part)
+        return "".join(out)
 
     def _add_text(self, text: Any) -> None:
         if isinstance(text, str) and text:

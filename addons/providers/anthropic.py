@@ -12,6 +12,7 @@ Usage rules (wire-facts.md):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from llmsm.addons.providers._common import (
@@ -74,6 +75,14 @@ class _AnthropicParser(BaseResponseParser):
 class AnthropicMessagesParser(_AnthropicParser):
     """Messages responses, streamed or whole. In a stream, `_usage_raw` is the merged usage:
     message_start's values overwritten by each message_delta's non-null fields."""
+
+    TEXT_ONLY_EVENTS = frozenset({"content_block_delta"})
+
+    def _deferred_text(self, payload: Any) -> Iterable[Any]:
+        if isinstance(payload, dict) and payload.get("type") == "content_block_delta":
+            delta = as_dict(payload.get("delta"))
+            return [delta.get(key) for key in _DELTA_TEXT_KEYS]
+        return ()
 
     def _on_event(self, name: str | None, data: str, payload: Any) -> None:
         if not isinstance(payload, dict):

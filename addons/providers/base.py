@@ -81,7 +81,16 @@ class ParseResult:
     error_message: str | None = None
     stream_error: bool = False  # an error arrived inside an HTTP 200 stream
     complete: bool = False  # the terminal event (or a whole JSON body) was seen
-    output_text: str = ""  # generated text and tool arguments, for estimates only
+    # Generated text and tool arguments, for estimates only, read through `output_text`: built
+    # on first use, since most exchanges report their usage and never need it.
+    text_source: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    _text: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def output_text(self) -> str:
+        if self._text is None:
+            self._text = self.text_source() if self.text_source is not None else ""
+        return self._text
 
 
 class ResponseParser(Protocol):

@@ -8,6 +8,7 @@ already-parsed dicts, and `feed_event` is a thin SSE adapter over it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from llmsm.addons.providers._common import (
@@ -44,6 +45,13 @@ _TEXT_DELTA_EVENTS = frozenset(
 
 
 class OpenAIResponsesParser(BaseResponseParser):
+    TEXT_ONLY_EVENTS = _TEXT_DELTA_EVENTS
+
+    def _deferred_text(self, payload: Any) -> Iterable[Any]:
+        if isinstance(payload, dict) and payload.get("type") in _TEXT_DELTA_EVENTS:
+            return [payload.get("delta")]
+        return ()
+
     @swallow_errors
     def feed_message(self, message: dict[str, Any]) -> None:
         """One Responses event as a parsed dict (a WebSocket message, or an SSE event's data)."""
