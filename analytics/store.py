@@ -236,6 +236,7 @@ def open_for_query(path: str | os.PathLike[str], timeout: float = 5.0) -> duckdb
 # --------------------------------------------------------------------------------------------
 
 _COLS = ", ".join(EVENT_COLUMNS)
+_COLUMN_LIST = list(EVENT_COLUMNS)
 _JSON_IDX = tuple(i for i, name in enumerate(EVENT_COLUMNS) if name in JSON_COLUMNS)
 _STAGE = "temp.main._llmsm_stage_events"
 _ALIAS = "llmsm_target"
@@ -333,28 +334,39 @@ class _Host:
     def insert(self, path: Path, rows: list[list[Any]], timeout: float) -> int:
         with self.attached(path, timeout) as con:
             try:
-                # A fresh staging table per batch: DuckDB keeps the deleted rows of an in-memory
-                # table, so emptying it with DELETE grew the gateway's memory without bound.
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS SELECT {_COLS} FROM events LIMIT 0")
-                appender = con.appender(_STAGE)
-                appender.append_rows(rows)
-                appender.flush()
-                # Plain INSERT first: ~3x cheaper than ON CONFLICT, and duplicates are rare (a
-                # retry after a crash). On a duplicate id, roll back and ignore the known ids.
                 con.execute("BEGIN TRANSACTION")
                 try:
-                    res = con.execute(f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM {_STAGE}").fetchone()
+                    # Straight into the table: the usual case, every id new, in one pass.
+                    appender = con.appender("events", columns=_COLUMN_LIST)
+                    appender.append_rows(rows)
+                    appender.flush()
                 except duckdb.ConstraintException:
+                    # Some ids are stored already (a journal replayed after a crash): rarely.
                     con.execute("ROLLBACK")
-                    con.execute("BEGIN TRANSACTION")
-                    res = con.execute(
-                        f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM {_STAGE} ON CONFLICT DO NOTHING"
-                    ).fetchone()
+                    return self._insert_new_ones(con, rows)
+                finally:
+                    appender = None  # never flushed again by a late destructor
                 con.execute("COMMIT")
+                return len(rows)
             except (duckdb.DataError, duckdb.ConstraintException, TypeError, ValueError, OverflowError) as exc:
                 raise InvalidEvents(f"events rejected by the database: {_one_line(exc)}") from exc
             except duckdb.Error as exc:
                 raise StoreError(f"cannot write to database {path}: {_one_line(exc)}") from exc
+
+    @staticmethod
+    def _insert_new_ones(con: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> int:
+        """Insert the rows whose ids are not stored yet, through a staging table."""
+        # A fresh staging table each time, dropped after: DuckDB keeps the deleted rows of an
+        # in-memory table, so emptying one with DELETE grew the gateway's memory without bound.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS SELECT {_COLS} FROM events LIMIT 0")
+        appender = con.appender(_STAGE)
+        appender.append_rows(rows)
+        appender.flush()
+        appender = None
+        con.execute("BEGIN TRANSACTION")
+        res = con.execute(f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM {_STAGE} ON CONFLICT DO NOTHING").fetchone()
+        con.execute("COMMIT")
+        con.execute(f"DROP TABLE {_STAGE}")
         return int(res[0]) if res else 0
 
 
@@ -365,8 +377,8 @@ def insert_events(path: str | os.PathLike[str], events: Sequence[ExchangeEvent],
     """Insert events, ignoring ids already stored; returns how many rows are new.
 
     Each call opens the file, writes and closes it, so readers can open it between calls:
-    rows go through DuckDB's appender into a TEMP staging table, then one INSERT ... SELECT in
-    one transaction (ON CONFLICT DO NOTHING when some ids are already stored).
+    rows go through DuckDB's appender straight into `events` in one transaction; when some ids
+    are stored already, through a TEMP staging table and INSERT ... ON CONFLICT DO NOTHING.
     Raises InvalidEvents when the rows themselves are rejected, other StoreErrors otherwise.
     """
     if not events:
