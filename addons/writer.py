@@ -49,6 +49,8 @@ from llmsm.analytics.events import ExchangeEvent
 
 __all__ = ["EventWriter"]
 
+_to_json = ExchangeEvent.__pydantic_serializer__.to_json  # model_dump_json() without a str round trip
+
 _SUFFIX = ".jsonl"
 _TMP_SUFFIX = ".jsonl.new"
 
@@ -153,7 +155,7 @@ class EventWriter:
         """
         try:
             try:
-                line: bytes | None = (event.model_dump_json() + "\n").encode("utf-8")
+                line: bytes | None = _to_json(event) + b"\n"
             except Exception as exc:  # an event pydantic cannot serialize: keep it in memory
                 line = None
                 self._warn_journal(f"cannot serialize event {getattr(event, 'id', '?')}: {exc}")
