@@ -164,7 +164,21 @@ QUERIES = [
      "baseline: the same over events",
      "SELECT date_trunc('hour', started_at) AS h, count(*), sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)) FROM events "
      "WHERE started_at >= (SELECT max(started_at) FROM events) - INTERVAL 1 DAY GROUP BY h ORDER BY h"),
+    # What the gateway's budget guard reads about once a second while traffic flows and budgets
+    # are set (BUDGETS below: a day, a session, a label and a client budget).
+    ("budget_status (4 budgets)", "SELECT * FROM budget_status",
+     "baseline: one pass summing tokens and cost over events",
+     "SELECT sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0) + coalesce(cache_read_tokens, 0) "
+     "+ coalesce(cache_write_tokens, 0)), sum(cost_usd) FROM events"),
 ]
+
+BUDGETS = """
+INSERT INTO budgets (id, scope, target, max_tokens, max_usd, warn_at, created_at) VALUES
+    ('bench-day', 'day', NULL, NULL, 100, 0.8, now()),
+    ('bench-session', 'session', 'sess-3', NULL, 5, 0.8, now()),
+    ('bench-label', 'label', 'release', 1000000, NULL, 0.8, now()),
+    ('bench-client', 'client', 'claude-code', NULL, 1000, 0.8, now())
+"""
 
 
 def timed(con, sql: str, repeat: int) -> tuple[float, int]:
@@ -186,6 +200,7 @@ def bench_queries(n: int, repeat: int, keep: bool = False) -> dict:
     start = "2026-01-01 00:00:00+00"
     t0 = time.perf_counter()
     con.execute(FILL_SQL.format(n=n, start=start, span_us=30 * 86400 * 10**6, sessions=max(1, n // 200)))
+    con.execute(BUDGETS)
     con.execute("CHECKPOINT")
     con.close()
     fill_s = time.perf_counter() - t0
