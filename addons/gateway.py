@@ -32,6 +32,7 @@ from llmsm.addons.exchange import (
     REQUEST_ID_HEADERS, Exchange, estimate_usage, header_dict, pick_ratelimit_headers, request_hash,
 )
 from llmsm.addons.providers import new_parser, parse_request
+from llmsm.addons.providers._common import parse_json
 from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
 from llmsm.addons.tap import MessageTap, StreamTap
 from llmsm.addons.writer import EventWriter
@@ -417,7 +418,7 @@ class _WebSocketSession:
 
 def _json_object(raw: bytes) -> dict:
     try:
-        value = json.loads(raw)
+        value = parse_json(raw)
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
@@ -470,8 +471,8 @@ def proxy_password(header: str | None) -> str | None:
 
 def _parse_request_body(provider: str, api: str, raw: bytes):
     try:
-        body: Any = json.loads(raw)
-    except ValueError:
+        body: Any = parse_json(raw)
+    except (ValueError, RecursionError):
         from llmsm.addons.providers.base import RequestInfo
 
         return RequestInfo()

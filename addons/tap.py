@@ -8,7 +8,6 @@ behind one catch-all. Once the tap has failed it stops looking and only counts b
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import zlib
@@ -21,6 +20,7 @@ try:  # Python 3.14+
 except ImportError:  # mitmproxy depends on the backport
     from backports import zstd  # type: ignore[no-redef]
 
+from llmsm.addons.providers._common import parse_json
 from llmsm.addons.providers.base import ParseResult, ResponseParser
 from llmsm.addons.providers.sse import SSEDecoder
 
@@ -154,8 +154,8 @@ class StreamTap:
     def feed_body(self, raw: bytes) -> None:
         """Parse a whole (decoded) JSON body; a body that is not JSON is kept as a short text."""
         try:
-            body = json.loads(raw)
-        except ValueError:
+            body = parse_json(raw)
+        except (ValueError, RecursionError):
             self.json_text = raw[:500].decode("utf-8", "replace").strip()
             return
         if self.parser is None:
@@ -206,7 +206,7 @@ class MessageTap:
             self.response_bytes += len(content)
             if self.first_byte_at is None:
                 self.first_byte_at = self._clock()
-            message = json.loads(content)
+            message = parse_json(content)
             if isinstance(message, dict):
                 self.parser.feed_message(message)
                 if message.get("type") in self.TERMINAL:

@@ -153,3 +153,34 @@ def test_registry_parse_request_for_unknown_apis_and_non_dict_bodies():
     assert parse_request("openai", "other", {"model": "x"}) == RequestInfo()
     assert parse_request("anthropic", "messages", ["not", "a", "dict"]) == RequestInfo()  # type: ignore[arg-type]
     assert parse_request("anthropic", "count_tokens", {"model": "claude-x"}).model == "claude-x"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(value=JSON_VALUES)
+def test_parse_json_equals_json_loads(value):
+    from llmsm.addons.providers._common import parse_json
+
+    text = json.dumps(value, ensure_ascii=False)
+    assert parse_json(text.encode()) == json.loads(text)
+
+
+def test_parse_json_answers_like_json_loads_where_orjson_is_stricter():
+    import math
+
+    import pytest
+
+    from llmsm.addons.providers._common import parse_json
+
+    for raw in (b'{"n": 18446744073709551615}', b'{"a": 1, "a": 2}', '{"t": "\u00e9"}'.encode("utf-16"),
+                b'{"deep": ' + b"[" * 100 + b"]" * 100 + b"}"):
+        assert parse_json(raw) == json.loads(raw)
+    assert math.isnan(parse_json(b"[NaN]")[0]) and parse_json(b"[Infinity]") == [math.inf]
+    with pytest.raises(ValueError):
+        parse_json(b"{not json")

@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
+
 from llmsm.addons.providers.base import ParseResult, RequestInfo, SSEEvent
 from llmsm.analytics.events import Usage
 
@@ -26,10 +28,21 @@ MAX_ERROR_MESSAGE = 2000
 
 
 # -- defensive accessors ------------------------------------------------------------------
+def parse_json(data: bytes | str) -> Any:
+    """`json.loads`, but about twice as fast on the large bodies a coding assistant sends with
+    every turn (orjson). Where orjson refuses what json accepts (NaN, UTF-16, deep nesting) the
+    standard library answers. One difference remains: an integer beyond 64 bits becomes a float
+    (no count comes near). Raises ValueError (or RecursionError) as json.loads does."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def loads(text: str) -> Any:
     """JSON value of `text`, or None when it is not JSON (trailing spaces are fine)."""
     try:
-        return json.loads(text)
+        return parse_json(text)
     except (ValueError, RecursionError, TypeError):
         return None
 
