@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import httpx
@@ -57,6 +58,9 @@ def test_token_is_required_and_never_forwarded(token_gateway, upstream):
     forwarded = [q for q in upstream.requests if label.encode() not in q["body"] and q["headers"].get("x-llmsm-token")]
     assert not forwarded
     assert all("x-llmsm-token" not in {k.lower() for k in q["headers"]} for q in upstream.requests)
+    time.sleep(1.0)  # the writer's batch is in; the token is in no file llmsm wrote either
+    blob = b"".join(p.read_bytes() for p in token_gateway.db.parent.rglob("*") if p.is_file())
+    assert token_gateway.log.is_relative_to(token_gateway.db.parent) and TOKEN.encode() not in blob
 
 
 def test_proxy_port_needs_the_token_as_password(token_gateway):
