@@ -214,8 +214,9 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     info.tool_errors = tool_errors_in_last_user_message(messages)
     info.cache_ttl = cache_ttl(body)
     info.body_session_id = session_id_from_user_id(dig(body, "metadata", "user_id"))
+    system = body.get("system")  # the closure keeps these two, not the whole body (tools, ...)
     info.read_conversation = lambda: (
         [chat_message(m) for m in messages if isinstance(m, dict)],
-        text_of(body.get("system")) or None,
+        text_of(system) or None,
     )
     return info

@@ -44,7 +44,8 @@ class RequestInfo:
     # The conversation, kept in memory only, for a tiktoken estimate when the provider reports
     # no usage and for conversation-continuity attribution. Read from the body on first use
     # (`messages`, `system`): walking every message's text costs milliseconds on a long
-    # conversation, and most requests never need it.
+    # conversation, and most requests never need it. Until then the parsed messages stay in
+    # memory with the exchange (mitmproxy holds the raw body that long anyway).
     read_conversation: Callable[[], Conversation] | None = field(default=None, repr=False, compare=False)
     _conversation: Conversation | None = field(default=None, repr=False, compare=False)
 

@@ -131,12 +131,13 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
         body = body["request"]
     contents = as_list(body.get("contents"))
     info.message_count = len(contents) if "contents" in body else None
+    system = body.get("systemInstruction") or body.get("system_instruction")  # not the whole body
     info.read_conversation = lambda: (
         [
             chat_message(content, role="assistant" if content.get("role") == "model" else None)
             for content in contents
             if isinstance(content, dict)
         ],
-        text_of(body.get("systemInstruction") or body.get("system_instruction")) or None,
+        text_of(system) or None,
     )
     return info
