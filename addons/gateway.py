@@ -60,6 +60,7 @@ class LLMGateway:
         self.sessions = SessionAttributor()
         self._proxy_users: dict[str, str] = {}  # client connection id -> proxy user name
         self._authenticated: set[str] = set()  # tunnels whose CONNECT carried the token
+        self.upstream_timeout = 0.0  # the llmsm_upstream_timeout option, kept by configure()
 
     # -- options --------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -84,6 +85,8 @@ class LLMGateway:
                 self.overridden = {routes.parse_upstream_option(spec)[0] for spec in specs}
             except routes.RouteError as exc:
                 raise exceptions.OptionsError(str(exc)) from None
+        if "llmsm_upstream_timeout" in updated:
+            self.upstream_timeout = ctx.options.llmsm_upstream_timeout
         if self.writer is None and ("llmsm_db" in updated or not updated):
             from llmsm.analytics.store import default_db_path
 
@@ -332,8 +335,8 @@ class LLMGateway:
         return self._finish(flow, ex, failure=failure, message=msg)
 
     def _arm_upstream_timeout(self, flow: http.HTTPFlow, ex: Exchange) -> None:
-        timeout = ctx.options.llmsm_upstream_timeout if hasattr(ctx.options, "llmsm_upstream_timeout") else 0
-        if timeout and timeout > 0:
+        timeout = self.upstream_timeout
+        if timeout > 0:
             ex.timeout_handle = asyncio.get_running_loop().call_later(timeout, self._upstream_timed_out, flow, timeout)
 
     @staticmethod
