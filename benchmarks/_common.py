@@ -414,10 +414,19 @@ class RssSampler:
 API_KEY = "sk-ant-bench-0123456789abcdef"
 
 
-def request_body(sid: str, *, stream: bool, pad_kb: int = 0, turns: int = 1) -> bytes:
-    """A Claude-Code-like Messages request; `pad_kb` adds a long first message, `turns` a history."""
+def request_body(sid: str, *, stream: bool, pad_kb: int = 0, turns: int = 1, turn_kb: int = 0) -> bytes:
+    """A Claude-Code-like Messages request; `pad_kb` adds a long first message, `turns` a history
+    in which, with `turn_kb`, each later turn is a tool call and a tool result of that size."""
     messages: list[dict] = []
     for t in range(turns):
+        if t and turn_kb:
+            messages.append({"role": "assistant", "content": [
+                {"type": "text", "text": f"answer {t} of {sid}: running it"},
+                {"type": "tool_use", "id": f"toolu_{t}", "name": "Bash", "input": {"command": f"pytest -q tests/t{t}.py"}},
+            ]})
+            result = f"output {t} " + ("lorem ipsum " * (turn_kb * 1024 // 12))
+            messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_{t}", "content": result}]})
+            continue
         if t:
             messages.append({"role": "assistant", "content": [{"type": "text", "text": f"answer {t} of {sid}"}]})
         text = f"question {t} of conversation {sid}"

@@ -124,9 +124,9 @@ async def part_a(args, up: C.Server) -> dict:
 # -------------------------------------------------------------------------------------------
 
 
-def _make_json_request(pad_kb: int):
+def _make_json_request(shape: dict):
     # 100 distinct requests, built once, so the client spends its time sending, not building
-    reqs = [(C.request_headers(f"j{i}", session=f"bench-session-{i % 10}"), C.request_body(f"j{i}", stream=False, pad_kb=pad_kb))
+    reqs = [(C.request_headers(f"j{i}", session=f"bench-session-{i % 10}"), C.request_body(f"j{i}", stream=False, **shape))
             for i in range(100)]
 
     def make(i: int):
@@ -135,11 +135,11 @@ def _make_json_request(pad_kb: int):
     return make
 
 
-async def _one_round(kind: str, up: C.Server, args, proxy_cpus, pad_kb: int, n: int, rnd: int) -> dict:
-    tag = f"b{rnd}-{pad_kb}k"
+async def _one_round(kind: str, up: C.Server, args, proxy_cpus, shape: dict, n: int, rnd: int) -> dict:
+    tag = f"b{rnd}-" + "-".join(f"{k}{v}" for k, v in shape.items())
     proxy = C.start_llmsm(up.url, tag, proxy_cpus) if kind == "llmsm" else C.start_bare(up.url, tag, proxy_cpus)
     path = LLMSM_PATH if kind == "llmsm" else PLAIN_PATH
-    make = _make_json_request(pad_kb)
+    make = _make_json_request(shape)
     try:
         warm = max(100, args.concurrency * 20)
         await C.load(proxy.port, path, warm, args.concurrency, make)
@@ -169,17 +169,22 @@ async def _one_round(kind: str, up: C.Server, args, proxy_cpus, pad_kb: int, n: 
 
 async def part_b(args, up: C.Server, proxy_cpus) -> dict:
     results: dict = {}
-    sizes = [(0, args.requests)] + ([(args.big_body_kb, max(200, args.requests // 4))] if args.big_body_kb else [])
-    for pad_kb, n in sizes:
-        size = len(C.request_body("j0", stream=False, pad_kb=pad_kb))
-        print(f"\n== b. non-streamed POST /v1/messages, request body {size} B, response {len(C.json_message('j0'))} B: "
+    shapes: list[tuple[str, dict, int]] = [("one short message", {}, args.requests)]
+    if args.big_body_kb:
+        shapes.append((f"one {args.big_body_kb} KiB message", {"pad_kb": args.big_body_kb}, max(200, args.requests // 4)))
+    if args.turns:
+        shapes.append((f"a conversation of {args.turns} turns, {args.turn_kb} KiB tool results",
+                       {"turns": args.turns, "turn_kb": args.turn_kb}, max(200, args.requests // 4)))
+    for name, shape, n in shapes:
+        size = len(C.request_body("j0", stream=False, **shape))
+        print(f"\n== b. non-streamed POST /v1/messages, request body {size} B ({name}), response {len(C.json_message('j0'))} B: "
               f"{n} requests x {args.rounds} rounds, {args.concurrency} keep-alive clients"
               + (f", proxy pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "") + " ==")
         runs: dict[str, list[dict]] = {"bare mitmproxy": [], "llmsm": []}
         for rnd in range(args.rounds):
             order = ["bare mitmproxy", "llmsm"] if rnd % 2 == 0 else ["llmsm", "bare mitmproxy"]
             for kind in order:
-                r = await _one_round("llmsm" if kind == "llmsm" else "bare", up, args, proxy_cpus, pad_kb, n, rnd)
+                r = await _one_round("llmsm" if kind == "llmsm" else "bare", up, args, proxy_cpus, shape, n, rnd)
                 runs[kind].append(r)
                 extra = f", rows {r['rows']}/{r['sent']}" if "rows" in r else ""
                 print(f"  round {rnd + 1} {kind:15s} {r['rps']:7.0f} req/s  {r['cpu_ms_per_req']:.3f} ms CPU/req "
@@ -200,7 +205,7 @@ async def part_b(args, up: C.Server, proxy_cpus) -> dict:
               f"llmsm rows lost {lost}")
         key = f"body_{size}B"
         results[key] = {"median": med, "runs": runs, "cpu_ratio": ratio, "cpu_ratio_during_load": ratio_load, "rps_ratio": rps_ratio, "rows_lost": lost}
-        if pad_kb == 0:
+        if not shape:
             results["target_cpu_ratio"] = ratio
             results["target_met"] = ratio <= 1.15
             print(f"target: llmsm CPU per request <= 1.15x bare mitmproxy -> {ratio:.2f}x {C.verdict(ratio <= 1.15)}")
@@ -362,6 +367,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4, help="b: rounds per proxy (alternating)")
     p.add_argument("--concurrency", type=int, default=8, help="b: keep-alive client connections")
     p.add_argument("--big-body-kb", type=int, default=100, help="b: also measure with a request padded to this many KiB (0: skip)")
+    p.add_argument("--turns", type=int, default=60, help="b: also measure a conversation of this many turns, as Claude Code sends (0: skip)")
+    p.add_argument("--turn-kb", type=int, default=2, help="b: KiB of tool result per turn of that conversation")
     p.add_argument("--streams", type=int, default=50, help="c: concurrent streams")
     p.add_argument("--slow-events", type=int, default=20, help="c: events per stream")
     p.add_argument("--slow-gap", type=float, default=0.1, help="c: seconds between events")

@@ -238,3 +238,17 @@ def test_gzip_request_body_is_read_and_forwarded_as_sent(gateway, upstream):
     assert upstream.requests[-1]["body"] == packed  # the upstream got the client's bytes
     rows = gateway.wait_rows(1, f"session_id = '{label}'")
     assert rows[0]["requested_model"] == "claude-sonnet-4-6" and rows[0]["message_count"] == 3
+
+
+def test_the_same_request_again_has_the_same_request_hash(gateway):
+    """request_hash tells a retry (the very same body) from the next turn (any other body)."""
+    label = _label()
+    headers = {"x-api-key": TEST_KEYS["anthropic"], "content-type": "application/json", "x-llmsm-session": label}
+    first = json.dumps(dict(MSG_BODY, messages=[{"role": "user", "content": "hi there"}])).encode()
+    other = first.replace(b"hi there", b"hi thera")  # same length, one byte apart
+    for body in (first, first, other):
+        assert httpx.post(f"{gateway.url}/anthropic/v1/messages", content=body, headers=headers, timeout=30).status_code == 200
+    rows = sorted(gateway.wait_rows(3, f"session_id = '{label}'"), key=lambda r: r["started_at"])
+    hashes = [r["request_hash"] for r in rows]
+    assert hashes[0] == hashes[1] != hashes[2]
+    assert all(len(h) == 16 for h in hashes)

@@ -169,27 +169,33 @@ def session_id_from_user_id(user_id: Any) -> str | None:
     return match.group(1) if match else None
 
 
-def _blocks_with_cache_control(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every place a `cache_control` may sit: the body (automatic caching), system blocks,
-    tools, message content blocks and the blocks nested in tool results."""
-    found: list[dict[str, Any]] = []
-    candidates: list[Any] = [body, *as_list(body.get("system")), *as_list(body.get("tools"))]
-    for message in as_list(body.get("messages")):
-        for block in as_list(as_dict(message).get("content")):
-            candidates.append(block)
-            candidates.extend(as_list(as_dict(block).get("content")))
-    for candidate in candidates:
-        cache_control = as_dict(candidate).get("cache_control")
-        if isinstance(cache_control, dict):
-            found.append(cache_control)
-    return found
-
-
 def cache_ttl(body: dict[str, Any]) -> str | None:
-    controls = _blocks_with_cache_control(body)
-    if not controls:
-        return None
-    return "1h" if any(control.get("ttl") == "1h" for control in controls) else "5m"
+    """'1h' when any `cache_control` asks for a 1 h TTL, '5m' when there is one at all, else None.
+
+    A `cache_control` may sit on the body (automatic caching), system blocks, tools, message
+    content blocks and the blocks nested in tool results. Written as plain loops: it runs over
+    every block of the conversation on every request."""
+    groups: list[Any] = [(body,), as_list(body.get("system")), as_list(body.get("tools"))]
+    for message in as_list(body.get("messages")):
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, list):
+                groups.append(content)
+                for block in content:
+                    if isinstance(block, dict):
+                        nested = block.get("content")
+                        if isinstance(nested, list):
+                            groups.append(nested)
+    seen = False
+    for group in groups:
+        for item in group:
+            if isinstance(item, dict):
+                control = item.get("cache_control")
+                if isinstance(control, dict):
+                    if control.get("ttl") == "1h":
+                        return "1h"
+                    seen = True
+    return "5m" if seen else None
 
 
 def tool_errors_in_last_user_message(messages: list[Any]) -> int | None:
