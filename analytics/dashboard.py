@@ -1199,7 +1199,8 @@ def _quick_health(out: StatusLine, by_session: dict[str, list[dict[str, Any]]], 
 
 
 def human_tokens(n: int | None) -> str:
-    """1234567 -> 1.2M: token counts as every command shows them."""
+    """1234567 -> 1.2M: token counts in the live views (sessions, watch, statusline); always one
+    decimal, in k or M. `llmsm cost` and `llmsm report` use cli.common.human_tokens."""
     if not n:
         return "0"
     for unit, size in (("M", 1_000_000), ("k", 1_000)):

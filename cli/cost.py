@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 
 from llmsm.analytics.dashboard import human_usd
-from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
+from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, human_tokens, print_json, resolve_db
 
 
 def register(app: typer.Typer) -> None:
@@ -39,16 +39,6 @@ def register(app: typer.Typer) -> None:
 # --------------------------------------------------------------------------------------------
 # Formatting helpers
 # --------------------------------------------------------------------------------------------
-
-
-def human_tokens(n: int | float | None) -> str:
-    if not n:
-        return "0"
-    for unit, size in (("B", 1_000_000_000), ("M", 1_000_000), ("k", 1_000)):
-        if n >= size:
-            value = n / size
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    return str(int(n))
 
 
 def usd(value: float | None) -> str:

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from llmsm.analytics.dashboard import human_usd
-from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
+from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, human_tokens, print_json, resolve_db
 
 # --------------------------------------------------------------------------------------------
 # Shared options
@@ -117,16 +117,6 @@ def _bounds(con, since: str | None, until: str | None, tz: str) -> tuple[datetim
     if s is not None and u is not None and s >= u:
         fail(f"--since ({since}) is not before --until ({until}): the period is empty")
     return s, u
-
-
-def human_tokens(n: int | None) -> str:
-    if not n:
-        return "0"
-    for unit, size in (("B", 1_000_000_000), ("M", 1_000_000), ("k", 1_000)):
-        if n >= size:
-            value = n / size
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    return str(n)
 
 
 def _cost(value: float | None, unpriced: int = 0) -> str:
