@@ -155,7 +155,7 @@ class LLMGateway:
         base_url_mode = isinstance(getattr(flow.client_conn, "proxy_mode", None), ReverseMode)
         routed = routes.route_path(req.path) if base_url_mode else None
         if base_url_mode and routed is None:
-            self._answer_unrouted(flow, now)
+            self._answer_unrouted(flow, now, headers)
             return
         if routed is not None:
             provider, path, path_label = routed.route, routed.path, routed.label
@@ -220,14 +220,20 @@ class LLMGateway:
     def _attribute(self, flow: http.HTTPFlow, ex: Exchange) -> None:
         ex.requested_model = ex.request.model or routes.model_from_path(ex.provider, ex.path)
         self._arm_upstream_timeout(flow, ex)
-        ex.identity = self.sessions.attribute(
-            ex.headers,  # as the client sent them: with the label header llmsm does not forward
+        ex.identity = self._identify(ex, ex)
+
+    def _identify(self, ex: Exchange, origin: Exchange):
+        """The session of `ex`, from the request that opened it (`origin`: itself, or for a
+        WebSocket message the handshake): its headers as the client sent them (with the label
+        header llmsm does not forward), path label, proxy user, client, account and provider."""
+        return self.sessions.attribute(
+            origin.headers,
             ex.request,
-            path_label=ex.path_label,
-            proxy_user=ex.proxy_user,
-            client=ex.client,
-            account=ex.account,
-            provider=ex.provider,
+            path_label=origin.path_label,
+            proxy_user=origin.proxy_user,
+            client=origin.client,
+            account=origin.account,
+            provider=origin.provider,
             now=ex.started_at,
         )
 
@@ -313,10 +319,7 @@ class LLMGateway:
         ex.request_hash = request_hash(json.dumps(frame, sort_keys=True).encode())
         ex.streamed = True
         ex.status_code = 101
-        ex.identity = self.sessions.attribute(
-            base.headers, ex.request, path_label=base.path_label, proxy_user=base.proxy_user,
-            client=ex.client, account=ex.account, provider=ex.provider, now=ex.started_at,
-        )
+        ex.identity = self._identify(ex, base)
         ex.tap = MessageTap(new_parser(ex.provider or "openai", "responses"))
         return ex
 
@@ -393,12 +396,12 @@ class LLMGateway:
             self.writer.put(event)
 
     # -- helpers --------------------------------------------------------------------------
-    def _answer_unrouted(self, flow: http.HTTPFlow, now: float) -> None:
+    def _answer_unrouted(self, flow: http.HTTPFlow, now: float, headers: dict[str, str]) -> None:
         """Paths outside the routes are answered by llmsm itself (and recorded as 'other')."""
         req = flow.request
         ex = Exchange(started_at=now, method=req.method, path=routes.redact_path(req.path), answered_by_gateway=True)
-        ex.client, ex.client_version = detect_client(req.headers)
-        if not req.headers.get("user-agent", "").startswith("llmsm-"):  # llmsm's own health checks
+        ex.client, ex.client_version = detect_client(headers)
+        if not headers.get("user-agent", "").startswith("llmsm-"):  # llmsm's own health checks
             flow.metadata[META] = ex
         if req.path.split("?", 1)[0] == "/":
             body = {"llmsm": "gateway", "routes": {name: up.url for name, up in self.upstreams.items()}}
