@@ -193,7 +193,7 @@ class BaseResponseParser:
 
     def result(self) -> ParseResult:
         parts = list(self._text_parts)  # a result taken mid-stream keeps what was seen by then
-        out = dataclasses.replace(self.out, text_source=lambda: self._join_text(parts), _text=None)
+        out = dataclasses.replace(self.out, text_source=lambda: self._join_text(parts))
         try:
             out.usage = self._usage()
             out.usage_raw = self._usage_raw

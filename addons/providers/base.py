@@ -85,7 +85,7 @@ class ParseResult:
     # Generated text and tool arguments, for estimates only, read through `output_text`: built
     # on first use, since most exchanges report their usage and never need it.
     text_source: Callable[[], str] | None = field(default=None, repr=False, compare=False)
-    _text: str | None = field(default=None, repr=False, compare=False)
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)  # the text, once built
 
     @property
     def output_text(self) -> str:
