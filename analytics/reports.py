@@ -653,7 +653,7 @@ def prune(db: str | os.PathLike[str], cutoff: datetime, *, dry_run: bool = False
     """
     path = Path(db).expanduser()
     if not path.exists():
-        raise DatabaseMissing(f"no database at {path} yet: nothing has been recorded there")
+        raise DatabaseMissing.at(path)
     size_before = _size(path)
     if dry_run:
         con = connect(path, read_only=True, timeout=timeout)

@@ -62,6 +62,10 @@ class DatabaseCorrupt(StoreError):
 class DatabaseMissing(StoreError):
     """A read-only open of a database that does not exist yet."""
 
+    @classmethod
+    def at(cls, path: Path) -> "DatabaseMissing":
+        return cls(f"no database at {path} yet: nothing has been recorded there")
+
 
 class InvalidEvents(StoreError):
     """The rows themselves were rejected (a value out of range, a wrong type): retrying won't help."""
@@ -118,7 +122,7 @@ def _classify_open_error(path: Path, exc: BaseException, read_only: bool) -> Sto
     ):
         return DatabaseCorrupt(f"{path} is not a usable DuckDB database ({_one_line(exc)}); move it away to start a new one")
     if read_only and ("does not exist" in text or not path.exists()):
-        return DatabaseMissing(f"no database at {path} yet: nothing has been recorded there")
+        return DatabaseMissing.at(path)
     return StoreError(f"cannot open database {path}: {_one_line(exc)}")
 
 
@@ -184,7 +188,7 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False, timeout: f
 
 def _connect_read_only(path: Path, timeout: float) -> duckdb.DuckDBPyConnection:
     if not path.exists():
-        raise DatabaseMissing(f"no database at {path} yet: nothing has been recorded there")
+        raise DatabaseMissing.at(path)
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a database file")
     deadline = time.monotonic() + timeout
@@ -292,7 +296,7 @@ class _Host:
         migrated if need be. Read-only: it must exist, and is read as it is."""
         if read_only:
             if not path.exists():
-                raise DatabaseMissing(f"no database at {path} yet: nothing has been recorded there")
+                raise DatabaseMissing.at(path)
         else:
             _prepare_parent(path)
         with self.lock:
