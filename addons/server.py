@@ -128,6 +128,26 @@ def intercept_patterns(extra_hosts: list[str]) -> list[str]:
     return [rf"^{re.escape(h)}(:\d+)?$" for h in dict.fromkeys(hosts)]
 
 
+def mitmproxy_addons() -> list:
+    """The parts of mitmproxy the gateway runs on. mitmdump loads some thirty more (replay, flow
+    editing, saving, header and body rewriting, sticky cookies, the console's history, ...),
+    and mitmproxy calls every loaded addon on every hook of every request, whether it acts or
+    not: ~0.3 ms of CPU per request on the benchmark machine, more than llmsm's own work
+    (docs/benchmarks.md). None of them can be switched on through `llmsm proxy`, and without
+    them mitmproxy leaves compression and caching headers alone, as llmsm needs."""
+    from mitmproxy.addons import block, core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
+
+    return [
+        core.Core(),  # option checks
+        block.Block(),  # clients from public addresses refused (block_global), as in mitmdump
+        disable_h2c.DisableH2C(),  # no h2c upgrade through the explicit proxy: mitmproxy can't follow it
+        proxyserver.Proxyserver(),  # the listeners and their connections
+        next_layer.NextLayer(),  # which protocol each connection speaks; allow_hosts
+        tlsconfig.TlsConfig(),  # llmsm's CA, TLS interception, upstream certificate checks
+        errorcheck.ErrorCheck(),  # a startup error (a port that cannot be bound) ends the run
+    ]
+
+
 class _Announce:
     """Says where the gateway listens once the sockets are bound."""
 
@@ -168,8 +188,8 @@ def _quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict) -> None
 
 
 async def _serve(config: GatewayConfig, on_ready) -> None:
+    from mitmproxy.master import Master
     from mitmproxy.options import Options
-    from mitmproxy.tools.dump import DumpMaster
 
     from llmsm.addons.budget_guard import BudgetGuard
     from llmsm.addons.errors import install_json_error_pages
@@ -184,7 +204,8 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     if config.proxy_port is not None:
         modes.append(f"regular@{config.proxy_port}")
     opts = Options(confdir=str(ca_dir()), listen_host=config.host, mode=modes)
-    master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+    master = Master(opts)
+    master.addons.add(*mitmproxy_addons())
     writer = EventWriter(config.db_path)
     # Order matters: the guard's request hook runs after the gateway has attributed the session.
     master.addons.add(LLMGateway(writer), BudgetGuard(config.db_path), _Announce(config, on_ready))
@@ -194,9 +215,6 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         llmsm_db=str(config.db_path),
         llmsm_upstream_timeout=config.upstream_timeout,
         llmsm_auth_token=config.auth_token,
-        # Keep the client's Accept-Encoding and bodies exactly as sent.
-        anticomp=False,
-        anticache=False,
         allow_hosts=intercept_patterns(config.intercept_hosts),
     )
     if config.upstream_ca is not None:
