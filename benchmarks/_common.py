@@ -155,19 +155,26 @@ async def _run_upstream() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Bare mitmproxy: the same embedding as llmsm (DumpMaster, no termlog/dumper, lazy connections),
-# one reverse listener, and an addon that only turns streaming on.
+# Bare mitmproxy: one reverse listener, lazy upstream connections, no termlog or dumper, and an
+# addon that streams what llmsm streams (SSE, and bodies without a small Content-Length).
+# "stock": mitmdump's addons (DumpMaster), mitmproxy as its users run it: the baseline of the
+# targets. "lean": only the mitmproxy addons `llmsm proxy` loads (addons/server.py), to show
+# what llmsm's own hooks cost on top of the same mitmproxy.
 # ---------------------------------------------------------------------------------------------
 
+BARE_VARIANTS = ("stock", "lean")
 
-async def _run_bare(upstream: str, confdir: str) -> None:
+
+async def _run_bare(upstream: str, confdir: str, variant: str = "stock") -> None:
     from mitmproxy import ctx
     from mitmproxy.options import Options
-    from mitmproxy.tools.dump import DumpMaster
 
     class Stream:
         def responseheaders(self, flow) -> None:
-            flow.response.stream = True
+            size = flow.response.headers.get("content-length", "")
+            sse = "text/event-stream" in flow.response.headers.get("content-type", "")
+            if sse or not size.isdigit() or int(size) > 256 * 1024:
+                flow.response.stream = True
 
     class Announce:
         def running(self) -> None:
@@ -175,9 +182,20 @@ async def _run_bare(upstream: str, confdir: str) -> None:
             print(f"listening on http://{HOST}:{addrs[0][1]}", file=sys.stderr, flush=True)
 
     opts = Options(confdir=confdir, listen_host=HOST, mode=[f"reverse:{upstream}@0"])
-    master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-    master.addons.add(Stream(), Announce())
-    opts.update(connection_strategy="lazy", anticomp=False, anticache=False)
+    if variant == "lean":
+        from mitmproxy.master import Master
+
+        from llmsm.addons.server import mitmproxy_addons
+
+        master = Master(opts)
+        master.addons.add(*mitmproxy_addons(), Stream(), Announce())
+        opts.update(connection_strategy="lazy")
+    else:
+        from mitmproxy.tools.dump import DumpMaster
+
+        master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+        master.addons.add(Stream(), Announce())
+        opts.update(connection_strategy="lazy", anticomp=False, anticache=False)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
@@ -280,11 +298,13 @@ def start_upstream(tag: str, cpus: set[int] | None = None) -> Server:
     return Server("upstream", [PY, str(Path(__file__)), "upstream"], log=OUT / "logs" / f"{tag}-upstream.log", cpus=cpus).start()
 
 
-def start_bare(upstream_url: str, tag: str, cpus: set[int] | None = None) -> Server:
+def start_bare(upstream_url: str, tag: str, cpus: set[int] | None = None, variant: str = "stock") -> Server:
+    """Bare mitmproxy (see _run_bare): "stock" as mitmdump loads it, or "lean"."""
     confdir = OUT / "env" / "bare-confdir"
     confdir.mkdir(parents=True, exist_ok=True)
-    args = [PY, str(Path(__file__)), "bare", upstream_url, str(confdir)]
-    return Server("bare mitmproxy", args, log=OUT / "logs" / f"{tag}-bare.log", cpus=cpus).start()
+    args = [PY, str(Path(__file__)), "bare", upstream_url, str(confdir), variant]
+    name = "bare mitmproxy" if variant == "stock" else f"{variant} mitmproxy"
+    return Server(name, args, log=OUT / "logs" / f"{tag}-bare-{variant}.log", cpus=cpus).start()
 
 
 class Llmsm(Server):
@@ -666,7 +686,7 @@ def save_json(name: str, data: dict) -> Path:
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "upstream":
         asyncio.run(_run_upstream())
-    elif len(sys.argv) >= 4 and sys.argv[1] == "bare":
-        asyncio.run(_run_bare(sys.argv[2], sys.argv[3]))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "bare" and sys.argv[4:5] in ([], *([v] for v in BARE_VARIANTS)):
+        asyncio.run(_run_bare(*sys.argv[2:5]))
     else:
-        sys.exit("usage: _common.py upstream | bare UPSTREAM_URL CONFDIR")
+        sys.exit(f"usage: _common.py upstream | bare UPSTREAM_URL CONFDIR [{'|'.join(BARE_VARIANTS)}]")

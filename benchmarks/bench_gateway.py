@@ -8,9 +8,11 @@ a. latency: time to the first SSE event and total time of a ~1 s stream (20 even
    once on a new connection per stream and once on a kept-alive connection.
    Target: llmsm's first event at most 5 ms after direct (median).
 b. throughput: requests per second and proxy CPU per request (utime+stime from /proc) for a
-   small non-streamed POST /v1/messages, 8 keep-alive clients, --requests per round, bare and
-   llmsm alternating (A B B A ...) with a fresh proxy and database per round; the proxy is
-   pinned to CPU 0, the client and upstream to CPU 1 (on a machine with 2+ CPUs).
+   small non-streamed POST /v1/messages, 8 keep-alive clients, --requests per round, three
+   proxies alternating (A B C C B A ...) with a fresh proxy and database per round: bare
+   mitmproxy as mitmdump loads it (the baseline of the target), lean mitmproxy (only the
+   mitmproxy addons llmsm loads: what llmsm's own hooks cost on the same mitmproxy) and
+   llmsm. The proxy is pinned to CPU 0, the client and upstream to CPU 1 (2+ CPUs).
    Target: llmsm's CPU per request at most 1.15x bare mitmproxy (median of rounds).
 c. memory: peak RSS of the proxy with --streams concurrent slow streams against idle; every
    stream compared byte for byte with the same stream fetched directly; no row lost.
@@ -137,7 +139,7 @@ def _make_json_request(shape: dict):
 
 async def _one_round(kind: str, up: C.Server, args, proxy_cpus, shape: dict, n: int, rnd: int) -> dict:
     tag = f"b{rnd}-" + "-".join(f"{k}{v}" for k, v in shape.items())
-    proxy = C.start_llmsm(up.url, tag, proxy_cpus) if kind == "llmsm" else C.start_bare(up.url, tag, proxy_cpus)
+    proxy = C.start_llmsm(up.url, tag, proxy_cpus) if kind == "llmsm" else C.start_bare(up.url, tag, proxy_cpus, kind)
     path = LLMSM_PATH if kind == "llmsm" else PLAIN_PATH
     make = _make_json_request(shape)
     try:
@@ -180,21 +182,25 @@ async def part_b(args, up: C.Server, proxy_cpus) -> dict:
         print(f"\n== b. non-streamed POST /v1/messages, request body {size} B ({name}), response {len(C.json_message('j0'))} B: "
               f"{n} requests x {args.rounds} rounds, {args.concurrency} keep-alive clients"
               + (f", proxy pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "") + " ==")
-        runs: dict[str, list[dict]] = {"bare mitmproxy": [], "llmsm": []}
+        kinds = {"stock": "bare mitmproxy", "lean": "lean mitmproxy", "llmsm": "llmsm"}
+        runs: dict[str, list[dict]] = {name: [] for name in kinds.values()}
         for rnd in range(args.rounds):
-            order = ["bare mitmproxy", "llmsm"] if rnd % 2 == 0 else ["llmsm", "bare mitmproxy"]
+            order = list(kinds) if rnd % 2 == 0 else list(reversed(kinds))
             for kind in order:
-                r = await _one_round("llmsm" if kind == "llmsm" else "bare", up, args, proxy_cpus, shape, n, rnd)
-                runs[kind].append(r)
+                r = await _one_round(kind, up, args, proxy_cpus, shape, n, rnd)
+                runs[kinds[kind]].append(r)
                 extra = f", rows {r['rows']}/{r['sent']}" if "rows" in r else ""
-                print(f"  round {rnd + 1} {kind:15s} {r['rps']:7.0f} req/s  {r['cpu_ms_per_req']:.3f} ms CPU/req "
+                print(f"  round {rnd + 1} {kinds[kind]:15s} {r['rps']:7.0f} req/s  {r['cpu_ms_per_req']:.3f} ms CPU/req "
                       f"(event-loop thread {r['main_thread_ms_per_req']:.3f}, other threads {r['other_threads_ms_per_req']:.3f}), "
                       f"failures {r['failures']}{extra}")
         metrics = ("rps", "cpu_ms_per_req", "cpu_ms_per_req_during_load", "main_thread_ms_per_req", "other_threads_ms_per_req")
         med = {k: {m: C.median([r[m] for r in v]) for m in metrics} for k, v in runs.items()}
-        ratio = med["llmsm"]["cpu_ms_per_req"] / med["bare mitmproxy"]["cpu_ms_per_req"]
-        ratio_load = med["llmsm"]["cpu_ms_per_req_during_load"] / med["bare mitmproxy"]["cpu_ms_per_req_during_load"]
-        rps_ratio = med["llmsm"]["rps"] / med["bare mitmproxy"]["rps"]
+        llmsm, bare, lean = med["llmsm"], med["bare mitmproxy"], med["lean mitmproxy"]
+        ratio = llmsm["cpu_ms_per_req"] / bare["cpu_ms_per_req"]
+        ratio_load = llmsm["cpu_ms_per_req_during_load"] / bare["cpu_ms_per_req_during_load"]
+        rps_ratio = llmsm["rps"] / bare["rps"]
+        lean_ratio = llmsm["cpu_ms_per_req"] / lean["cpu_ms_per_req"]
+        own_ms = llmsm["cpu_ms_per_req"] - lean["cpu_ms_per_req"]
         lost = sum(r["sent"] - r["rows"] for r in runs["llmsm"])
         print(C.table(
             ["proxy", "req/s (median)", "CPU ms/req (median)", "event-loop thread", "other threads (llmsm: writer)"],
@@ -203,8 +209,11 @@ async def part_b(args, up: C.Server, proxy_cpus) -> dict:
         ))
         print(f"llmsm / bare: CPU per request {ratio:.2f}x (during load only {ratio_load:.2f}x), req/s {rps_ratio:.2f}x; "
               f"llmsm rows lost {lost}")
+        print(f"llmsm / lean (the same mitmproxy addons without llmsm's): CPU per request {lean_ratio:.2f}x; "
+              f"llmsm's own work {own_ms:.3f} ms per request")
         key = f"body_{size}B"
-        results[key] = {"median": med, "runs": runs, "cpu_ratio": ratio, "cpu_ratio_during_load": ratio_load, "rps_ratio": rps_ratio, "rows_lost": lost}
+        results[key] = {"median": med, "runs": runs, "cpu_ratio": ratio, "cpu_ratio_during_load": ratio_load, "rps_ratio": rps_ratio,
+                        "cpu_ratio_vs_lean": lean_ratio, "llmsm_own_ms_per_req": own_ms, "rows_lost": lost}
         if not shape:
             results["target_cpu_ratio"] = ratio
             results["target_met"] = ratio <= 1.15
