@@ -34,6 +34,23 @@ def _raw(url: str, body: dict, headers: dict) -> tuple[int, dict, bytes]:
             return r.status_code, dict(r.headers), data
 
 
+def test_upstream_gets_the_clients_headers_as_sent(gateway, upstream):
+    """Only llmsm's own headers are taken off: no mitmproxy addon rewrites compression or cache
+    validators (mitmdump's anticomp and anticache would), nor anything else."""
+    label = _label()
+    sent = {
+        "x-api-key": TEST_KEYS["anthropic"], "accept-encoding": "gzip, br", "if-none-match": '"v1"',
+        "if-modified-since": "Wed, 25 Nov 2026 10:00:00 GMT", "cookie": "a=1", "x-custom": label,
+        "anthropic-beta": "context-1m-2025-08-07",
+    }
+    status, _, _ = _raw(f"{gateway.url}/anthropic/v1/messages", MSG_BODY, dict(sent, **{"x-llmsm-session": label}))
+    assert status == 200
+    [got] = [r for r in upstream.requests if r["headers"].get("x-custom") == label]
+    received = {k.lower(): v for k, v in got["headers"].items()}
+    assert {k: received.get(k) for k in sent} == sent
+    assert "x-llmsm-session" not in received
+
+
 @pytest.mark.parametrize("flags", ["", "gzip", "bytewise", "gzip,bytewise"])
 @pytest.mark.parametrize("stream", [True, False])
 def test_pass_through_is_byte_identical(gateway, upstream, flags, stream):
