@@ -269,13 +269,16 @@ def _render_cost(data: dict) -> None:
     table = Table(header_style="bold", box=None, pad_edge=False, show_footer=True)
     extra = {"session": "label", "model": "provider"}.get(by)
     total = data["total"] or {}
-    table.add_column(by, "total", no_wrap=True, overflow="ellipsis", max_width=40)
+    # On a narrow screen the names give way (cut with …), never the figures: rich narrows only
+    # columns that may wrap, and a name too long for its column is cut rather than wrapped.
+    table.add_column(by, "total", overflow="ellipsis", max_width=40)
     if extra:
-        table.add_column(extra, "", no_wrap=True, overflow="ellipsis", max_width=24)
+        table.add_column(extra, "", overflow="ellipsis", max_width=24)
     for name, key in (("req", "requests"), ("input", "input_tokens"), ("output", "output_tokens"),
                       ("cache r", "cache_read_tokens"), ("cache w", "cache_write_tokens"), ("tokens", "total_tokens")):
-        table.add_column(name, str(total.get(key, "")) if key == "requests" else human_tokens(total.get(key)), justify="right")
-    table.add_column("cost", _cost_cell(total) if total else "", justify="right")
+        table.add_column(name, str(total.get(key, "")) if key == "requests" else human_tokens(total.get(key)),
+                         justify="right", no_wrap=True)
+    table.add_column("cost", _cost_cell(total) if total else "", justify="right", no_wrap=True)
     partial = False
     for r in rows:
         cells = [escape(str(r[by]))]

@@ -282,6 +282,25 @@ def test_unknown_model_is_null_and_listed(priced):
     assert "warning" in table.stdout and "no price" in table.stdout
 
 
+def test_cost_table_keeps_every_figure_on_an_80_column_screen(priced):
+    """Names give way on a narrow screen (cut with an ellipsis), never the tokens or the cost."""
+    from llmsm.cli.common import human_tokens
+    from llmsm.cli.cost import usd
+
+    gw, _ = priced
+    data = json.loads(llmsm(gw, "cost", "--by", "model", "--json").stdout)
+    p = subprocess.run(
+        [sys.executable, "-m", "llmsm.cli.main", "cost", "--by", "model", "--db", str(gw.db)],
+        capture_output=True, text=True, env=dict(gw.env, COLUMNS="80"), cwd=REPO, timeout=60,
+    )
+    lines = p.stdout.splitlines()
+    table = lines[: next(i for i, line in enumerate(lines) if line.startswith("total")) + 1]
+    assert p.returncode == 0 and max(len(line) for line in table) <= 80
+    for r in data["rows"]:
+        cost = "n/a" if r["cost_usd"] is None else usd(r["cost_usd"]) + ("+" if r["unpriced_requests"] else "")
+        assert any(line.split()[-2:] == [human_tokens(r["total_tokens"]), cost] for line in table), (r, p.stdout)
+
+
 @pytest.mark.parametrize("by", ["session", "model", "client", "day"])
 def test_cost_groupings_add_up(priced, by):
     gw, rows = priced
