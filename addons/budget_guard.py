@@ -16,7 +16,9 @@ Keeping the counters right:
 
 Over budget, the request is answered here with a 429 in the provider's own error format; it never
 reaches the provider, and the gateway records it like any answer. A response already streaming is
-never cut: only new requests are checked.
+never cut: only new requests are checked. On a Responses WebSocket (Codex) each `response.create`
+is checked the same way: over budget it is not forwarded, and the client gets the refusal as an
+`error` event carrying the 429's status and headers.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import threading
 from datetime import date
 from pathlib import Path
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
-from llmsm.addons.hooks import EVENT_META, META, guarded
+from llmsm.addons.hooks import EVENT_META, META, WS_META, guarded
+from llmsm.addons.providers._common import parse_json
 from llmsm.analytics import budgets
 from llmsm.analytics.budgets import BudgetBook, Charge, Verdict
 
@@ -153,7 +156,35 @@ class BudgetGuard:
 
     @guarded
     def websocket_message(self, flow: http.HTTPFlow) -> None:
+        self._check_websocket_turn(flow)
         self._count(flow)
+
+    def _check_websocket_turn(self, flow: http.HTTPFlow) -> None:
+        """A `response.create` the client just sent, which the gateway has made its exchange."""
+        ws = flow.metadata.get(WS_META)
+        if self.book.idle or ws is None or ws.current is None or flow.websocket is None:
+            return
+        message = flow.websocket.messages[-1]
+        if not message.from_client or message.injected or message.dropped:
+            return
+        try:
+            frame = parse_json(message.content)
+        except ValueError:
+            return
+        if not isinstance(frame, dict) or frame.get("type") != "response.create":
+            return
+        ex = ws.current
+        verdict = self.book.check(ex.identity.session_id, ex.identity.label, ex.client)
+        if verdict is None:
+            return
+        if verdict.state != "exceeded":
+            self._log_warning(verdict)
+            return
+        message.drop()
+        # Recorded like a refused HTTP request: status 429, no usage and no estimate of any.
+        ex.status_code = 429
+        ctx.master.commands.call("inject.websocket", flow, True, budgets.websocket_error_frame(verdict), True)
+        log.info("refused a request: %s", budgets.exceeded_message(verdict))
 
     @guarded
     def websocket_end(self, flow: http.HTTPFlow) -> None:

@@ -257,6 +257,19 @@ def error_response(provider: str | None, v: Verdict) -> tuple[int, dict[str, str
     return 429, headers, json.dumps(body, ensure_ascii=False).encode()
 
 
+def websocket_error_frame(v: Verdict) -> bytes:
+    """The refusal of a turn on a Responses WebSocket (Codex): an `error` event with the status
+    and headers of the HTTP refusal, which Codex reads as that HTTP error."""
+    status, headers, body = error_response("openai", v)
+    frame = {
+        "type": "error",
+        "status": status,
+        "error": json.loads(body)["error"],
+        "headers": {name: value for name, value in headers.items() if name != "content-type"},
+    }
+    return json.dumps(frame, ensure_ascii=False).encode()
+
+
 # --------------------------------------------------------------------------------------------
 # In-memory counters (the gateway's view of budget_status)
 # --------------------------------------------------------------------------------------------

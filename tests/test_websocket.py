@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
+import time
 import uuid
 
 import pytest
 from websockets.asyncio.server import serve
 from websockets.sync.client import connect
 
-from tests.conftest import Gateway
+from tests.conftest import REPO, Gateway
 from tests.upstream import EXPECTED, TEXT_PIECES, OPENAI_RESPONSES_USAGE
 
 
@@ -21,6 +24,7 @@ class WebSocketUpstream:
     def __init__(self) -> None:
         self.port: int | None = None
         self.paths: list[str] = []
+        self.creates: list[dict] = []  # every response.create that reached the upstream
         self._ready = threading.Event()
         self._stop: asyncio.Future | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
@@ -31,6 +35,7 @@ class WebSocketUpstream:
             frame = json.loads(raw)
             if frame.get("type") != "response.create":
                 continue
+            self.creates.append(frame)
             model = frame.get("model", "gpt-5")
             resp = {"id": "resp_ws", "object": "response", "status": "in_progress", "model": model, "usage": None}
             await ws.send(json.dumps({"type": "response.created", "response": resp}))
@@ -60,12 +65,33 @@ class WebSocketUpstream:
 
 
 @pytest.fixture(scope="module")
-def ws_gateway(tmp_path_factory):
+def ws_upstream():
     up = WebSocketUpstream().start()
-    gw = Gateway(tmp_path_factory.mktemp("ws"), f"http://127.0.0.1:{up.port}").start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="module")
+def ws_gateway(tmp_path_factory, ws_upstream):
+    gw = Gateway(tmp_path_factory.mktemp("ws"), f"http://127.0.0.1:{ws_upstream.port}").start()
     yield gw
     gw.stop()
-    up.stop()
+
+
+def _turn(ws, text: str) -> list[dict]:
+    """Send one response.create; the events up to its terminal one (or an error event)."""
+    ws.send(json.dumps({"type": "response.create", "model": "gpt-5", "input": [{"role": "user", "content": text}]}))
+    events = []
+    while not events or events[-1]["type"] not in ("response.completed", "error"):
+        events.append(json.loads(ws.recv(timeout=10)))
+    return events
+
+
+def _llmsm(gw: Gateway, *args: str) -> str:
+    p = subprocess.run([sys.executable, "-m", "llmsm.cli.main", *args, "--db", str(gw.db)],
+                       capture_output=True, text=True, env=gw.env, cwd=REPO, timeout=60)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout + p.stderr
+    return p.stdout
 
 
 def test_responses_over_websocket_are_counted_per_turn(ws_gateway):
@@ -117,3 +143,35 @@ def test_declined_websocket_offer_is_not_an_api_error(gateway):
     assert row["api"] == "other"
     [s] = gateway.query(f"SELECT requests, errors FROM sessions WHERE session_id = '{label}'")
     assert (s["requests"], s["errors"]) == (0, 0)
+
+
+def test_a_turn_over_budget_is_refused_on_the_websocket(ws_gateway, ws_upstream):
+    """The response.create is not forwarded; Codex gets an error event it reads as the HTTP 429;
+    the row is a refused request (status 429, no usage, nothing estimated)."""
+    label = "wsb-" + uuid.uuid4().hex[:8]
+    url = f"ws://127.0.0.1:{ws_gateway.port}/s/{label}/openai/v1/responses"
+    mine = lambda: [f for f in ws_upstream.creates if label in json.dumps(f)]  # noqa: E731
+    with connect(url, additional_headers={"originator": "codex_exec"}) as ws:
+        assert _turn(ws, label)[-1]["type"] == "response.completed"
+        ws_gateway.wait_rows(1, f"session_id = '{label}'")
+        budget_id = _llmsm(ws_gateway, "budget", "set", "--label", label, "--tokens", "10").split()[1]
+        try:
+            completed = 1
+            deadline = time.monotonic() + 10  # the guard reloads within about a second
+            while (events := _turn(ws, label))[-1]["type"] != "error":
+                completed += 1
+                assert time.monotonic() < deadline, "the budget was not applied"
+                time.sleep(0.2)
+            [again] = _turn(ws, label)  # the next turn on the same connection: refused at once
+        finally:
+            _llmsm(ws_gateway, "budget", "rm", budget_id)
+    [error] = events
+    assert again["type"] == "error" and again["error"]["code"] == error["error"]["code"] == "llmsm_budget_exceeded"
+    assert len(mine()) == completed  # the refused turns never reached the upstream
+    assert error["status"] == 429 and error["headers"]["x-should-retry"] == "false"
+    assert error["error"]["type"] == "insufficient_quota" and f"label '{label}'" in error["error"]["message"]
+    rows = ws_gateway.wait_rows(2, f"session_id = '{label}' AND status_code = 429")
+    assert len(rows) == 2
+    for row in rows:
+        assert (row["outcome"], row["api"], row["error_type"]) == ("http_error", "responses", "insufficient_quota")
+        assert (row["usage_source"], row["input_tokens"], row["output_tokens"]) == ("none", None, None)
