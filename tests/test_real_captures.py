@@ -148,7 +148,7 @@ EXPECTED: dict[str, tuple[tuple[str, str], int, dict[str, Any]]] = {
         model="gemini-2.5-flash", complete=True, usage=usage(18, 115, reasoning=35), usage_raw={"totalTokenCount": 133},
         candidates_per_event=[31, 79, 80])),
     "gemini_sse_3.sse": (GEMINI, 200, dict(
-        model="gemini-2.5-flash", complete=True, usage=usage(32, 62, reasoning=37),
+        model="gemini-2.5-flash", complete=True, usage=usage(32 + 4610, 62, reasoning=37), total_tokens=4704,
         usage_raw={"toolUsePromptTokenCount": 4610, "totalTokenCount": 4704})),
     "gemini_sse_4.sse": (GEMINI, 200, dict(
         model="gemini-2.5-pro", complete=True, usage=usage(34, 1256, reasoning=787), usage_raw={"totalTokenCount": 1290},

@@ -32,16 +32,22 @@ __all__ = ["GeminiParser", "GeminiCountTokensParser", "parse_request", "gemini_u
 def gemini_usage(meta: dict[str, Any]) -> Usage | None:
     """Normalized usage of a `usageMetadata`; None when it reports no counts.
 
-    input = promptTokenCount - cachedContentTokenCount; output = candidates + thoughts.
-    `toolUsePromptTokenCount` is not folded in (wire-facts.md); it stays in usage_raw.
+    input = promptTokenCount + toolUsePromptTokenCount - cachedContentTokenCount;
+    output = candidates + thoughts. The tool-use prompt (what a built-in tool such as URL
+    context or search fetched into the prompt) is billed as input and is part of
+    totalTokenCount, which the normalized counts therefore add up to; genai-prices prices it
+    as input too. A real capture: prompt 32, tool-use prompt 4,610, total 4,704.
     """
     prompt = as_int(meta.get("promptTokenCount"))
     candidates = as_int(meta.get("candidatesTokenCount"))
     thoughts = as_int(meta.get("thoughtsTokenCount"))
-    if prompt is None and candidates is None and thoughts is None:
+    tool_prompt = as_int(meta.get("toolUsePromptTokenCount"))
+    if prompt is None and candidates is None and thoughts is None and tool_prompt is None:
         return None
     # Protobuf JSON omits zero counts: an absent count is 0, not unknown.
     cached = as_int(meta.get("cachedContentTokenCount")) or 0
+    if tool_prompt:
+        prompt = (prompt or 0) + tool_prompt
     return Usage(
         input_tokens=uncached(prompt, cached),
         output_tokens=(candidates or 0) + (thoughts or 0),
