@@ -14,9 +14,9 @@ Keeping the counters right:
 - Each finished exchange (flow.metadata["llmsm_event"], set by the gateway) is added at once in
   the `response` / `error` / WebSocket hooks.
 
-Over budget, the request is answered here with a 429 in the provider's own error format; it never
-reaches the provider, and the gateway records it like any answer. A response already streaming is
-never cut: only new requests are checked. On a Responses WebSocket (Codex) each `response.create`
+Over budget, the request is answered here with a 429 (402 for Codex CLI: budgets.refusal_status)
+in the provider's own error format; it never reaches the provider, and the gateway records it like
+any answer. A response already streaming is never cut: only new requests are checked. On a Responses WebSocket (Codex) each `response.create`
 is checked the same way: over budget it is not forwarded, and the client gets the refusal as an
 `error` event carrying the 429's status and headers.
 """
@@ -132,7 +132,7 @@ class BudgetGuard:
         if verdict is None:
             return
         if verdict.state == "exceeded":
-            status, headers, body = budgets.error_response(ex.provider, verdict)
+            status, headers, body = budgets.error_response(ex.provider, verdict, ex.client)
             flow.response = http.Response.make(status, body, headers)
             log.info("refused a request: %s", budgets.exceeded_message(verdict))
         else:
@@ -181,9 +181,10 @@ class BudgetGuard:
             self._log_warning(verdict)
             return
         message.drop()
-        # Recorded like a refused HTTP request: status 429, no usage and no estimate of any.
-        ex.status_code = 429
-        ctx.master.commands.call("inject.websocket", flow, True, budgets.websocket_error_frame(verdict), True)
+        # Recorded like a refused HTTP request: its status, no usage and no estimate of any.
+        ex.status_code = budgets.refusal_status(ex.client)
+        frame = budgets.websocket_error_frame(verdict, ex.client)
+        ctx.master.commands.call("inject.websocket", flow, True, frame, True)
         log.info("refused a request: %s", budgets.exceeded_message(verdict))
 
     @guarded

@@ -236,15 +236,24 @@ def exceeded_message(v: Verdict) -> str:
     )
 
 
-def error_response(provider: str | None, v: Verdict) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of the 429 in the provider's own error format."""
+def refusal_status(client: str | None) -> int:
+    """429, except for Codex CLI: it retries every 429 itself, sleeping `retry-after` between
+    tries, and then shows only its own "exceeded retry limit" (minutes of silence). Any other
+    4xx it shows at once with the body, so its requests are refused with 402 Payment Required."""
+    return 402 if client == "codex" else 429
+
+
+def error_response(provider: str | None, v: Verdict, client: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of the refusal in the provider's own error format; the status is
+    `refusal_status(client)`."""
+    status = refusal_status(client)
     msg = exceeded_message(v)
     if provider == "openai":
         body: dict[str, Any] = {
             "error": {"message": msg, "type": "insufficient_quota", "param": None, "code": ERROR_CODE}
         }
     elif provider == "gemini":
-        body = {"error": {"code": 429, "message": msg, "status": "RESOURCE_EXHAUSTED"}}
+        body = {"error": {"code": status, "message": msg, "status": "RESOURCE_EXHAUSTED"}}
     else:  # anthropic, and the default for anything else
         body = {"type": "error", "error": {"type": "rate_limit_error", "message": msg}}
     headers = {
@@ -254,13 +263,13 @@ def error_response(provider: str | None, v: Verdict) -> tuple[int, dict[str, str
         BUDGET_HEADER: "exceeded",
         "x-llmsm-budget-id": v.budget.id,
     }
-    return 429, headers, json.dumps(body, ensure_ascii=False).encode()
+    return status, headers, json.dumps(body, ensure_ascii=False).encode()
 
 
-def websocket_error_frame(v: Verdict) -> bytes:
+def websocket_error_frame(v: Verdict, client: str | None = None) -> bytes:
     """The refusal of a turn on a Responses WebSocket (Codex): an `error` event with the status
     and headers of the HTTP refusal, which Codex reads as that HTTP error."""
-    status, headers, body = error_response("openai", v)
+    status, headers, body = error_response("openai", v, client)
     frame = {
         "type": "error",
         "status": status,

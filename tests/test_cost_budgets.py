@@ -368,6 +368,12 @@ def test_sdks_get_the_provider_shaped_429_and_others_go_on(clean_budgets):
     # Responses API (Codex's) too
     with pytest.raises(openai.RateLimitError):
         o.responses.create(model="gpt-5", input="hi")
+    # Codex CLI itself gets a 402, which it shows at once (it retries a 429 for minutes first)
+    r = httpx.post(f"{gw.url}/openai/v1/responses", json={"model": "gpt-5", "input": "hi", "stream": True},
+                   headers={**AUTH["openai"], "x-llmsm-session": o_sess, "originator": "codex_exec",
+                            "user-agent": "codex_exec/0.169.0 (Linux 6.8; x86_64) xterm"})
+    assert r.status_code == 402 and r.json()["error"]["code"] == "llmsm_budget_exceeded"
+    assert f"label '{o_sess}'" in r.json()["error"]["message"]
     # Gemini's shape, straight over HTTP
     r = httpx.post(f"{gw.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent",
                    headers={"x-goog-api-key": TEST_KEYS["gemini"], "x-llmsm-session": o_sess},

@@ -146,8 +146,8 @@ def test_declined_websocket_offer_is_not_an_api_error(gateway):
 
 
 def test_a_turn_over_budget_is_refused_on_the_websocket(ws_gateway, ws_upstream):
-    """The response.create is not forwarded; Codex gets an error event it reads as the HTTP 429;
-    the row is a refused request (status 429, no usage, nothing estimated)."""
+    """The response.create is not forwarded; Codex gets an error event it reads as the HTTP
+    refusal; the row is a refused request (status 402, no usage, nothing estimated)."""
     label = "wsb-" + uuid.uuid4().hex[:8]
     url = f"ws://127.0.0.1:{ws_gateway.port}/s/{label}/openai/v1/responses"
     mine = lambda: [f for f in ws_upstream.creates if label in json.dumps(f)]  # noqa: E731
@@ -168,9 +168,9 @@ def test_a_turn_over_budget_is_refused_on_the_websocket(ws_gateway, ws_upstream)
     [error] = events
     assert again["type"] == "error" and again["error"]["code"] == error["error"]["code"] == "llmsm_budget_exceeded"
     assert len(mine()) == completed  # the refused turns never reached the upstream
-    assert error["status"] == 429 and error["headers"]["x-should-retry"] == "false"
+    assert error["status"] == 402 and error["headers"]["x-should-retry"] == "false"  # Codex: see refusal_status
     assert error["error"]["type"] == "insufficient_quota" and f"label '{label}'" in error["error"]["message"]
-    rows = ws_gateway.wait_rows(2, f"session_id = '{label}' AND status_code = 429")
+    rows = ws_gateway.wait_rows(2, f"session_id = '{label}' AND status_code = 402")
     assert len(rows) == 2
     for row in rows:
         assert (row["outcome"], row["api"], row["error_type"]) == ("http_error", "responses", "insufficient_quota")
