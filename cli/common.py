@@ -17,7 +17,8 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         envvar="LLMSM_DB",
-        help="DuckDB database file [env: LLMSM_DB; default: in the user data directory].",
+        # No square brackets here: rich would read them as markup and drop them.
+        help="DuckDB database file (default: llmsm.duckdb in your user data directory, e.g. ~/.local/share/llmsm/).",
         show_default=False,
         dir_okay=False,
     ),

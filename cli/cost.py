@@ -315,7 +315,7 @@ def budget_set(
     day: Annotated[bool, typer.Option("--day", help="Every request of the day (local date; starts again at midnight).")] = False,
     tokens: Annotated[str | None, typer.Option("--tokens", help="Token limit (every kind counts): 2000000, 2M, 500k.", show_default=False)] = None,
     usd_limit: Annotated[str | None, typer.Option("--usd", help="USD limit: 20, 2.50.", show_default=False)] = None,
-    warn_at: Annotated[str | None, typer.Option("--warn-at", help="Warn from this share on: 80% or 0.8 [default: 80%].", show_default=False)] = None,
+    warn_at: Annotated[str | None, typer.Option("--warn-at", help="Warn from this share on: 80% or 0.8 (default: 80%).", show_default=False)] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:

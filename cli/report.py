@@ -393,7 +393,7 @@ def _quiet_broken_pipe() -> None:
 def import_claude_code(
     path: Annotated[
         Path | None,
-        typer.Argument(help="A transcript folder or .jsonl file [default: ~/.claude/projects, or $CLAUDE_CONFIG_DIR/projects].",
+        typer.Argument(help="A transcript folder or .jsonl file (default: ~/.claude/projects, or $CLAUDE_CONFIG_DIR/projects).",
                        show_default=False),
     ] = None,
     as_json: JsonOption = False,

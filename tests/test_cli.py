@@ -140,6 +140,27 @@ def test_help_and_version():
     assert p.returncode == 0 and p.stdout.startswith("llmsm ")
 
 
+def test_every_help_text_is_shown_whole():
+    """rich reads "[...]" in a help text as markup and drops it silently ("... file ." was left
+    of a "[default: ...]"). Every option and argument help of every command is checked."""
+    import typer.main
+
+    from llmsm.cli.main import app
+
+    def walk(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, path + [name])
+
+    seen = 0
+    for path, command in walk(typer.main.get_command(app), []):
+        for param in command.params:
+            text = getattr(param, "help", None) or ""
+            assert "[" not in text, f"llmsm {' '.join(path)} {param.name}: {text!r}"
+            seen += 1
+    assert seen > 50
+
+
 def test_stop_stops_the_gateway_of_a_database(fresh_gateway):
     gw = fresh_gateway.start()
     p = llmsm("stop", "--db", str(gw.db), env=gw.env)
