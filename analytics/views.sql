@@ -114,7 +114,7 @@ LEFT JOIN latest_run AS r USING (session_id);
 --   Imported transcript rows (usage_source = 'transcript') never count: budgets are about
 --   what passes the gateway.
 --   pct = the larger of used/max_tokens and used/max_usd, in percent (may pass 100);
---   state: 'exceeded' (pct >= 100: the gateway answers new requests with a 429),
+--   state: 'exceeded' (pct >= 100: the gateway answers new requests with a 429, 402 for Codex),
 --          'warn' (pct >= warn_at * 100), else 'ok'.
 --   The gateway keeps the same numbers in memory (analytics/budgets.py, BudgetBook).
 -- ============================================================================================
