@@ -16,9 +16,9 @@ Keeping the counters right:
 
 Over budget, the request is answered here with a 429 (402 for Codex CLI: budgets.refusal_status)
 in the provider's own error format; it never reaches the provider, and the gateway records it like
-any answer. A response already streaming is never cut: only new requests are checked. On a Responses WebSocket (Codex) each `response.create`
-is checked the same way: over budget it is not forwarded, and the client gets the refusal as an
-`error` event carrying the 429's status and headers.
+any answer. A response already streaming is never cut: only new requests are checked. On a
+Responses WebSocket (Codex) each `response.create` is checked the same way: over budget it is not
+forwarded, and the client gets the refusal as an `error` event with its status and headers.
 """
 
 from __future__ import annotations
