@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmsm.addons import routes
-from llmsm.addons.writer import EventWriter
 
 log = logging.getLogger("llmsm.server")
 
@@ -196,6 +195,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     from llmsm.addons.budget_guard import BudgetGuard
     from llmsm.addons.errors import install_json_error_pages
     from llmsm.addons.gateway import LLMGateway
+    from llmsm.addons.writer import EventWriter
 
     install_json_error_pages()
 

@@ -17,8 +17,9 @@ b. throughput: requests per second and proxy CPU per request (utime+stime from /
 c. memory: peak RSS of the proxy with --streams concurrent slow streams against idle; every
    stream compared byte for byte with the same stream fetched directly; no row lost.
 d. load (issue 7): --load-sessions concurrent streaming sessions, --load-requests streams each
-   (one keep-alive connection per session), bare mitmproxy then llmsm: client errors, streams
-   byte-identical to what the upstream sent, rows lost, and the proxy's peak memory and CPU.
+   (one keep-alive connection per session), bare mitmproxy, lean mitmproxy, then llmsm: client
+   errors, streams byte-identical to what the upstream sent, rows lost, the proxy's peak memory
+   and CPU.
 
 The upstream (benchmarks/_common.py) and the client run in processes separate from the proxy.
 Figures also go to benchmarks/out/bench_gateway.json.
@@ -280,8 +281,9 @@ async def part_d(args, up: C.Server) -> dict:
     print(f"\n== d. load: {sessions} concurrent streaming sessions x {per} streams of {ev} events {gap * 1000:.0f} ms apart ==")
     results: dict = {}
     rows = []
-    for kind in ("bare mitmproxy", "llmsm"):
-        proxy = C.start_llmsm(up.url, "d") if kind == "llmsm" else C.start_bare(up.url, "d")
+    variants = {"bare mitmproxy": "stock", "lean mitmproxy": "lean"}
+    for kind in ("bare mitmproxy", "lean mitmproxy", "llmsm"):
+        proxy = C.start_llmsm(up.url, "d") if kind == "llmsm" else C.start_bare(up.url, "d", variant=variants[kind])
         path = LLMSM_PATH if kind == "llmsm" else PLAIN_PATH
         errors: list[str] = []
         differ = 0
@@ -338,6 +340,10 @@ async def part_d(args, up: C.Server) -> dict:
     g = results["llmsm"]
     ok = g["client_errors"] == 0 and g["not_identical"] == 0 and g["rows"] == g["sent"]
     results["ok"] = ok
+    per_stream = {k: results[k]["cpu_ms_per_request"] for k in ("bare mitmproxy", "lean mitmproxy", "llmsm")}
+    print(f"CPU per stream: llmsm / bare {per_stream['llmsm'] / per_stream['bare mitmproxy']:.2f}x, "
+          f"llmsm / lean {per_stream['llmsm'] / per_stream['lean mitmproxy']:.2f}x "
+          f"(llmsm's own work {per_stream['llmsm'] - per_stream['lean mitmproxy']:.2f} ms per stream)")
     print(f"load: no client error, every stream byte-identical, no row lost -> {C.verdict(ok)}")
     return results
 
