@@ -5,7 +5,6 @@ from __future__ import annotations
 import ssl
 import threading
 import uuid
-from http.server import ThreadingHTTPServer
 
 import anthropic
 import pytest
