@@ -225,11 +225,14 @@ def raise_command(budget: Budget, kind: str, current_limit: float) -> str:
     return f"llmsm budget set {budget.option()} --tokens {int(current_limit) * 2}"
 
 
+EXCEEDED_PREFIX = "llmsm budget exceeded:"  # how a refusal's message begins (health tells it apart by it)
+
+
 def exceeded_message(v: Verdict) -> str:
     """What the assistant shows its user: which budget, used, limit, and the way out."""
     b = v.budget
     return (
-        f"llmsm budget exceeded: {b.describe()} has used {fmt_amount(v.kind, v.used, unit=False)} of its "
+        f"{EXCEEDED_PREFIX} {b.describe()} has used {fmt_amount(v.kind, v.used, unit=False)} of its "
         f"{fmt_amount(v.kind, v.limit)}{' budget' if v.kind == 'usd' else ''} (budget {b.id}); llmsm stopped this request before it reached "
         f"the provider. To continue, raise the budget: `{raise_command(b, v.kind, v.limit)}` "
         f"(or remove it: `llmsm budget rm {b.id}`)."

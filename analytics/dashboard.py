@@ -980,6 +980,10 @@ class StatusLine:
     budget_state: str | None = None  # warn | exceeded
 
 
+# budgets.EXCEEDED_PREFIX (a test keeps them equal): importing that module costs the quick path ~5 ms.
+_BUDGET_REFUSAL = "llmsm budget exceeded:"
+
+
 def _quick_error_kind(status: int | None, outcome: str | None, error_type: str | None, message: str | None) -> str | None:
     """health._error_kind, reduced to the weights the quick check needs."""
     if outcome in (None, "ok") and (status is None or status < 400):
@@ -987,6 +991,8 @@ def _quick_error_kind(status: int | None, outcome: str | None, error_type: str |
     et = error_type or ""
     if outcome == "client_aborted":
         return "cancelled"
+    if message and message.startswith(_BUDGET_REFUSAL):
+        return "budget"
     if status == 429 or et == "rate_limit_error":
         return "rate limited"
     if status == 529 or et == "overloaded_error":
@@ -1000,8 +1006,8 @@ def _quick_error_kind(status: int | None, outcome: str | None, error_type: str |
     return "rejected"
 
 
-_Q_WEIGHTS = {"cancelled": 0.25, "rejected": 0.5, "auth": 3.0, "prompt too long": 3.0}
-_Q_HARD = ("auth", "prompt too long")
+_Q_WEIGHTS = {"cancelled": 0.25, "rejected": 0.5, "auth": 3.0, "budget": 3.0, "prompt too long": 3.0}
+_Q_HARD = ("auth", "budget", "prompt too long")
 
 
 def _window_cache_path() -> Path:

@@ -25,6 +25,7 @@ from operator import attrgetter, itemgetter
 from typing import Any, Literal
 
 from . import prices
+from .budgets import EXCEEDED_PREFIX
 from .events import EVENT_COLUMNS, ExchangeEvent
 
 __all__ = [
@@ -150,9 +151,10 @@ ERROR_WEIGHTS: dict[str, float] = {
     "client_aborted": 0.25,  # mostly the user pressing Esc
     "auth": 3.0,
     "billing": 3.0,
+    "budget": 3.0,
     "context_overflow": 3.0,
 }
-HARD_ERRORS = frozenset({"auth", "billing", "context_overflow"})
+HARD_ERRORS = frozenset({"auth", "billing", "budget", "context_overflow"})
 ERROR_LABELS: dict[str, str] = {
     "rate_limit": "rate limited (429)",
     "overloaded": "overloaded (529)",
@@ -163,6 +165,7 @@ ERROR_LABELS: dict[str, str] = {
     "client_aborted": "cancelled by the client",
     "auth": "authentication failed",
     "billing": "billing / credits",
+    "budget": "llmsm budget used up",
     "context_overflow": "prompt too long",
 }
 ERROR_ADVICE: dict[str, str] = {
@@ -175,6 +178,7 @@ ERROR_ADVICE: dict[str, str] = {
     "client_aborted": "requests were cancelled before they finished",
     "auth": "authentication failed: log in again or check the API key",
     "billing": "the account is out of credits or over its spend limit: check billing",
+    "budget": "an llmsm budget stopped it: raise it with `llmsm budget set` (see `llmsm budget list`) or remove it",
     "context_overflow": "the prompt no longer fits: compact (/compact) or start a fresh session",
 }
 _OVERFLOW_WORDS = ("too long", "context length", "context window", "maximum context", "too many tokens", "exceeds the")
@@ -341,6 +345,8 @@ def _error_kind(status: int | None, outcome: str | None, error_type: str | None,
         return None
     if outcome == "client_aborted":
         return "client_aborted"
+    if message and message.startswith(EXCEEDED_PREFIX):  # refused by the gateway (a 429, 402 for Codex)
+        return "budget"
     et = error_type or ""
     if status == 429 or et == "rate_limit_error":
         return "rate_limit"

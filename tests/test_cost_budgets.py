@@ -387,6 +387,10 @@ def test_sdks_get_the_provider_shaped_429_and_others_go_on(clean_budgets):
     # the refusals are recorded (status 429, no usage) and the dashboard sees the states
     refused = gw.wait_rows(3, f"session_id = '{a_sess}' AND status_code = 429")
     assert all(row["total_tokens"] == 0 and row["outcome"] == "http_error" for row in refused)
+    assert all(row["error_message"].startswith("llmsm budget exceeded:") for row in refused)
+    # ...and the session's health says what stopped it, and how to go on
+    [health] = json.loads(llmsm(gw, "health", a_sess, "--json", check=False).stdout)
+    assert health["status"] == "critical" and "llmsm budget" in json.dumps(health["reasons"])
     states = {r["target"]: r for r in json.loads(llmsm(gw, "budget", "list", "--json").stdout)}
     assert states[a_sess]["state"] == "exceeded"
     assert states[a_sess]["used_tokens"] == _ok_rows(gw, a_sess) * ANTHROPIC_TOTAL
