@@ -478,7 +478,7 @@ def proxy_password(header: str | None) -> str | None:
 def _parse_request_body(provider: str, api: str, raw: bytes):
     try:
         body: Any = parse_json(raw)
-    except (ValueError, RecursionError):
+    except ValueError:
         from llmsm.addons.providers.base import RequestInfo
 
         return RequestInfo()

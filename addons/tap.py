@@ -155,7 +155,7 @@ class StreamTap:
         """Parse a whole (decoded) JSON body; a body that is not JSON is kept as a short text."""
         try:
             body = parse_json(raw)
-        except (ValueError, RecursionError):
+        except ValueError:
             self.json_text = raw[:500].decode("utf-8", "replace").strip()
             return
         if self.parser is None:

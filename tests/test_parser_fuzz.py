@@ -184,3 +184,9 @@ def test_parse_json_answers_like_json_loads_where_orjson_is_stricter():
     assert math.isnan(parse_json(b"[NaN]")[0]) and parse_json(b"[Infinity]") == [math.inf]
     with pytest.raises(ValueError):
         parse_json(b"{not json")
+    # nesting too deep for json.loads (its RecursionError) is not JSON either, for every caller
+    with pytest.raises(ValueError):
+        parse_json(b"[" * 100_000)
+    from llmsm.addons.gateway import _json_object  # a WebSocket frame
+
+    assert _json_object(b"[" * 100_000) == {}
