@@ -31,7 +31,6 @@ from pathlib import Path
 from mitmproxy import ctx, http
 
 from llmsm.addons.hooks import EVENT_META, META, WS_META, guarded
-from llmsm.addons.providers._common import parse_json
 from llmsm.analytics import budgets
 from llmsm.analytics.budgets import BudgetBook, Charge, Verdict
 
@@ -165,13 +164,7 @@ class BudgetGuard:
         if self.book.idle or ws is None or ws.current is None or flow.websocket is None:
             return
         message = flow.websocket.messages[-1]
-        if not message.from_client or message.injected or message.dropped:
-            return
-        try:
-            frame = parse_json(message.content)
-        except ValueError:
-            return
-        if not isinstance(frame, dict) or frame.get("type") != "response.create":
+        if ws.opened_by is not message:  # not the message that opened the current turn
             return
         ex = ws.current
         verdict = self.book.check(ex.identity.session_id, ex.identity.label, ex.client)

@@ -289,6 +289,7 @@ class LLMGateway:
                 if ws.current is not None:  # a new turn before the last one ended
                     await _settle(self._finish(flow, ws.current, failure="client_aborted", message="superseded"))
                 ws.current = self._websocket_exchange(ws, frame, len(message.content))
+                ws.opened_by = message
             return
         ex = ws.current
         if ex is not None:
@@ -419,7 +420,8 @@ class _WebSocketSession:
 
     def __init__(self, handshake: Exchange) -> None:
         self.handshake = handshake
-        self.current: Exchange | None = None
+        self.current: Exchange | None = None  # the turn in progress
+        self.opened_by: Any = None  # the client's response.create message that opened `current`
 
 
 def _json_object(raw: bytes) -> dict:
