@@ -134,11 +134,6 @@ class ExchangeEvent(BaseModel):
 
     ratelimit: dict[str, str] | None = None  # the response's rate-limit headers
 
-    def set_usage(self, usage: Usage, source: UsageSource) -> None:
-        for name in Usage.model_fields:
-            setattr(self, name, getattr(usage, name))
-        self.usage_source = source
-
     def usage(self) -> Usage:
         return Usage(**{name: getattr(self, name) for name in Usage.model_fields})
 
