@@ -249,6 +249,20 @@ def refusal_status(client: str | None) -> int:
 def error_response(provider: str | None, v: Verdict, client: str | None = None) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of the refusal in the provider's own error format; the status is
     `refusal_status(client)`."""
+    status, headers, body = _refusal(provider, v, client)
+    return status, {"content-type": "application/json", **headers}, json.dumps(body, ensure_ascii=False).encode()
+
+
+def websocket_error_frame(v: Verdict, client: str | None = None) -> bytes:
+    """The refusal of a turn on a Responses WebSocket (Codex): an `error` event with the status
+    and headers of the HTTP refusal, which Codex reads as that HTTP error."""
+    status, headers, body = _refusal("openai", v, client)
+    frame = {"type": "error", "status": status, "error": body["error"], "headers": headers}
+    return json.dumps(frame, ensure_ascii=False).encode()
+
+
+def _refusal(provider: str | None, v: Verdict, client: str | None) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """(status, headers other than content-type, body) of a refusal."""
     status = refusal_status(client)
     msg = exceeded_message(v)
     if provider == "openai":
@@ -260,26 +274,12 @@ def error_response(provider: str | None, v: Verdict, client: str | None = None) 
     else:  # anthropic, and the default for anything else
         body = {"type": "error", "error": {"type": "rate_limit_error", "message": msg}}
     headers = {
-        "content-type": "application/json",
         "retry-after": str(RETRY_AFTER_SECONDS),
         "x-should-retry": "false",  # Stainless SDKs (anthropic, openai) obey it: no retry loop
         BUDGET_HEADER: "exceeded",
         "x-llmsm-budget-id": v.budget.id,
     }
-    return status, headers, json.dumps(body, ensure_ascii=False).encode()
-
-
-def websocket_error_frame(v: Verdict, client: str | None = None) -> bytes:
-    """The refusal of a turn on a Responses WebSocket (Codex): an `error` event with the status
-    and headers of the HTTP refusal, which Codex reads as that HTTP error."""
-    status, headers, body = error_response("openai", v, client)
-    frame = {
-        "type": "error",
-        "status": status,
-        "error": json.loads(body)["error"],
-        "headers": {name: value for name, value in headers.items() if name != "content-type"},
-    }
-    return json.dumps(frame, ensure_ascii=False).encode()
+    return status, headers, body
 
 
 # --------------------------------------------------------------------------------------------
