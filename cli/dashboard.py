@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from llmsm.analytics.dashboard import human_tokens, human_usd
 from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
-from llmsm.analytics.dashboard import human_usd
-from llmsm.cli.sessions import _age, human_tokens
+from llmsm.cli.sessions import _age
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import RenderableType

@@ -62,8 +62,6 @@ def _age(ts: datetime | None, now: datetime) -> str:
     return f"{secs // 86400}d"
 
 
-
-
 STATUS_STYLE = {"active": "green", "idle": "yellow", "ended": "dim"}
 
 
