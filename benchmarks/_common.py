@@ -162,7 +162,7 @@ async def _run_upstream() -> None:
 # what llmsm's own hooks cost on top of the same mitmproxy.
 # ---------------------------------------------------------------------------------------------
 
-BARE_VARIANTS = ("stock", "lean")
+BARE_VARIANTS = {"stock": "bare mitmproxy", "lean": "lean mitmproxy"}  # variant -> name in the tables
 
 
 async def _run_bare(upstream: str, confdir: str, variant: str = "stock") -> None:
@@ -303,7 +303,7 @@ def start_bare(upstream_url: str, tag: str, cpus: set[int] | None = None, varian
     confdir = OUT / "env" / "bare-confdir"
     confdir.mkdir(parents=True, exist_ok=True)
     args = [PY, str(Path(__file__)), "bare", upstream_url, str(confdir), variant]
-    name = "bare mitmproxy" if variant == "stock" else f"{variant} mitmproxy"
+    name = BARE_VARIANTS[variant]
     return Server(name, args, log=OUT / "logs" / f"{tag}-bare-{variant}.log", cpus=cpus).start()
 
 

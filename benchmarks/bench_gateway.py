@@ -183,7 +183,7 @@ async def part_b(args, up: C.Server, proxy_cpus) -> dict:
         print(f"\n== b. non-streamed POST /v1/messages, request body {size} B ({name}), response {len(C.json_message('j0'))} B: "
               f"{n} requests x {args.rounds} rounds, {args.concurrency} keep-alive clients"
               + (f", proxy pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "") + " ==")
-        kinds = {"stock": "bare mitmproxy", "lean": "lean mitmproxy", "llmsm": "llmsm"}
+        kinds = {**C.BARE_VARIANTS, "llmsm": "llmsm"}
         runs: dict[str, list[dict]] = {name: [] for name in kinds.values()}
         for rnd in range(args.rounds):
             order = list(kinds) if rnd % 2 == 0 else list(reversed(kinds))
@@ -281,9 +281,8 @@ async def part_d(args, up: C.Server) -> dict:
     print(f"\n== d. load: {sessions} concurrent streaming sessions x {per} streams of {ev} events {gap * 1000:.0f} ms apart ==")
     results: dict = {}
     rows = []
-    variants = {"bare mitmproxy": "stock", "lean mitmproxy": "lean"}
-    for kind in ("bare mitmproxy", "lean mitmproxy", "llmsm"):
-        proxy = C.start_llmsm(up.url, "d") if kind == "llmsm" else C.start_bare(up.url, "d", variant=variants[kind])
+    for variant, kind in [*C.BARE_VARIANTS.items(), ("llmsm", "llmsm")]:
+        proxy = C.start_llmsm(up.url, "d") if kind == "llmsm" else C.start_bare(up.url, "d", variant=variant)
         path = LLMSM_PATH if kind == "llmsm" else PLAIN_PATH
         errors: list[str] = []
         differ = 0
