@@ -89,6 +89,18 @@ class Gateway:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """`llmsm ARGS --db` this gateway's database, in its environment (plus `env`): never a
+        traceback, and (with `check`) exit code 0."""
+        p = subprocess.run(
+            [sys.executable, "-m", "llmsm.cli.main", *args, "--db", str(self.db)],
+            capture_output=True, text=True, env={**self.env, **(env or {})}, cwd=REPO, timeout=60,
+        )
+        assert "Traceback" not in p.stderr, p.stderr
+        if check:
+            assert p.returncode == 0, p.stdout + p.stderr
+        return p
+
     def query(self, sql: str, timeout: float = 10.0) -> list[dict]:
         from llmsm.analytics.store import open_for_query, run_query
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,21 +27,10 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import REPO, TEST_KEYS, Gateway
+from tests.conftest import TEST_KEYS, Gateway
 from tests.upstream import ANTHROPIC_USAGE, TEXT
 
 ANTHROPIC_TOTAL = sum(ANTHROPIC_USAGE.values())  # 1163: every token kind counts toward a budget
-
-
-def llmsm(gw: Gateway, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run(
-        [sys.executable, "-m", "llmsm.cli.main", *args, "--db", str(gw.db)],
-        capture_output=True, text=True, env=gw.env, cwd=REPO, timeout=60,
-    )
-    assert "Traceback" not in p.stderr, p.stderr
-    if check:
-        assert p.returncode == 0, p.stdout + p.stderr
-    return p
 
 
 def _label(prefix: str = "b") -> str:
@@ -105,8 +92,8 @@ def bgw(upstream, tmp_path_factory):
 @pytest.fixture
 def clean_budgets(bgw):
     yield bgw
-    for b in json.loads(llmsm(bgw, "budget", "list", "--json").stdout):
-        llmsm(bgw, "budget", "rm", b["id"])
+    for b in json.loads(bgw.cli("budget", "list", "--json").stdout):
+        bgw.cli("budget", "rm", b["id"])
 
 
 # ==============================================================================================
@@ -268,7 +255,7 @@ def test_unknown_model_is_null_and_listed(priced):
     # override: 2000 uncached at $1, 1000 cached at $0.1, 1000 output at $2 per MTok
     assert rows["acme-local-7b"]["cost_usd"] == pytest.approx((2_000 * 1.0 + 1_000 * 0.1 + 1_000 * 2.0) / 1e6)
 
-    data = json.loads(llmsm(gw, "cost", "--by", "model", "--json").stdout)
+    data = json.loads(gw.cli("cost", "--by", "model", "--json").stdout)
     by_model = {r["model"]: r for r in data["rows"]}
     assert by_model["acme-coder-9"]["cost_usd"] is None  # never a silent zero
     assert by_model["acme-coder-9"]["unpriced_requests"] == 1
@@ -277,7 +264,7 @@ def test_unknown_model_is_null_and_listed(priced):
     assert data["total"]["cost_usd"] == pytest.approx(priced_sum)
     assert data["total"]["unpriced_requests"] == 1
 
-    table = llmsm(gw, "cost")
+    table = gw.cli("cost")
     assert "acme-coder-9" in table.stdout and "n/a" in table.stdout
     assert "warning" in table.stdout and "no price" in table.stdout
 
@@ -288,11 +275,8 @@ def test_cost_table_keeps_every_figure_on_an_80_column_screen(priced):
     from llmsm.cli.cost import usd
 
     gw, _ = priced
-    data = json.loads(llmsm(gw, "cost", "--by", "model", "--json").stdout)
-    p = subprocess.run(
-        [sys.executable, "-m", "llmsm.cli.main", "cost", "--by", "model", "--db", str(gw.db)],
-        capture_output=True, text=True, env=dict(gw.env, COLUMNS="80"), cwd=REPO, timeout=60,
-    )
+    data = json.loads(gw.cli("cost", "--by", "model", "--json").stdout)
+    p = gw.cli("cost", "--by", "model", env={"COLUMNS": "80"})
     lines = p.stdout.splitlines()
     table = lines[: next(i for i, line in enumerate(lines) if line.startswith("total")) + 1]
     assert p.returncode == 0 and max(len(line) for line in table) <= 80
@@ -304,14 +288,14 @@ def test_cost_table_keeps_every_figure_on_an_80_column_screen(priced):
 @pytest.mark.parametrize("by", ["session", "model", "client", "day"])
 def test_cost_groupings_add_up(priced, by):
     gw, rows = priced
-    data = json.loads(llmsm(gw, "cost", "--by", by, "--since", "1d", "--json").stdout)
+    data = json.loads(gw.cli("cost", "--by", by, "--since", "1d", "--json").stdout)
     assert data["by"] == by and data["rows"]
     assert sum(r["requests"] for r in data["rows"]) == data["total"]["requests"] == len(rows)
     assert sum(r["total_tokens"] for r in data["rows"]) == data["total"]["total_tokens"]
     assert sum(r["cost_usd"] or 0 for r in data["rows"]) == pytest.approx(data["total"]["cost_usd"])
     if by == "day":
         assert data["rows"][0]["day"] == datetime.now().astimezone().date().isoformat()
-    empty = json.loads(llmsm(gw, "cost", "--by", by, "--until", "2000-01-01", "--json").stdout)
+    empty = json.loads(gw.cli("cost", "--by", by, "--until", "2000-01-01", "--json").stdout)
     assert empty["rows"] == [] and empty["total"]["requests"] == 0
 
 
@@ -329,7 +313,7 @@ def test_sdks_get_the_provider_shaped_429_and_others_go_on(clean_budgets):
     gw.wait_rows(2, f"session_id IN ('{a_sess}', '{b_sess}')")
 
     # Anthropic: a token budget already used up -> the next request of that session is refused
-    out = llmsm(gw, "budget", "set", "--session", a_sess, "--tokens", "1000").stdout
+    out = gw.cli("budget", "set", "--session", a_sess, "--tokens", "1000").stdout
     assert "exceeded" in out
     took, err = _wait_budget_applied(lambda: _ask(a), anthropic.RateLimitError)
     assert took < 3.0
@@ -358,7 +342,7 @@ def test_sdks_get_the_provider_shaped_429_and_others_go_on(clean_budgets):
     o = _openai(gw, o_sess)
     o.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     gw.wait_rows(1, f"session_id = '{o_sess}'")
-    llmsm(gw, "budget", "set", "--label", o_sess, "--usd", "0.0001", "--warn-at", "50%")
+    gw.cli("budget", "set", "--label", o_sess, "--usd", "0.0001", "--warn-at", "50%")
     took, err = _wait_budget_applied(
         lambda: o.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]), openai.RateLimitError)
     assert took < 3.0
@@ -389,9 +373,9 @@ def test_sdks_get_the_provider_shaped_429_and_others_go_on(clean_budgets):
     assert all(row["total_tokens"] == 0 and row["outcome"] == "http_error" for row in refused)
     assert all(row["error_message"].startswith("llmsm budget exceeded:") for row in refused)
     # ...and the session's health says what stopped it, and how to go on
-    [health] = json.loads(llmsm(gw, "health", a_sess, "--json", check=False).stdout)
+    [health] = json.loads(gw.cli("health", a_sess, "--json", check=False).stdout)
     assert health["status"] == "critical" and "llmsm budget" in json.dumps(health["reasons"])
-    states = {r["target"]: r for r in json.loads(llmsm(gw, "budget", "list", "--json").stdout)}
+    states = {r["target"]: r for r in json.loads(gw.cli("budget", "list", "--json").stdout)}
     assert states[a_sess]["state"] == "exceeded"
     assert states[a_sess]["used_tokens"] == _ok_rows(gw, a_sess) * ANTHROPIC_TOTAL
     assert states[o_sess]["state"] == "exceeded" and states[o_sess]["pct"] > 100
@@ -405,22 +389,22 @@ def test_budget_set_applies_within_3s_and_rm_lifts_it(clean_budgets):
         _ask(a)
     gw.wait_rows(2, f"session_id = '{sess}'")
     # 2326 tokens used: a 2000-token budget on the label is over, set while the gateway runs
-    llmsm(gw, "budget", "set", "--label", sess, "--tokens", "2000")
+    gw.cli("budget", "set", "--label", sess, "--tokens", "2000")
     took, _ = _wait_budget_applied(lambda: _ask(a), anthropic.RateLimitError)
     assert took < 3.0
     used = _ok_rows(gw, sess) * ANTHROPIC_TOTAL  # 2326, or more if one passed before the reload
-    [b] = [b for b in json.loads(llmsm(gw, "budget", "list", "--json").stdout) if b["target"] == sess]
+    [b] = [b for b in json.loads(gw.cli("budget", "list", "--json").stdout) if b["target"] == sess]
     assert b["state"] == "exceeded" and b["used_tokens"] == used and b["pct"] == pytest.approx(100 * used / 2000)
 
     # raising it (what the message says) lets the session go on: room for one more request
     limit = used + 2 * ANTHROPIC_TOTAL - 100
-    llmsm(gw, "budget", "set", "--label", sess, "--tokens", str(limit), "--warn-at", "60%")
+    gw.cli("budget", "set", "--label", sess, "--tokens", str(limit), "--warn-at", "60%")
     took, _ = _wait_budget_applied(lambda: _ask(a), None)
     assert took < 3.0
     # past 60%: marked 'warn' for the dashboard (budget_status), and the gateway says so too
     deadline = time.monotonic() + 3
     while True:
-        [b] = [b for b in json.loads(llmsm(gw, "budget", "list", "--json").stdout) if b["target"] == sess]
+        [b] = [b for b in json.loads(gw.cli("budget", "list", "--json").stdout) if b["target"] == sess]
         if b["used_tokens"] == used + ANTHROPIC_TOTAL or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -431,7 +415,7 @@ def test_budget_set_applies_within_3s_and_rm_lifts_it(clean_budgets):
     # now over again: refused at once (in-memory counters), and `budget rm` lifts it within 3 s
     with pytest.raises(anthropic.RateLimitError):
         _ask(a)
-    llmsm(gw, "budget", "rm", b["id"])
+    gw.cli("budget", "rm", b["id"])
     took, _ = _wait_budget_applied(lambda: _ask(a), None)
     assert took < 3.0
 
@@ -440,7 +424,7 @@ def test_a_running_stream_is_never_cut(clean_budgets):
     gw = clean_budgets
     sess = _label("stream")
     a = _anthropic(gw, sess)
-    llmsm(gw, "budget", "set", "--label", sess, "--tokens", "1000")
+    gw.cli("budget", "set", "--label", sess, "--tokens", "1000")
     time.sleep(1.2)  # the budget is loaded (nothing used yet: requests pass)
     done: dict = {}
 
@@ -468,7 +452,7 @@ def test_ten_sessions_racing_one_day_budget(upstream, tmp_path):
     try:
         per_request = ANTHROPIC_TOTAL
         limit = 20 * per_request + 500
-        llmsm(gw, "budget", "set", "--day", "--tokens", str(limit))
+        gw.cli("budget", "set", "--day", "--tokens", str(limit))
         time.sleep(1.2)
         results: dict[str, list[int]] = {}
         barrier = threading.Barrier(10)
@@ -500,11 +484,11 @@ def test_ten_sessions_racing_one_day_budget(upstream, tmp_path):
         used = gw.query("SELECT sum(total_tokens) AS t FROM requests WHERE status_code = 200")[0]["t"]
         assert used == ok * per_request
         assert limit <= used < limit + 10 * per_request, (used, limit)
-        [status] = json.loads(llmsm(gw, "budget", "list", "--json").stdout)
+        [status] = json.loads(gw.cli("budget", "list", "--json").stdout)
         assert status["used_tokens"] == used and status["state"] == "exceeded"
 
         # `budget rm` lifts it: a new session goes on within 3 s
-        llmsm(gw, "budget", "rm", status["id"])
+        gw.cli("budget", "rm", status["id"])
         after = _anthropic(gw, "race-after")
         took, _ = _wait_budget_applied(lambda: _ask(after), None)
         assert took < 3.0
@@ -514,11 +498,11 @@ def test_ten_sessions_racing_one_day_budget(upstream, tmp_path):
 
 def test_budget_cli_errors(bgw):
     gw = bgw
-    p = llmsm(gw, "budget", "set", "--label", "x", "--day", "--usd", "1", check=False)
+    p = gw.cli("budget", "set", "--label", "x", "--day", "--usd", "1", check=False)
     assert p.returncode != 0 and "exactly one" in p.stderr
-    p = llmsm(gw, "budget", "set", "--label", "x", check=False)
+    p = gw.cli("budget", "set", "--label", "x", check=False)
     assert p.returncode != 0 and "--tokens" in p.stderr
-    p = llmsm(gw, "budget", "set", "--label", "x", "--usd", "-3", check=False)
+    p = gw.cli("budget", "set", "--label", "x", "--usd", "-3", check=False)
     assert p.returncode != 0 and "--usd" in p.stderr
-    p = llmsm(gw, "budget", "rm", "nope", check=False)
+    p = gw.cli("budget", "rm", "nope", check=False)
     assert p.returncode != 0 and "no budget" in p.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -14,7 +12,7 @@ import pytest
 from websockets.asyncio.server import serve
 from websockets.sync.client import connect
 
-from tests.conftest import REPO, Gateway
+from tests.conftest import Gateway
 from tests.upstream import EXPECTED, TEXT_PIECES, OPENAI_RESPONSES_USAGE
 
 
@@ -87,13 +85,6 @@ def _turn(ws, text: str) -> list[dict]:
     return events
 
 
-def _llmsm(gw: Gateway, *args: str) -> str:
-    p = subprocess.run([sys.executable, "-m", "llmsm.cli.main", *args, "--db", str(gw.db)],
-                       capture_output=True, text=True, env=gw.env, cwd=REPO, timeout=60)
-    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout + p.stderr
-    return p.stdout
-
-
 def test_responses_over_websocket_are_counted_per_turn(ws_gateway):
     label = "ws-" + uuid.uuid4().hex[:8]
     url = f"ws://127.0.0.1:{ws_gateway.port}/s/{label}/openai/v1/responses"
@@ -154,7 +145,7 @@ def test_a_turn_over_budget_is_refused_on_the_websocket(ws_gateway, ws_upstream)
     with connect(url, additional_headers={"originator": "codex_exec"}) as ws:
         assert _turn(ws, label)[-1]["type"] == "response.completed"
         ws_gateway.wait_rows(1, f"session_id = '{label}'")
-        budget_id = _llmsm(ws_gateway, "budget", "set", "--label", label, "--tokens", "10").split()[1]
+        budget_id = ws_gateway.cli("budget", "set", "--label", label, "--tokens", "10").stdout.split()[1]
         try:
             completed = 1
             deadline = time.monotonic() + 10  # the guard reloads within about a second
@@ -164,7 +155,7 @@ def test_a_turn_over_budget_is_refused_on_the_websocket(ws_gateway, ws_upstream)
                 time.sleep(0.2)
             [again] = _turn(ws, label)  # the next turn on the same connection: refused at once
         finally:
-            _llmsm(ws_gateway, "budget", "rm", budget_id)
+            ws_gateway.cli("budget", "rm", budget_id)
     [error] = events
     assert again["type"] == "error" and again["error"]["code"] == error["error"]["code"] == "llmsm_budget_exceeded"
     assert len(mine()) == completed  # the refused turns never reached the upstream
