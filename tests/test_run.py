@@ -295,6 +295,13 @@ def test_reuses_running_gateway_and_records_the_session(gateway, tmp_path):
     }]
     runs = gateway.query(f"SELECT exit_code, ended_at IS NOT NULL AS ended, pid FROM runs WHERE session_id = '{label}'")
     assert len(runs) == 1 and runs[0]["exit_code"] == 0 and runs[0]["ended"] and runs[0]["pid"] > 0
+    # `sessions --json` carries every column of the view, the run's details included
+    [record] = [s for s in json.loads(gateway.cli("sessions", "--json", "--limit", "1000").stdout) if s["session_id"] == label]
+    view_columns = [c["column_name"] for c in gateway.query("SELECT column_name FROM (DESCRIBE sessions)")]
+    assert list(record) == view_columns
+    assert (record["command"], record["cwd"], record["git_branch"]) == (sessions[0]["command"], str(repo), "feature-x")
+    assert (record["agents"], record["estimated"]) == (0, False)
+    assert label in gateway.cli("sessions").stdout  # the table still shows what fits
 
 
 def test_upstream_given_to_a_running_gateway_is_reported(gateway, tmp_path):
