@@ -212,7 +212,8 @@ class SessionAttributor:
 
     def _claim_side_calls(self, scope: tuple, keys: frozenset[str], session_id: str, now: float) -> None:
         for provisional, side in list(self._side_calls.items()):
-            if side.session_id is None and side.scope == scope and side.keys & keys and now - side.started <= SIDE_CALL_WINDOW_S:
+            waiting = side.session_id is None and now - side.started <= SIDE_CALL_WINDOW_S
+            if waiting and side.scope == scope and side.keys & keys:
                 side.session_id = session_id
                 if side.held is not None:
                     self._release(provisional)
