@@ -100,6 +100,7 @@ class LLMGateway:
         threading.Thread(target=_warm_up_prices, name="llmsm-prices", daemon=True).start()
 
     def done(self) -> None:
+        self.sessions.release_held()
         if self._owns_writer and self.writer is not None:
             self.writer.close()
 
@@ -394,7 +395,7 @@ class LLMGateway:
             event.cost_usd = cost_for_event(event)
         flow.metadata[EVENT_META] = event  # for addons that keep running totals (budgets)
         if self.writer is not None:
-            self.writer.put(event)
+            self.sessions.settle(event, self.writer.put)  # a side call's event may wait for its turn
 
     # -- helpers --------------------------------------------------------------------------
     def _answer_unrouted(self, flow: http.HTTPFlow, now: float, headers: dict[str, str]) -> None:

@@ -6,18 +6,26 @@ The rules, first match wins (docs/sessions.md explains each and its limits):
    name of an explicit-proxy client;
 2. Claude Code: ``X-Claude-Code-Session-Id``, else the session id inside ``metadata.user_id``;
 3. Codex: ``session-id``, ``session_id``, ``thread-id``, ``conversation_id`` headers, else the
-   body's ``prompt_cache_key``;
+   body's ``prompt_cache_key``; then opencode's ``x-session-id``;
 4. conversation continuity for clients that send no id: a request whose message history
-   extends an earlier request's history continues that request's session.
+   extends an earlier request's history continues that request's session;
+5. an assistant's side calls, which serve a turn without continuing its history, join the
+   session of that turn: a call that asks for JSON-schema output with no tools (a title, Gemini
+   CLI's routing call) joins the turn that shares a text part of its newest user message, seconds
+   apart; a fork of a conversation (its history under another system prompt, such as Qwen Code's
+   memory extraction) joins the conversation. Where the side call comes first, only its *event*
+   waits for the turn (`settle`), never its traffic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import json
 import re
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +36,7 @@ CLAUDE_SESSION_HEADER = "x-claude-code-session-id"
 CLAUDE_AGENT_HEADER = "x-claude-code-agent-id"
 CLAUDE_PARENT_AGENT_HEADER = "x-claude-code-parent-agent-id"
 CODEX_SESSION_HEADERS = ("session-id", "session_id", "thread-id", "conversation_id")
+SESSION_HEADER = "x-session-id"  # opencode's, on every request of a session
 
 # A conversation idle longer than this starts a new session even if its history continues.
 CONVERSATION_IDLE_GAP_S = 2 * 3600.0
@@ -36,6 +45,19 @@ CONVERSATION_IDLE_GAP_S = 2 * 3600.0
 FIRST_MESSAGE_RETRY_WINDOW_S = 120.0
 # How many conversation heads are remembered (LRU); each costs about 200 bytes.
 MAX_REMEMBERED_HEADS = 200_000
+
+# Side calls (rule 5). The assistants, whose side calls are known; SDK scripts are left alone.
+ASSISTANT_CLIENTS = frozenset({"claude-code", "codex", "gemini-cli", "opencode", "copilot-cli", "qwen-code"})
+# A side call and the turn it serves are at most this far apart (Gemini CLI: a second or two).
+SIDE_CALL_WINDOW_S = 30.0
+# A finished side call's event waits at most this long for the turn it serves to arrive.
+SIDE_CALL_HOLD_S = 5.0
+# A side call whose event has not come this long after it started is forgotten.
+SIDE_CALL_FORGET_S = 3600.0
+# A fork of a conversation joins it at most this long after the conversation's last request
+# (Qwen Code extracts memories once the turn's answer, however long, has streamed).
+FORK_WINDOW_S = 600.0
+MAX_RECENT_TURNS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +81,18 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 class SessionAttributor:
-    """Applies the attribution rules. Holds the conversation heads seen so far (in memory)."""
+    """Applies the attribution rules. Holds in memory the conversation heads seen so far, the
+    recent turns of assistants, and their side calls waiting for the turn they serve."""
 
     def __init__(self, idle_gap_s: float = CONVERSATION_IDLE_GAP_S) -> None:
         self.idle_gap_s = idle_gap_s
         # history hash -> (session id, last seen, number of messages)
         self._heads: OrderedDict[str, tuple[str, float, int]] = OrderedDict()
+        # history hash without the system prompt -> (session id, last seen): an assistant's
+        # conversations, which its forks (the history under another system prompt) join
+        self._forks: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._turns: deque[_Turn] = deque(maxlen=MAX_RECENT_TURNS)  # assistants' recent user turns
+        self._side_calls: dict[str, _SideCall] = {}  # provisional session id -> side call
 
     def attribute(
         self,
@@ -102,50 +130,178 @@ class SessionAttributor:
             value = _header(headers, name)
             if value:
                 return SessionIdentity(value, "codex_header")
+        value = _header(headers, SESSION_HEADER)
+        if value:
+            return SessionIdentity(value, "session_header")
         if request.prompt_cache_key:
             return SessionIdentity(_clean(request.prompt_cache_key), "prompt_cache_key")
 
         if request.messages:
-            sid = self._continue_conversation(request, client=client, account=account, provider=provider, now=now)
-            return SessionIdentity(sid, "conversation")
+            return self._by_conversation(request, scope=(provider, client, account), now=now)
         return SessionIdentity(None, "none")
 
     # -- conversation continuity ----------------------------------------------------------
-    def _continue_conversation(
-        self, request: RequestInfo, *, client: str | None, account: str | None, provider: str | None, now: float
-    ) -> str:
-        seed = hashlib.sha256(
-            json.dumps([provider, client, account, request.system], default=str).encode()
-        ).digest()
-        prefix_hashes = list(_history_hashes(seed, request.messages))
-        n = len(prefix_hashes)
-        session_id = None
-        # Longest earlier history that this one extends (or repeats); never the first message
-        # alone, except as a quick retry of a one-message request.
+    def _by_conversation(self, request: RequestInfo, *, scope: tuple, now: float) -> SessionIdentity:
+        assistant = scope[1] in ASSISTANT_CLIENTS
+        keys = _text_keys(request.newest_user_parts) if assistant else frozenset()
+        if self._turns or self._side_calls:
+            self._forget_old(now)
+        system, messages = _split_system(request.messages, request.system)
+        base_seed = hashlib.sha256(json.dumps(list(scope), default=str).encode()).digest()
+        system_seed = hashlib.sha256(json.dumps(system, default=str).encode()).digest()
+        bases = list(_history_hashes(base_seed, messages))
+        heads = [hashlib.sha256(system_seed + b).hexdigest() for b in bases]
+        session_id, source = self._continue_conversation(heads, now), "conversation"
+        if session_id is None and assistant:
+            session_id = self._fork_of(bases, now)
+            source = "side_call" if session_id else source
+        if assistant and request.side_call:
+            # A side branch, never a conversation of its own: it carries the history it serves,
+            # or waits for the turn that shares its text.
+            if session_id is not None:
+                return SessionIdentity(session_id, "side_call")
+            if keys:
+                return self._side_call(scope, keys, now)
+        if session_id is None:
+            session_id = "conv-" + heads[-1][:16]
+            # The same full history a long time later: give it a fresh id.
+            if heads[-1] in self._heads:
+                session_id = "conv-" + hashlib.sha256(f"{heads[-1]}:{now}".encode()).hexdigest()[:16]
+        _remember(self._heads, heads[-1], (session_id, now, len(heads)))
+        if assistant:
+            _remember(self._forks, bases[-1].hex(), (session_id, now))
+            if keys:
+                self._turns.append(_Turn(scope, keys, session_id, now))
+                self._claim_side_calls(scope, keys, session_id, now)
+        return SessionIdentity(session_id, source)
+
+    def _continue_conversation(self, heads: list[str], now: float) -> str | None:
+        """The session whose longest earlier history this one extends (or repeats); never by
+        the first message alone, except as a quick retry of a one-message request."""
+        n = len(heads)
         for k in range(n, 0, -1):
-            head = self._heads.get(prefix_hashes[k - 1])
+            head = self._heads.get(heads[k - 1])
             if head is None:
                 continue
             sid, last_seen, head_n = head
             if now - last_seen > self.idle_gap_s:
-                break
+                return None
             if k == 1 and not _first_message_continues(n, head_n, now - last_seen):
-                break
-            session_id = sid
-            break
-        if session_id is None:
-            session_id = "conv-" + prefix_hashes[-1][:16]
-            # The same full history a long time later: give it a fresh id.
-            if prefix_hashes[-1] in self._heads:
-                session_id = "conv-" + hashlib.sha256(f"{prefix_hashes[-1]}:{now}".encode()).hexdigest()[:16]
-        self._remember(prefix_hashes[-1], session_id, now, n)
-        return session_id
+                return None
+            return sid
+        return None
 
-    def _remember(self, head: str, session_id: str, now: float, n: int) -> None:
-        self._heads[head] = (session_id, now, n)
-        self._heads.move_to_end(head)
-        while len(self._heads) > MAX_REMEMBERED_HEADS:
-            self._heads.popitem(last=False)
+    def _fork_of(self, bases: list[bytes], now: float) -> str | None:
+        """An assistant's conversation whose whole history (two messages at least) this request
+        repeats or extends under another system prompt: a fork of it (Qwen Code's memory
+        extraction) belongs to its session."""
+        for k in range(len(bases), 1, -1):
+            fork = self._forks.get(bases[k - 1].hex())
+            if fork is not None and now - fork[1] <= FORK_WINDOW_S:
+                return fork[0]
+        return None
+
+    # -- side calls -------------------------------------------------------------------------
+    def _side_call(self, scope: tuple, keys: frozenset[str], now: float) -> SessionIdentity:
+        """A side call gets a provisional session of its own: the turn that shares its text and
+        comes next (within SIDE_CALL_WINDOW_S) claims it, else the latest such turn before it."""
+        before = next((t.session_id for t in reversed(self._turns) if t.scope == scope and t.keys & keys), None)
+        provisional = "conv-" + hashlib.sha256(f"{sorted(keys)}:{now}:{next(_side_call_ids)}".encode()).hexdigest()[:16]
+        self._side_calls[provisional] = _SideCall(scope, keys, now, before)
+        return SessionIdentity(provisional, "conversation")
+
+    def _claim_side_calls(self, scope: tuple, keys: frozenset[str], session_id: str, now: float) -> None:
+        for provisional, side in list(self._side_calls.items()):
+            waiting = side.session_id is None and now - side.started <= SIDE_CALL_WINDOW_S
+            if waiting and side.scope == scope and side.keys & keys:
+                side.session_id = session_id
+                if side.held is not None:
+                    self._release(provisional)
+
+    def settle(self, event: Any, put: Callable[[Any], None]) -> None:
+        """Hand a finished event to `put`: at once, unless it is a side call whose turn has not
+        come yet; that event is held (never its traffic) until the turn comes, at most
+        SIDE_CALL_HOLD_S. Called on the event loop that runs the gateway."""
+        side = self._side_calls.get(event.session_id) if self._side_calls else None
+        if side is None:
+            put(event)
+            return
+        side.held = (event, put)
+        if side.session_id is not None:
+            self._release(event.session_id)
+            return
+        try:
+            side.timer = asyncio.get_running_loop().call_later(SIDE_CALL_HOLD_S, self._release, event.session_id)
+        except RuntimeError:  # no event loop to wait on: written now
+            self._release(event.session_id)
+
+    def release_held(self) -> None:
+        """Write every held side call as it stands (the gateway stops)."""
+        for provisional in [p for p, side in self._side_calls.items() if side.held is not None]:
+            self._release(provisional)
+
+    def _release(self, provisional: str) -> None:
+        side = self._side_calls.pop(provisional, None)
+        if side is None or side.held is None:
+            return
+        if side.timer is not None:
+            side.timer.cancel()
+        event, put = side.held
+        session_id = side.session_id or side.before
+        if session_id is not None:
+            event.session_id, event.session_source = session_id, "side_call"
+        put(event)
+
+    def _forget_old(self, now: float) -> None:
+        while self._turns and now - self._turns[0].at > SIDE_CALL_WINDOW_S:
+            self._turns.popleft()
+        for provisional, side in list(self._side_calls.items()):
+            if side.held is None and now - side.started > SIDE_CALL_FORGET_S:
+                del self._side_calls[provisional]  # its event never came
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """An assistant's user turn: the text parts of its newest user message, hashed."""
+
+    scope: tuple  # (provider, client, account)
+    keys: frozenset[str]
+    session_id: str
+    at: float
+
+
+@dataclass(slots=True)
+class _SideCall:
+    scope: tuple
+    keys: frozenset[str]
+    started: float
+    before: str | None  # the session of the latest turn before it that shares its text
+    session_id: str | None = None  # the session it joins, once known
+    held: tuple[Any, Callable[[Any], None]] | None = None  # its finished event, and where it goes
+    timer: Any = None
+
+
+_side_call_ids = itertools.count()
+
+
+def _remember(table: OrderedDict, key: str, value: tuple) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > MAX_REMEMBERED_HEADS:
+        table.popitem(last=False)
+
+
+def _text_keys(parts: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(hashlib.sha256(p.strip().encode("utf-8", "replace")).hexdigest() for p in parts if p.strip())
+
+
+def _split_system(messages: list[dict[str, Any]], system: str | None) -> tuple[list[Any], list[Any]]:
+    """(system prompt, the rest): leading system and developer messages (OpenAI) belong to the
+    system prompt, so that a conversation is the same under any of the APIs' ways to send it."""
+    k = 0
+    while k < len(messages) - 1 and messages[k].get("role") in ("system", "developer"):
+        k += 1
+    return [system, *(m.get("content") for m in messages[:k])], messages[k:]
 
 
 def _first_message_continues(n: int, head_n: int, age_s: float) -> bool:
@@ -165,7 +321,7 @@ def _history_hashes(seed: bytes, messages: list[Any]):
     h = seed
     for message in messages:
         h = hashlib.sha256(h + _canonical(message)).digest()
-        yield h.hex()
+        yield h
 
 
 # -- client detection ---------------------------------------------------------------------
@@ -173,7 +329,10 @@ def _history_hashes(seed: bytes, messages: list[Any]):
 _CLIENT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("claude-code", re.compile(r"^claude-cli/([\w.\-+]+)", re.I)),
     ("codex", re.compile(r"^codex_(?:exec|cli_rs|vscode|[a-z_]+)/([\w.\-+]+)", re.I)),
-    ("gemini-cli", re.compile(r"^GeminiCLI/([\w.\-+]+)", re.I)),
+    # GeminiCLI/0.x, and from 0.61 on GeminiCLI-tui/0.61.0/<model>: any suffix before the slash.
+    ("gemini-cli", re.compile(r"^GeminiCLI[\w-]*/([\w.\-+]+)", re.I)),
+    ("opencode", re.compile(r"^opencode/([\w.\-+]+)", re.I)),
+    ("qwen-code", re.compile(r"^QwenCode/([\w.\-+]+)", re.I)),
     ("anthropic-sdk-python", re.compile(r"^Anthropic/Python ([\w.\-+]+)", re.I)),
     ("anthropic-sdk-typescript", re.compile(r"^Anthropic/JS ([\w.\-+]+)", re.I)),
     ("openai-sdk-python", re.compile(r"^OpenAI/Python ([\w.\-+]+)", re.I)),
@@ -184,6 +343,10 @@ _CLIENT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 def detect_client(headers: Mapping[str, str]) -> tuple[str, str | None]:
     """(client, version) from the user agent and Codex's ``originator`` header."""
+    # GitHub Copilot CLI with its own key sends its bundled SDK's user agent; its own marks are
+    # these headers.
+    if "x-initiator" in headers or "x-interaction-type" in headers:
+        return "copilot-cli", None
     ua = (headers.get("user-agent") or "").strip()
     for name, pattern in _CLIENT_PATTERNS:
         m = pattern.search(ua)

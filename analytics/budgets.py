@@ -499,3 +499,21 @@ def remove_budget(con: Any, budget_id: str) -> Budget | None:
     b = _budget(dict(zip(("id", "scope", "target", "max_tokens", "max_usd", "warn_at", "created_at"), rows[0])))
     con.execute("DELETE FROM budgets WHERE id = ?", [b.id])
     return b
+
+
+def remove_scoped_budget(con: Any, scope: str, target: str | None) -> Budget | None:
+    """Delete the budget that `set_budget(con, scope, target, ...)` made (a session budget also
+    by a unique prefix of its session id); returns it, or None when there is none."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+    budget = find(con, scope, None if scope == "day" else target)
+    if budget is None and scope == "session" and target:
+        ids = [r[0] for r in con.execute(
+            "SELECT id FROM budgets WHERE scope = 'session' AND starts_with(target, ?) LIMIT 2", [target]
+        ).fetchall()]
+        if len(ids) > 1:
+            raise ValueError(f"--session {target!r} matches several session budgets; give more of the id")
+        return remove_budget(con, ids[0]) if ids else None
+    if budget is not None:
+        con.execute("DELETE FROM budgets WHERE id = ?", [budget.id])
+    return budget

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
     )
     budget_app.command("set", help="Create a budget, or change the limits of the one with the same scope.")(budget_set)
     budget_app.command("list", help="Every budget with what it has used so far.")(budget_list)
-    budget_app.command("rm", help="Remove a budget (by the id `llmsm budget list` shows).")(budget_rm)
+    budget_app.command("rm", help="Remove a budget: by the id `llmsm budget list` shows, or by the scope it was set with (--label NAME, ...).")(budget_rm)
     app.add_typer(budget_app)
     app.command("quota", help="Provider quota windows per account: used %, remaining, resets at.")(quota)
 
@@ -308,19 +308,15 @@ def _cost_cell(r: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def budget_set(
-    session: Annotated[str | None, typer.Option("--session", help="A session id (or a unique prefix of one).", show_default=False)] = None,
-    label: Annotated[str | None, typer.Option("--label", help="Every session with this label.", show_default=False)] = None,
-    client: Annotated[str | None, typer.Option("--client", help="Every request of this client (claude-code, codex, ...).", show_default=False)] = None,
-    day: Annotated[bool, typer.Option("--day", help="Every request of the day (local date; starts again at midnight).")] = False,
-    tokens: Annotated[str | None, typer.Option("--tokens", help="Token limit (every kind counts): 2000000, 2M, 500k.", show_default=False)] = None,
-    usd_limit: Annotated[str | None, typer.Option("--usd", help="USD limit: 20, 2.50.", show_default=False)] = None,
-    warn_at: Annotated[str | None, typer.Option("--warn-at", help="Warn from this share on: 80% or 0.8 (default: 80%).", show_default=False)] = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    from llmsm.analytics import budgets
+# The scope options, the same for `budget set` and `budget rm`.
+SessionScope = Annotated[str | None, typer.Option("--session", help="A session id (or a unique prefix of one).", show_default=False)]
+LabelScope = Annotated[str | None, typer.Option("--label", help="Every session with this label.", show_default=False)]
+ClientScope = Annotated[str | None, typer.Option("--client", help="Every request of this client (claude-code, codex, ...).", show_default=False)]
+DayScope = Annotated[bool, typer.Option("--day", help="Every request of the day (local date; starts again at midnight).")]
 
+
+def _one_scope(session: str | None, label: str | None, client: str | None, day: bool) -> tuple[str, str | None]:
+    """(scope, target) of the one scope option given; a clear error otherwise."""
     scopes = [(s, v) for s, v in (("session", session), ("label", label), ("client", client)) if v is not None]
     if day:
         scopes.append(("day", None))
@@ -329,6 +325,23 @@ def budget_set(
     scope, target = scopes[0]
     if scope != "day" and not (target or "").strip():
         fail(f"--{scope} needs a name")
+    return scope, target.strip() if target is not None else None
+
+
+def budget_set(
+    session: SessionScope = None,
+    label: LabelScope = None,
+    client: ClientScope = None,
+    day: DayScope = False,
+    tokens: Annotated[str | None, typer.Option("--tokens", help="Token limit (every kind counts): 2000000, 2M, 500k.", show_default=False)] = None,
+    usd_limit: Annotated[str | None, typer.Option("--usd", help="USD limit: 20, 2.50.", show_default=False)] = None,
+    warn_at: Annotated[str | None, typer.Option("--warn-at", help="Warn from this share on: 80% or 0.8 (default: 80%).", show_default=False)] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    from llmsm.analytics import budgets
+
+    scope, target = _one_scope(session, label, client, day)
     if tokens is None and usd_limit is None:
         fail("give a limit: --tokens N or --usd X (or both)")
     try:
@@ -342,9 +355,7 @@ def budget_set(
     con = _open_write(db)
     try:
         if scope == "session":
-            target = _resolve_session(con, target.strip())
-        elif target is not None:
-            target = target.strip()
+            target = _resolve_session(con, target)
         budget, created = budgets.set_budget(con, scope, target, max_tokens=max_tokens, max_usd=max_usd, warn_at=warn)
         row = next((r for r in budgets.status(con) if r["id"] == budget.id), None)
     except (duckdb.Error, ValueError) as exc:
@@ -434,22 +445,33 @@ def budget_list(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 
 def budget_rm(
-    budget_id: Annotated[str, typer.Argument(metavar="ID", help="The budget id (or a unique prefix).")],
+    budget_id: Annotated[str | None, typer.Argument(metavar="ID", help="The budget id (or a unique prefix).", show_default=False)] = None,
+    session: SessionScope = None,
+    label: LabelScope = None,
+    client: ClientScope = None,
+    day: DayScope = False,
     db: DbOption = None,
 ) -> None:
     import duckdb
 
     from llmsm.analytics import budgets
 
+    scoped = day or any(v is not None for v in (session, label, client))
+    if budget_id is not None and scoped:
+        fail("give a budget ID or a scope (--session, --label, --client, --day), not both")
+    if budget_id is None and not scoped:
+        fail("give a budget ID, or the scope it was set with: --session ID, --label NAME, --client NAME or --day")
+    scope = _one_scope(session, label, client, day) if scoped else None
     con = _open_write(db)
     try:
-        removed = budgets.remove_budget(con, budget_id)
+        removed = budgets.remove_budget(con, budget_id) if scope is None else budgets.remove_scoped_budget(con, *scope)
     except (duckdb.Error, ValueError) as exc:
         fail(str(exc).splitlines()[0])
     finally:
         con.close()
     if removed is None:
-        fail(f"no budget {budget_id!r} (see `llmsm budget list`)")
+        what = repr(budget_id) if scope is None else "for " + budgets.Budget("", *scope).option()
+        fail(f"no budget {what} (see `llmsm budget list`)")
     console.print(f"removed budget {removed.id} ({removed.describe()}); a running gateway lifts it within a second", markup=False)
 
 

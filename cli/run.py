@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import typer
 from rich.markup import escape
@@ -32,6 +32,12 @@ from llmsm.cli.common import DbOption, err_console, fail, resolve_db
 START_TIMEOUT = 15.0  # seconds to wait for a newly started gateway to listen
 PROBE_TIMEOUT = 1.0  # seconds for the "is this a gateway?" request
 LABEL_MAX = 200  # the gateway keeps at most 200 characters of a label
+LABEL_HEADER = "x-llmsm-session"  # the gateway's label header (addons/sessions.py; not imported: that module is not light)
+# opencode's built-in providers and the gateway route each one's base URL goes to (the AI SDK's
+# base URLs end in the API version).
+OPENCODE_ROUTES = {"anthropic": "anthropic/v1", "openai": "openai/v1", "google": "gemini/v1beta"}
+# Copilot CLI's COPILOT_PROVIDER_TYPE -> the gateway route (name, base URL path).
+COPILOT_ROUTES = {"openai": ("openai", "openai/v1"), "anthropic": ("anthropic", "anthropic")}
 LOG_TAIL_LINES = 15
 STORE_TIMEOUT = 3.0  # seconds to wait for a database another process holds, then warn and go on
 
@@ -345,6 +351,8 @@ def _child_env(label: str, host: str, state: dict, ca_env) -> dict[str, str]:
         env["ANTHROPIC_BASE_URL"] = f"{base}/anthropic"
         env["OPENAI_BASE_URL"] = f"{base}/openai/v1"
         env["GOOGLE_GEMINI_BASE_URL"] = f"{base}/gemini"
+        env.update(_opencode_env(env.get("OPENCODE_CONFIG_CONTENT"), base, label))
+        env.update(_copilot_env(env, base, label, host, state))
         return env
     proxy = f"http://{quoted}@{host}:{state['proxy_port']}"
     env["HTTPS_PROXY"] = env["https_proxy"] = proxy
@@ -356,6 +364,68 @@ def _child_env(label: str, host: str, state: dict, ca_env) -> dict[str, str]:
         fail(f"cannot prepare llmsm's CA for --tls: {exc}")
     env.update({str(k): str(v) for k, v in extra.items()})
     return env
+
+
+def _header_safe(label: str) -> bool:
+    """A label that can travel as an HTTP header value as it is (else only the path carries it)."""
+    return label.isascii() and label.isprintable()
+
+
+def _opencode_env(current: str | None, base: str, label: str) -> dict[str, str]:
+    """opencode's built-in providers through the gateway, labelled: OPENCODE_CONFIG_CONTENT is
+    merged over its config files, so a provider's own settings there stay; a config already in
+    the variable is kept, with these options added."""
+    try:
+        config = json.loads(current) if current else {}
+    except ValueError:
+        config = None
+    providers = config.setdefault("provider", {}) if isinstance(config, dict) else None
+    if not isinstance(providers, dict):
+        _warn("OPENCODE_CONFIG_CONTENT is not a JSON object with a provider object: left as it is "
+              "(opencode's traffic is then not routed through llmsm)")
+        return {}
+    for name, route in OPENCODE_ROUTES.items():
+        entry = providers.setdefault(name, {})
+        options = entry.setdefault("options", {}) if isinstance(entry, dict) else None
+        if not isinstance(options, dict):
+            continue
+        options["baseURL"] = f"{base}/{route}"
+        headers = options.setdefault("headers", {})
+        if isinstance(headers, dict) and _header_safe(label):
+            headers[LABEL_HEADER] = label
+    return {"OPENCODE_CONFIG_CONTENT": json.dumps(config)}
+
+
+def _copilot_env(env: dict[str, str], base: str, label: str, host: str, state: dict) -> dict[str, str]:
+    """Copilot CLI with its own key (COPILOT_PROVIDER_BASE_URL set; without it Copilot uses the
+    GitHub login, which llmsm leaves alone): its provider through the gateway, labelled in
+    COPILOT_PROVIDER_HEADERS too unless that holds headers of the user's. Only when the provider
+    is where the gateway's route goes: the key must never reach another host."""
+    url = (env.get("COPILOT_PROVIDER_BASE_URL") or "").strip()
+    kind = (env.get("COPILOT_PROVIDER_TYPE") or "openai").strip().lower()
+    if not url or kind not in COPILOT_ROUTES:
+        return {}
+    route, path = COPILOT_ROUTES[kind]
+    upstream = ((_probe(str(state.get("host") or host), state.get("port")) or {}).get("routes") or {}).get(route)
+    if not isinstance(upstream, str) or _origin(url) != _origin(upstream):
+        _warn(
+            f"COPILOT_PROVIDER_BASE_URL={url} is not the gateway's {route} upstream ({upstream}): left as it is, so "
+            f"Copilot's traffic is not recorded; start the gateway with --upstream {route}={url} to record it"
+        )
+        return {}
+    out = {"COPILOT_PROVIDER_BASE_URL": f"{base}/{path}"}
+    if not env.get("COPILOT_PROVIDER_HEADERS") and _header_safe(label):
+        out["COPILOT_PROVIDER_HEADERS"] = f"{LABEL_HEADER}: {label}"
+    return out
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
 # --------------------------------------------------------------------------------------------

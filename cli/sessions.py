@@ -10,11 +10,9 @@ import typer
 from llmsm.analytics.dashboard import human_tokens, human_usd
 from llmsm.cli.common import DbOption, JsonOption, console, fail, print_json, resolve_db, rows_as_dicts
 
+# Every column of the view, so `--json` shows a new one by itself; the table picks what fits.
 QUERY = """
-SELECT session_id, label, client, client_version, status, first_seen, last_seen, models,
-       requests, errors, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-       reasoning_tokens, total_tokens, cost_usd
-FROM sessions
+SELECT * FROM sessions
 {where}
 ORDER BY last_seen DESC
 LIMIT {limit}

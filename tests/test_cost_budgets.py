@@ -496,6 +496,27 @@ def test_ten_sessions_racing_one_day_budget(upstream, tmp_path):
         gw.stop()
 
 
+def test_budget_rm_by_the_scope_it_was_set_with(clean_budgets):
+    gw = clean_budgets
+    label = json.loads(gw.cli("budget", "set", "--label", "refactor", "--usd", "5", "--json").stdout)
+    day = json.loads(gw.cli("budget", "set", "--day", "--tokens", "1M", "--json").stdout)
+    sid = "rm-scope-" + uuid.uuid4().hex
+    session = json.loads(gw.cli("budget", "set", "--session", sid, "--tokens", "10k", "--json").stdout)
+    p = gw.cli("budget", "rm", "--label", "nope", check=False)
+    assert p.returncode == 1 and p.stderr.strip() == "error: no budget for --label nope (see `llmsm budget list`)"
+    p = gw.cli("budget", "rm", label["id"], "--label", "refactor", check=False)
+    assert p.returncode == 1 and "not both" in p.stderr
+    p = gw.cli("budget", "rm", check=False)
+    assert p.returncode == 1 and "--label NAME" in p.stderr
+    p = gw.cli("budget", "rm", "--label", "refactor", "--day", check=False)
+    assert p.returncode == 1 and "exactly one" in p.stderr
+    assert label["id"] in gw.cli("budget", "rm", "--label", "refactor").stdout
+    assert session["id"] in gw.cli("budget", "rm", "--session", sid[:14]).stdout  # a unique prefix
+    assert [b["id"] for b in json.loads(gw.cli("budget", "list", "--json").stdout)] == [day["id"]]
+    assert day["id"] in gw.cli("budget", "rm", "--day").stdout
+    assert json.loads(gw.cli("budget", "list", "--json").stdout) == []
+
+
 def test_budget_cli_errors(bgw):
     gw = bgw
     p = gw.cli("budget", "set", "--label", "x", "--day", "--usd", "1", check=False)

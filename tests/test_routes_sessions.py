@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from llmsm.addons import routes
@@ -63,6 +65,12 @@ def test_redact_path():
     ({"user-agent": "codex_exec/0.169.0 (Linux; x86_64)", "originator": "codex_exec"}, "codex", "0.169.0"),
     ({"user-agent": "codex_cli_rs/0.50.0"}, "codex", "0.50.0"),
     ({"user-agent": "GeminiCLI/0.61.0/gemini-2.5-pro (linux; x64)"}, "gemini-cli", "0.61.0"),
+    ({"user-agent": "GeminiCLI-tui/0.61.0/gemini-3-pro-preview (linux; x64; terminal)"}, "gemini-cli", "0.61.0"),
+    ({"user-agent": "GeminiCLI-a2a-server/0.62.1/gemini-3-pro (linux; x64)"}, "gemini-cli", "0.62.1"),
+    ({"user-agent": "opencode/1.18.4 ai-sdk/provider-utils/3.0.9 runtime/bun/1.3.1"}, "opencode", "1.18.4"),
+    ({"user-agent": "QwenCode/0.15.1 (linux; x64)", "x-stainless-lang": "js"}, "qwen-code", "0.15.1"),
+    ({"user-agent": "OpenAI/JS 5.23.2", "x-stainless-lang": "js", "x-initiator": "agent"}, "copilot-cli", None),
+    ({"user-agent": "Anthropic/JS 0.61.0", "x-interaction-type": "conversation-user"}, "copilot-cli", None),
     ({"user-agent": "Anthropic/Python 0.69.0"}, "anthropic-sdk-python", "0.69.0"),
     ({"user-agent": "Anthropic/JS 0.60.0"}, "anthropic-sdk-typescript", "0.60.0"),
     ({"user-agent": "OpenAI/Python 1.99.0"}, "openai-sdk-python", "1.99.0"),
@@ -126,3 +134,91 @@ def test_conversation_continuity():
     # a long idle gap starts a new session
     s6 = a.attribute({}, _req([u1, r1, u2, r1, u2], system=system), client="c", account="k", now=10 + 3 * 3600).session_id
     assert s6 != s1
+
+
+# -- side calls (rule 5) ------------------------------------------------------------------------
+
+def _turn(text: str, *history, side: bool = False, system: str = "agent") -> RequestInfo:
+    messages = [*history, {"role": "user", "content": text}]
+    return _req(messages, system=system, side_call=side, newest_user_parts=(text,))
+
+
+def _settled(a: SessionAttributor, identity) -> tuple[str, str]:
+    """Settle a side call's event outside an event loop: written at once, as it stands."""
+    class Event:
+        session_id, session_source = identity.session_id, identity.source
+
+    out: list = []
+    a.settle(Event(), out.append)
+    return out[0].session_id, out[0].session_source
+
+
+GEMINI = dict(client="gemini-cli", account="key:1", provider="gemini")
+
+
+def test_side_call_joins_the_next_turn_sharing_its_text_else_the_one_before():
+    a = SessionAttributor()
+    route1 = a.attribute({}, _turn("fix it", side=True, system="router"), now=0, **GEMINI)
+    main1 = a.attribute({}, _turn("fix it"), now=1, **GEMINI)
+    assert _settled(a, route1) == (main1.session_id, "side_call")
+    # a side call after its turn (a title): the turn before it
+    title = a.attribute({}, _turn("fix it", side=True, system="title"), now=2, **GEMINI)
+    assert _settled(a, title) == (main1.session_id, "side_call")
+    # another run whose prompt is the same: its routing call goes with the turn that follows it
+    route2 = a.attribute({}, _turn("fix it", side=True, system="router"), now=5, **GEMINI)
+    main2 = a.attribute({}, _turn("fix it", {"role": "user", "content": "other context"}), now=6, **GEMINI)
+    assert main2.session_id != main1.session_id
+    assert _settled(a, route2) == (main2.session_id, "side_call")
+    # other text, another key, too late, or an SDK script: never joined
+    for req, kw, now in (
+        (_turn("something else", side=True, system="router"), GEMINI, 7),
+        (_turn("fix it", side=True, system="router"), dict(GEMINI, account="key:2"), 8),
+        (_turn("fix it", side=True, system="router"), GEMINI, 100),
+        (_turn("fix it", side=True, system="router"), dict(GEMINI, client="openai-sdk-python"), 9),
+    ):
+        sid, source = _settled(a, a.attribute({}, req, now=now, **kw))
+        assert source == "conversation" and sid not in (main1.session_id, main2.session_id)
+
+
+def test_a_fork_of_a_conversation_joins_it():
+    """Qwen Code's memory extraction: the conversation under another system prompt, plus a task."""
+    a = SessionAttributor()
+    qwen = dict(client="qwen-code", account="key:q", provider="openai")
+    history = [{"role": "system", "content": "main"}, {"role": "user", "content": "ctx"},
+               {"role": "assistant", "content": "ok"}, {"role": "user", "content": "list files"}]
+    main = a.attribute({}, _req(history), now=0, **qwen)
+    done = [*history[1:], {"role": "assistant", "content": "two files"}]
+    fork = a.attribute({}, _req([{"role": "system", "content": "extract memories"}, *done,
+                                 {"role": "user", "content": "update memory"}]), now=30, **qwen)
+    assert (fork.session_id, fork.source) == (main.session_id, "side_call")
+    # an SDK script with the same messages under another system prompt stays apart
+    sdk = dict(qwen, client="openai-sdk-python")
+    s1 = a.attribute({}, _req(history), now=0, **sdk)
+    s2 = a.attribute({}, _req([{"role": "system", "content": "variant B"}, *done]), now=1, **sdk)
+    assert s1.session_id != s2.session_id
+
+
+def test_a_held_side_call_goes_with_the_turn_that_comes_or_alone_after_the_hold(monkeypatch):
+    from llmsm.addons import sessions
+
+    monkeypatch.setattr(sessions, "SIDE_CALL_HOLD_S", 0.2)
+
+    class Event:
+        def __init__(self, identity):
+            self.session_id, self.session_source = identity.session_id, identity.source
+
+    async def scenario() -> list:
+        a = SessionAttributor()
+        out: list = []
+        route = a.attribute({}, _turn("go", side=True), now=0, **GEMINI)
+        a.settle(Event(route), out.append)  # its turn has not come: held
+        assert out == []
+        main = a.attribute({}, _turn("go"), now=1, **GEMINI)
+        assert [(e.session_id, e.session_source) for e in out] == [(main.session_id, "side_call")]
+        lone = a.attribute({}, _turn("never answered", side=True), now=2, **GEMINI)
+        a.settle(Event(lone), out.append)
+        await asyncio.sleep(0.5)
+        assert [(e.session_id, e.session_source) for e in out[1:]] == [(lone.session_id, "conversation")]
+        return out
+
+    assert len(asyncio.run(scenario())) == 2

@@ -114,7 +114,8 @@ PRINT_ENV = (
     "import json, os; print(json.dumps({k: os.environ.get(k) for k in "
     "('LLMSM_SESSION', 'ANTHROPIC_BASE_URL', 'OPENAI_BASE_URL', 'GOOGLE_GEMINI_BASE_URL', "
     "'HTTPS_PROXY', 'https_proxy', 'NO_PROXY', 'NODE_EXTRA_CA_CERTS', 'SSL_CERT_FILE', "
-    "'REQUESTS_CA_BUNDLE', 'CODEX_CA_CERTIFICATE')}))"
+    "'REQUESTS_CA_BUNDLE', 'CODEX_CA_CERTIFICATE', 'OPENCODE_CONFIG_CONTENT', 'COPILOT_PROVIDER_BASE_URL', "
+    "'COPILOT_PROVIDER_HEADERS')}))"
 )
 
 
@@ -137,6 +138,67 @@ def test_started_gateway_stays_running_and_is_reused(auto):
     assert env["HTTPS_PROXY"] is None
     assert state_of(db)["pid"] == state["pid"] and alive(state["pid"])
     assert log.read_text().count("llmsm run starts") == 1
+
+
+# What Copilot CLI (bring your own key) and opencode do with what `llmsm run` gives them: send
+# their requests to the provider's base URL with the extra headers configured, and their marks.
+COPILOT_CHILD = """
+import os, httpx
+name, _, value = os.environ["COPILOT_PROVIDER_HEADERS"].partition(":")
+headers = {name.strip(): value.strip(), "authorization": "Bearer sk-test", "x-initiator": "user",
+           "x-interaction-type": "conversation-user", "user-agent": "OpenAI/JS 5.23.2"}
+body = {"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]}
+print(httpx.post(os.environ["COPILOT_PROVIDER_BASE_URL"] + "/chat/completions", json=body, headers=headers).status_code)
+"""
+OPENCODE_CHILD = """
+import json, os, httpx
+options = json.loads(os.environ["OPENCODE_CONFIG_CONTENT"])["provider"]["anthropic"]["options"]
+headers = dict(options["headers"], **{"x-api-key": "sk-test", "anthropic-version": "2023-06-01", "x-session-id": "ses_x",
+                                      "user-agent": "opencode/1.18.4 ai-sdk/provider-utils/3.0.9 runtime/bun/1.3.1"})
+body = {"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+print(httpx.post(options["baseURL"] + "/messages", json=body, headers=headers).status_code)
+"""
+
+
+def test_copilot_and_opencode_are_set_up_and_labelled(auto, upstream):
+    from llmsm.addons.sessions import LABEL_HEADER
+    from llmsm.cli import run as run_module
+
+    assert run_module.LABEL_HEADER == LABEL_HEADER  # run.py keeps its own copy to start fast
+    port = auto["state"]["port"]
+    theirs = {"theme": "tokyonight", "provider": {"openai": {"options": {"timeout": 5000}}}}
+    env = dict(auto["env"], COPILOT_PROVIDER_BASE_URL=f"{upstream.url}/v1", COPILOT_PROVIDER_API_KEY="sk-test",
+               OPENCODE_CONFIG_CONTENT=json.dumps(theirs))
+    p = llmsm_run("-s", "byok", "--", PY, "-c", PRINT_ENV, env=env)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    got = json.loads(p.stdout)
+    base = f"http://127.0.0.1:{port}/s/byok"
+    assert got["COPILOT_PROVIDER_BASE_URL"] == f"{base}/openai/v1"
+    assert got["COPILOT_PROVIDER_HEADERS"] == "x-llmsm-session: byok"
+    config = json.loads(got["OPENCODE_CONFIG_CONTENT"])
+    assert config["theme"] == "tokyonight" and config["provider"]["openai"]["options"]["timeout"] == 5000
+    assert {name: prov["options"]["baseURL"] for name, prov in config["provider"].items()} == {
+        "openai": f"{base}/openai/v1", "anthropic": f"{base}/anthropic/v1", "google": f"{base}/gemini/v1beta"}
+    assert {prov["options"]["headers"]["x-llmsm-session"] for prov in config["provider"].values()} == {"byok"}
+
+    # Messages (COPILOT_PROVIDER_TYPE=anthropic); the user's own extra headers are left as they are
+    env2 = dict(env, COPILOT_PROVIDER_TYPE="anthropic", COPILOT_PROVIDER_HEADERS="x-team: blue")
+    got = json.loads(llmsm_run("-s", "byok", "--", PY, "-c", PRINT_ENV, env=env2).stdout)
+    assert (got["COPILOT_PROVIDER_BASE_URL"], got["COPILOT_PROVIDER_HEADERS"]) == (f"{base}/anthropic", "x-team: blue")
+    # a provider elsewhere than the gateway's route: its key must not go there; left alone, and said so
+    p = llmsm_run("-s", "byok", "--", PY, "-c", PRINT_ENV, env=dict(env, COPILOT_PROVIDER_BASE_URL="http://127.0.0.1:9/v1"))
+    assert json.loads(p.stdout)["COPILOT_PROVIDER_BASE_URL"] == "http://127.0.0.1:9/v1"
+    assert p.stderr.startswith("warning:") and "--upstream openai=http://127.0.0.1:9/v1" in p.stderr
+    # without COPILOT_PROVIDER_BASE_URL (GitHub login) nothing of Copilot's is set
+    assert json.loads(llmsm_run("--", PY, "-c", PRINT_ENV, env=auto["env"]).stdout)["COPILOT_PROVIDER_BASE_URL"] is None
+
+    # end to end: each lands in the run's session, recognised
+    for child, client in ((COPILOT_CHILD, "copilot-cli"), (OPENCODE_CHILD, "opencode")):
+        label = f"{client}-{uuid.uuid4().hex[:6]}"
+        p = llmsm_run("-s", label, "--", PY, "-c", child, env=env)
+        assert p.returncode == 0 and p.stdout.strip() == "200", p.stderr
+        rows = wait_rows(auto["db"], f"session_id = '{label}'")
+        assert [(r["session_source"], r["client"]) for r in rows] == [("label_header", client)]
 
 
 def test_exit_code_and_signal_death(auto):
@@ -295,6 +357,13 @@ def test_reuses_running_gateway_and_records_the_session(gateway, tmp_path):
     }]
     runs = gateway.query(f"SELECT exit_code, ended_at IS NOT NULL AS ended, pid FROM runs WHERE session_id = '{label}'")
     assert len(runs) == 1 and runs[0]["exit_code"] == 0 and runs[0]["ended"] and runs[0]["pid"] > 0
+    # `sessions --json` carries every column of the view, the run's details included
+    [record] = [s for s in json.loads(gateway.cli("sessions", "--json", "--limit", "1000").stdout) if s["session_id"] == label]
+    view_columns = [c["column_name"] for c in gateway.query("SELECT column_name FROM (DESCRIBE sessions)")]
+    assert list(record) == view_columns
+    assert (record["command"], record["cwd"], record["git_branch"]) == (sessions[0]["command"], str(repo), "feature-x")
+    assert (record["agents"], record["estimated"]) == (0, False)
+    assert label in gateway.cli("sessions").stdout  # the table still shows what fits
 
 
 def test_upstream_given_to_a_running_gateway_is_reported(gateway, tmp_path):

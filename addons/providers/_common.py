@@ -319,6 +319,31 @@ def chat_message(message: dict[str, Any], role: str | None = None) -> dict[str, 
     return {"role": role, "content": text_of(message)}
 
 
+# OpenAI's structured-output formats (chat `response_format.type`, Responses `text.format.type`).
+JSON_OUTPUT_TYPES = ("json_schema", "json_object")
+
+
+def newest_user_parts(messages: list[Any]) -> tuple[str, ...]:
+    """The text parts of the newest user message, in any provider's shape (Anthropic and OpenAI
+    `content`, Gemini `parts`, Responses input items). A tool-result turn has none. Only that one
+    message is read: cheap on any history."""
+    for message in reversed(messages):
+        if isinstance(message, str):  # a Responses input item given as a bare string
+            return (message,) if message else ()
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role") or ("user" if "parts" in message else None)  # Gemini may omit it
+        if role != "user":
+            continue
+        content = message.get("parts", message.get("content"))
+        if isinstance(content, str):
+            return (content,) if content else ()
+        return tuple(
+            part["text"] for part in as_list(content) if isinstance(part, dict) and as_str(part.get("text"))
+        )
+    return ()
+
+
 def request_basics(body: dict[str, Any]) -> RequestInfo:
     """The fields every API names the same way: `model` and `stream`."""
     return RequestInfo(model=as_str(body.get("model")), stream=body.get("stream") is True)

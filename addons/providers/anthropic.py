@@ -25,6 +25,7 @@ from llmsm.addons.providers._common import (
     dig,
     dumps_compact,
     loads,
+    newest_user_parts,
     request_basics,
     returns_on_error,
     sum_reported,
@@ -220,6 +221,8 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     info.tool_errors = tool_errors_in_last_user_message(messages)
     info.cache_ttl = cache_ttl(body)
     info.body_session_id = session_id_from_user_id(dig(body, "metadata", "user_id"))
+    info.side_call = not body.get("tools") and isinstance(dig(body, "output_config", "format"), dict)
+    info.newest_user_parts = newest_user_parts(messages)
     system = body.get("system")  # the closure keeps these two, not the whole body (tools, ...)
     info.read_conversation = lambda: (
         [chat_message(m) for m in messages if isinstance(m, dict)],

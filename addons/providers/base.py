@@ -41,6 +41,10 @@ class RequestInfo:
     # Session identity found in the body (Claude Code metadata.user_id, Codex prompt_cache_key).
     body_session_id: str | None = None
     prompt_cache_key: str | None = None
+    # An assistant's side call (a title, a routing decision): it asks for JSON-schema output and
+    # offers no tools. It and the turn it serves share a text part of their newest user message.
+    side_call: bool = False
+    newest_user_parts: tuple[str, ...] = ()
     # The conversation, kept in memory only, for a tiktoken estimate when the provider reports
     # no usage and for conversation-continuity attribution. Read from the body on first use
     # (`messages`, `system`): walking every message's text costs milliseconds on a long

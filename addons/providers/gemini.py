@@ -19,6 +19,7 @@ from llmsm.addons.providers._common import (
     as_str,
     chat_message,
     dumps_compact,
+    newest_user_parts,
     returns_on_error,
     text_of,
     uncached,
@@ -27,6 +28,9 @@ from llmsm.addons.providers.base import RequestInfo
 from llmsm.analytics.events import Usage
 
 __all__ = ["GeminiParser", "GeminiCountTokensParser", "parse_request", "gemini_usage"]
+
+# generationConfig keys that ask for JSON-schema output (Gemini CLI's routing call sends the first).
+_SCHEMA_KEYS = ("responseJsonSchema", "responseSchema", "response_json_schema", "response_schema")
 
 
 def gemini_usage(meta: dict[str, Any]) -> Usage | None:
@@ -138,6 +142,10 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     contents = as_list(body.get("contents"))
     info.message_count = len(contents) if "contents" in body else None
     system = body.get("systemInstruction") or body.get("system_instruction")  # not the whole body
+    config = as_dict(body.get("generationConfig") or body.get("generation_config"))
+    structured = any(k in config for k in _SCHEMA_KEYS) or config.get("responseMimeType") == "application/json"
+    info.side_call = structured and not body.get("tools")
+    info.newest_user_parts = newest_user_parts(contents)
     info.read_conversation = lambda: (
         [
             chat_message(content, role="assistant" if content.get("role") == "model" else None)

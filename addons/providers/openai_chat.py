@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmsm.addons.providers._common import (
+    JSON_OUTPUT_TYPES,
     BaseResponseParser,
     as_dict,
     as_int,
@@ -24,6 +25,7 @@ from llmsm.addons.providers._common import (
     as_str,
     chat_message,
     dig,
+    newest_user_parts,
     request_basics,
     returns_on_error,
     uncached,
@@ -128,4 +130,7 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     info.read_conversation = lambda: ([chat_message(m) for m in messages if isinstance(m, dict)], None)
     # Tool results carry no error flag in chat completions: tool_errors stays None.
     info.prompt_cache_key = as_str(body.get("prompt_cache_key"))
+    no_tools = not body.get("tools") and not body.get("functions")
+    info.side_call = no_tools and dig(body, "response_format", "type") in JSON_OUTPUT_TYPES
+    info.newest_user_parts = newest_user_parts(messages)
     return info

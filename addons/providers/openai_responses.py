@@ -12,12 +12,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from llmsm.addons.providers._common import (
+    JSON_OUTPUT_TYPES,
     BaseResponseParser,
     as_dict,
     as_list,
     as_str,
     chat_message,
     dig,
+    newest_user_parts,
     request_basics,
     returns_on_error,
     swallow_errors,
@@ -139,5 +141,7 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     instructions = as_str(body.get("instructions"))
     info.read_conversation = lambda: (_input_messages(items), instructions)
     info.prompt_cache_key = as_str(body.get("prompt_cache_key"))
+    info.side_call = not body.get("tools") and dig(body, "text", "format", "type") in JSON_OUTPUT_TYPES
+    info.newest_user_parts = newest_user_parts([items] if isinstance(items, str) else as_list(items))
     # Tool outputs carry no error flag in this API: tool_errors stays None.
     return info
