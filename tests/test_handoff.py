@@ -209,6 +209,26 @@ def test_merge_keeps_the_newest_and_ignores_junk(tmp_path) -> None:
     assert junk.deltas == 0
 
 
+def test_digest_rides_through_the_writer_and_its_journal(tmp_path) -> None:
+    from llmsm.addons.writer import EventWriter
+
+    delta = DigestDelta.from_items(goal="Ünïcödé goal ✓", files=[("a.py", "edit")], todos=[("t", "pending")]).to_json()
+    ev = event(0, digest=delta)
+    # the journal line is the model's JSON; replaying it gives the same event back
+    assert ExchangeEvent.model_validate_json(ev.model_dump_json()).digest == delta
+    path = tmp_path / "w.duckdb"
+    with EventWriter(path) as writer:
+        writer.put(ev)
+        writer.put(event(1, digest=None))
+        assert writer.flush()
+    con = open_for_query(path)
+    try:
+        stored = con.execute("SELECT digest FROM events ORDER BY started_at").fetchall()
+    finally:
+        con.close()
+    assert json.loads(stored[0][0]) == delta and stored[1][0] is None
+
+
 # --------------------------------------------------------------------------------------------
 # The brief
 # --------------------------------------------------------------------------------------------
