@@ -321,10 +321,10 @@ class Handoff:
         return self.transcript.first_ask if self.transcript is not None else None
 
 
+# The whole prompt of a turn is the `requests` view's prompt_tokens (one home for that rule).
 _TURN_SQL = f"""
-SELECT provider, coalesce(model, requested_model) AS model, long_context,
-       coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0) AS prompt
-FROM events
+SELECT provider, coalesce(model, requested_model) AS model, long_context, prompt_tokens
+FROM requests
 WHERE session_id = $sid AND api IN {sql_list(TURN_APIS)}
   AND (input_tokens IS NOT NULL OR cache_read_tokens IS NOT NULL OR cache_write_tokens IS NOT NULL)
 ORDER BY agent_id IS NULL DESC, started_at DESC
