@@ -314,7 +314,7 @@ def test_max_tokens_bounds_the_brief_dropping_the_least_important_first(db) -> N
     assert tiny.cut and count(tiny.text) <= 100 and tiny.text.endswith("…")
 
 
-def test_small_sessions_fit_without_a_tokenizer_and_cli_bounds(db, env) -> None:
+def test_cli_max_tokens(db, env) -> None:
     path, _ = db
     p = run_cli("handoff", SID, "--max-tokens", "300", "--db", str(path), env=env)
     assert p.returncode == 0, p.stderr
