@@ -34,6 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from .apis import TURN_APIS, sql_list
 from .digest import SessionDigest, clean_text, load_digest, user_text
 from .scrub import scrub
@@ -373,7 +375,7 @@ def load_handoff(con: Any, session_id: str, *, goal: str | None = None, transcri
     context, provider, model = _context(con, session_id)
     try:
         parent = session.get("parent_session") or (con.execute(_PARENT_SQL, {"sid": session_id}).fetchone() or (None,))[0]
-    except Exception:  # noqa: BLE001 - a database from before the runs.parent_session column
+    except duckdb.Error:  # a read-only database from before runs.parent_session that could not be migrated
         parent = None
     h = Handoff(session_id=session_id, digest=digest, session=session, provider=provider, model=model,
                 context=context, parent_session=parent, goal=clean_text(goal, 2000) if goal else None)
@@ -730,8 +732,6 @@ def record_parent(path: str | os.PathLike[str], session_id: str, parent_session:
                   timeout: float = 5.0) -> int:
     """Set `runs.parent_session` on the latest open run of `session_id` (of that `pid`): the
     session it was handed off from. Returns the rows updated. Raises store.StoreError."""
-    import duckdb
-
     from .store import StoreError, connect
 
     where = "session_id = ? AND ended_at IS NULL" + (" AND pid = ?" if pid is not None else "")
