@@ -57,6 +57,8 @@ def handoff(
     from llmsm.analytics.store import StoreError
     from llmsm.cli.dashboard import _open, resolve_session
 
+    import duckdb
+
     path = resolve_db(db)
     con = _open(path)
     try:
@@ -64,6 +66,8 @@ def handoff(
         h = load_handoff(con, sid, goal=goal)
     except StoreError as exc:
         fail(str(exc))
+    except duckdb.Error as exc:  # e.g. a database of an older llmsm that could not be migrated just now
+        fail(f"cannot read session {session!r} from {path}: {str(exc).strip().splitlines()[0]}")
     finally:
         con.close()
 

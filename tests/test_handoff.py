@@ -342,6 +342,31 @@ def test_unknown_and_ambiguous_sessions(db, env, tmp_path) -> None:
     assert "--summarize" in line
 
 
+def test_a_database_without_the_digest_column_is_one_line(tmp_path, env) -> None:
+    import duckdb
+
+    from llmsm.analytics import migrations
+
+    # the schema before m004/m005, yet recorded as current: what a read-only open meets when an
+    # older llmsm's file could not be migrated
+    path = tmp_path / "odd.duckdb"
+    con = duckdb.connect(str(path))
+    try:
+        for fn in migrations.MIGRATIONS[:3]:
+            fn(con)
+        con.execute(f"CREATE TABLE {migrations.MIGRATIONS_TABLE} (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)")
+        con.execute(f"CREATE TABLE {migrations.META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        for fn in migrations.MIGRATIONS:
+            con.execute(f"INSERT INTO {migrations.MIGRATIONS_TABLE} VALUES (?, now())", [fn.__name__])
+        con.execute(migrations.views_sql())
+        con.execute(f"INSERT INTO {migrations.META_TABLE} VALUES (?, ?)", [migrations.VIEWS_HASH_KEY, migrations.views_hash()])
+        con.execute("INSERT INTO events (id, started_at, session_id, api, outcome) VALUES ('e1', now(), ?, 'messages', 'ok')", [SID])
+    finally:
+        con.close()
+    line = one_line_error(run_cli("handoff", SID, "--db", str(path), env=env))
+    assert line.startswith(f"error: cannot read session '{SID}'") and "digest" in line
+
+
 # --------------------------------------------------------------------------------------------
 # Transcripts fill the gaps
 # --------------------------------------------------------------------------------------------
