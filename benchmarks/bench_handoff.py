@@ -7,7 +7,7 @@ write path): one Claude Code session of N requests, 30 s apart, each with a dige
 `DigestDelta` the way the gateway will build them (a user ask every 4th request, 3 files, 2
 commands, a todo list every 10th, the assistant's text; ~2 KB of JSON per request), 1 % 529s, plus
 50 other sessions of 20 requests. Then times, as a user runs them (a subprocess, wall time with
-`time.perf_counter`, median of R runs after one warm-up):
+`time.perf_counter`, median of R rounds after one warm-up; each round runs every command in turn):
 
 - `llmsm sessions` on the same database: the baseline (interpreter, CLI start-up, one query);
 - `llmsm handoff ID` (Markdown, the default 2000-token budget), and with `--json`;
@@ -77,17 +77,23 @@ def build_db(path: Path, n: int) -> None:
     insert_events(path, events)
 
 
-def wall_ms(args: list[str], runs: int) -> tuple[float, list[float], str]:
-    cmd = [sys.executable, "-m", "llmsm.cli.main", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)  # warm-up: page cache, window cache
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(args)} failed: {out.stderr.strip()}")
-    times = []
+def wall_ms(commands: list[list[str]], runs: int) -> list[tuple[float, list[float], str]]:
+    """(median, times, stdout) per command; the commands run in turn each round, so that load
+    from elsewhere on the machine falls on all of them alike."""
+    cmds = [[sys.executable, "-m", "llmsm.cli.main", *args] for args in commands]
+    outputs = []
+    for cmd in cmds:  # warm-up: page cache, context-window cache
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if out.returncode != 0:
+            sys.exit(f"{' '.join(cmd[3:])} failed: {out.stderr.strip()}")
+        outputs.append(out.stdout)
+    times: list[list[float]] = [[] for _ in cmds]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), times, out.stdout
+        for i, cmd in enumerate(cmds):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
+            times[i].append((time.perf_counter() - t0) * 1000)
+    return [(statistics.median(t), t, o) for t, o in zip(times, outputs)]
 
 
 def in_process_ms(fn, runs: int) -> float:
@@ -144,9 +150,9 @@ def main() -> None:
     scrub_prose = in_process_ms(lambda: scrub(prose[:10_240]), 50)
     scrub_code = in_process_ms(lambda: scrub(code_text[:10_240]), 50)
 
-    base_med, base_times, _ = wall_ms(["sessions", "--db", str(db)], args.runs)
-    md_med, md_times, brief = wall_ms(["handoff", SID, "--db", str(db)], args.runs)
-    js_med, js_times, _ = wall_ms(["handoff", SID, "--json", "--db", str(db)], args.runs)
+    (base_med, base_times, _), (md_med, md_times, brief), (js_med, js_times, _) = wall_ms(
+        [["sessions", "--db", str(db)], ["handoff", SID, "--db", str(db)], ["handoff", SID, "--json", "--db", str(db)]],
+        args.runs)
 
     print()
     print(table(["command (subprocess, wall)", "median ms", "min", "max", "vs sessions"], [
