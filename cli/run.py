@@ -498,14 +498,17 @@ def _record_start(db_path: Path, label: str, argv: list[str], cwd: str | None, p
             db_path, session_id=label, label=label, command=shown or shlex.join(argv), cwd=cwd,
             git_branch=_git_branch(cwd) if cwd else None, pid=pid, timeout=STORE_TIMEOUT,
         )
-        if parent is not None:
-            from llmsm.analytics.handoff import record_parent
-
-            record_parent(db_path, label, parent, pid=pid, timeout=STORE_TIMEOUT)
     except StoreError as exc:
         _warn(f"the run was not recorded (the command runs anyway): {exc}")
         return False
     except Exception as exc:  # noqa: BLE001 - the child is running: never leave it unattended
         _warn(f"the run was not recorded (the command runs anyway): {type(exc).__name__}: {exc}")
         return False
+    if parent is not None:
+        from llmsm.analytics.handoff import record_parent
+
+        try:
+            record_parent(db_path, label, parent, pid=pid, timeout=STORE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - the run is recorded; only its lineage is missing
+            _warn(f"the parent session was not recorded: {exc}")
     return True
