@@ -133,6 +133,7 @@ class ExchangeEvent(BaseModel):
     cache_ttl: str | None = None  # '5m' or '1h' where the request set cache_control
 
     ratelimit: dict[str, str] | None = None  # the response's rate-limit headers
+    digest: dict[str, Any] | None = None  # what this request showed beyond the previous one (analytics/digest.py)
 
     def usage(self) -> Usage:
         return Usage(**{name: getattr(self, name) for name in Usage.model_fields})
@@ -149,4 +150,4 @@ class ExchangeEvent(BaseModel):
 
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(ExchangeEvent.model_fields)
-JSON_COLUMNS = frozenset({"usage_raw", "ratelimit"})
+JSON_COLUMNS = frozenset({"usage_raw", "ratelimit", "digest"})

@@ -141,6 +141,19 @@ def m003_budgets(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m004_digest(con: duckdb.DuckDBPyConnection) -> None:
+    # What each request showed of the session beyond the previous one (analytics/digest.py):
+    # the material of `llmsm handoff`. Scrubbed of secrets and bounded before it is stored.
+    con.execute("ALTER TABLE events ADD COLUMN digest JSON")
+
+
+@migration
+def m005_run_parent(con: duckdb.DuckDBPyConnection) -> None:
+    # The session a run was handed off from (`llmsm handoff --start`, `llmsm run --parent`).
+    con.execute("ALTER TABLE runs ADD COLUMN parent_session VARCHAR")
+
+
 # --------------------------------------------------------------------------------------------
 # Machinery
 # --------------------------------------------------------------------------------------------

@@ -87,14 +87,31 @@ def run(
                      help="Point a route elsewhere (anthropic, openai, gemini). Repeatable. Only applies when "
                      "this run starts the gateway; a gateway already running keeps its routes."),
     ] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option("--parent", metavar="SESSION", help="The session this one continues (an id, a unique prefix "
+                     "of one, or a label): recorded as the run's parent_session (see llmsm handoff)."),
+    ] = None,
 ) -> None:
     argv = list(ctx.args)
     if not argv:
         fail("no command given: llmsm run [OPTIONS] -- COMMAND [ARGS...]", 2)
     if argv[0].startswith("-") and argv[0] != "-":
         fail(f"unknown option {argv[0]!r} for llmsm run (put the command after --: llmsm run [OPTIONS] -- COMMAND)", 2)
+    if parent is not None:
+        parent = _resolve_parent(parent, db)
+    raise typer.Exit(launch(argv, session=session, tls=tls, db=db, upstreams=list(upstream or []), parent=parent))
+
+
+def launch(
+    argv: list[str], *, session: str | None = None, tls: bool = False, db: Path | None = None,
+    upstreams: list[str] | None = None, parent: str | None = None, cwd: str | None = None, shown: str | None = None,
+) -> int:
+    """Run argv as `llmsm run` does and return its exit code: `parent` is recorded as the run's
+    parent session (a full session id), `cwd` is the directory it runs in (default: this one),
+    `shown` the command as recorded (default: argv, quoted)."""
     label = _label(session, argv[0])
-    upstreams = list(upstream or [])
+    upstreams = list(upstreams or [])
     for u in upstreams:
         if "=" not in u:
             fail(f"--upstream needs NAME=URL, got {u!r}", 2)
@@ -119,8 +136,18 @@ def run(
         where = f"http://{host}:{state['port']}" + (f", proxy :{state['proxy_port']}" if tls else "")
         err_console.print(f"[dim]llmsm: session {escape(label)} via gateway {where} (pid {state['pid']}, {how})[/]")
 
-    code = _run_child(argv, executable, env, db_path, label)
-    raise typer.Exit(code)
+    return _run_child(argv, executable, env, db_path, label, cwd=cwd, parent=parent, shown=shown)
+
+
+def _resolve_parent(ref: str, db: Path | None) -> str:
+    """The full id of the session `ref` names, or one clear error (as `llmsm show` resolves it)."""
+    from llmsm.cli.dashboard import _open, resolve_session
+
+    con = _open(resolve_db(db))
+    try:
+        return resolve_session(con, ref, None)
+    finally:
+        con.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,7 +493,8 @@ def _terminal_delivers_to(pgrp: int) -> bool:
     return False
 
 
-def _run_child(argv: list[str], executable: str, env: dict[str, str], db_path: Path, label: str) -> int:
+def _run_child(argv: list[str], executable: str, env: dict[str, str], db_path: Path, label: str,
+               *, cwd: str | None = None, parent: str | None = None, shown: str | None = None) -> int:
     proc: subprocess.Popen | None = None
     pending: list[int] = []
 
@@ -494,12 +522,13 @@ def _run_child(argv: list[str], executable: str, env: dict[str, str], db_path: P
         except (OSError, ValueError):
             pass
     try:
+        if cwd is None:
+            try:
+                cwd = os.getcwd()
+            except OSError:  # the directory was removed under us
+                cwd = None
         try:
-            cwd: str | None = os.getcwd()
-        except OSError:  # the directory was removed under us
-            cwd = None
-        try:
-            proc = subprocess.Popen(argv, executable=executable, env=env)  # a list: never a shell
+            proc = subprocess.Popen(argv, executable=executable, env=env, cwd=cwd)  # a list: never a shell
         except FileNotFoundError:
             fail(f"{argv[0]}: command not found", 127)
         except PermissionError:
@@ -509,7 +538,7 @@ def _run_child(argv: list[str], executable: str, env: dict[str, str], db_path: P
         for sig in pending:  # arrived before the child existed: it cannot have had the terminal's copy
             forward(sig, from_before=True)
 
-        recorded = _record_start(db_path, label, argv, cwd, proc.pid)
+        recorded = _record_start(db_path, label, argv, cwd, proc.pid, parent, shown)
         code = proc.wait()
     finally:
         for sig, handler in previous.items():
@@ -530,12 +559,13 @@ def _run_child(argv: list[str], executable: str, env: dict[str, str], db_path: P
     return exit_code
 
 
-def _record_start(db_path: Path, label: str, argv: list[str], cwd: str | None, pid: int) -> bool:
+def _record_start(db_path: Path, label: str, argv: list[str], cwd: str | None, pid: int, parent: str | None = None,
+                  shown: str | None = None) -> bool:
     from llmsm.analytics.store import StoreError, insert_run
 
     try:
         insert_run(
-            db_path, session_id=label, label=label, command=shlex.join(argv), cwd=cwd,
+            db_path, session_id=label, label=label, command=shown or shlex.join(argv), cwd=cwd,
             git_branch=_git_branch(cwd) if cwd else None, pid=pid, timeout=STORE_TIMEOUT,
         )
     except StoreError as exc:
@@ -544,4 +574,11 @@ def _record_start(db_path: Path, label: str, argv: list[str], cwd: str | None, p
     except Exception as exc:  # noqa: BLE001 - the child is running: never leave it unattended
         _warn(f"the run was not recorded (the command runs anyway): {type(exc).__name__}: {exc}")
         return False
+    if parent is not None:
+        from llmsm.analytics.handoff import record_parent
+
+        try:
+            record_parent(db_path, label, parent, pid=pid, timeout=STORE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - the run is recorded; only its lineage is missing
+            _warn(f"the parent session was not recorded: {exc}")
     return True

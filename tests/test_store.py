@@ -70,7 +70,7 @@ def test_connect_creates_schema_and_version_table(db: Path) -> None:
 
         run_cols = [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
         assert run_cols == ["session_id", "label", "command", "cwd", "git_branch", "pid",
-                            "started_at", "ended_at", "exit_code"]
+                            "started_at", "ended_at", "exit_code", "parent_session"]
         budget_cols = [r[0] for r in con.execute("DESCRIBE budgets").fetchall()]
         assert budget_cols == ["id", "scope", "target", "max_tokens", "max_usd", "warn_at", "created_at"]
         with pytest.raises(duckdb.ConstraintException):
