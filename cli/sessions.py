@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from llmsm.analytics.dashboard import human_tokens, human_usd
 from llmsm.cli.common import DbOption, JsonOption, console, fail, print_json, resolve_db, rows_as_dicts
+from llmsm.cli.format import human_tokens, human_usd
 
 QUERY = """
 SELECT session_id, label, client, client_version, status, first_seen, last_seen, models,
