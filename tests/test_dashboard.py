@@ -662,3 +662,13 @@ def test_older_database_without_the_views(tmp_path, old):
     frame = _frame(db)
     assert [q["text"].split(",")[0] for q in frame.quota_top()] == ["5h window 72% used"]
     assert frame.sessions[0].budgets == [] and frame.budgets == []
+
+
+def test_a_health_field_missing_from_the_query_fails_loudly():
+    """The frame's events query is built from health_rules.HEALTH_FIELDS and checked by name:
+    a field it lost would otherwise read as None and quietly change a verdict."""
+    from llmsm.analytics.health_rules import HEALTH_FIELDS
+
+    dashboard._check_health_columns([(f,) for f in HEALTH_FIELDS])
+    with pytest.raises(RuntimeError, match="the health model reads"):
+        dashboard._check_health_columns([(f,) for f in HEALTH_FIELDS if f != "error_message"])

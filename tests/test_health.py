@@ -330,6 +330,13 @@ def test_input_kinds_and_order_agree():
     assert assess_session(slim, now=NOW).context_tokens == ref["context_tokens"]
 
 
+def test_a_tuple_must_be_a_whole_events_row():
+    """Fields are read by name: a bare tuple can only be a SELECT * row (its columns are known);
+    any other tuple is refused instead of being read as all None."""
+    with pytest.raises(TypeError, match="SELECT \\* row"):
+        assess_session([("messages", NOW, NOW, SONNET)], now=NOW)
+
+
 def test_empty_and_json():
     h = assess_session([], now=NOW, session_id="x")
     assert h.score == 100 and h.status == "healthy" and h.session_id == "x"
