@@ -2,15 +2,14 @@
 health reason, the status line and its colours.
 
 analytics/ returns data (kinds, numbers, structured reasons); the commands format them with
-these. Standard library only (and the names of error kinds from analytics/health_rules.py),
-cheap to import: `llmsm statusline` uses this module before any CLI framework is loaded.
+these. Standard library only at import (the names of error kinds come from
+analytics/health_rules.py when a reason needs them), cheap to import: `llmsm statusline` uses
+this module before any CLI framework is loaded, and `llmsm cost` or `report` pay nothing for it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-from llmsm.analytics.health_rules import ERROR_LABELS, top_error_kind
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmsm.analytics.health import SessionHealth
@@ -77,6 +76,8 @@ def _context_words(fill: float) -> str:
 
 
 def _error_words(n: int, kind: str) -> str:
+    from llmsm.analytics.health_rules import ERROR_LABELS
+
     return f"{n} error{'s' if n != 1 else ''}: {ERROR_LABELS.get(kind, kind)}"
 
 
@@ -101,6 +102,8 @@ def short_reason(health: SessionHealth | None) -> str:
     if f == "errors":
         kinds = health.error_kinds
         if kinds:
+            from llmsm.analytics.health_rules import top_error_kind
+
             return _error_words(health.recent_errors, r.kind or top_error_kind(kinds))
         return r.message
     if f == "tool_errors":

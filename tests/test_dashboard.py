@@ -669,6 +669,7 @@ def test_a_health_field_missing_from_the_query_fails_loudly():
     a field it lost would otherwise read as None and quietly change a verdict."""
     from llmsm.analytics.health_rules import HEALTH_FIELDS
 
+    assert set(dashboard._HEALTH_SQL_EXPR) <= set(HEALTH_FIELDS)  # no expression for a field the model does not read
     dashboard._check_health_columns([(f,) for f in HEALTH_FIELDS])
     with pytest.raises(RuntimeError, match="the health model reads"):
         dashboard._check_health_columns([(f,) for f in HEALTH_FIELDS if f != "error_message"])
