@@ -1,6 +1,6 @@
-"""The data behind `llmsm watch`, `show`, `health` and `statusline`.
+"""The data behind `llmsm watch`, `show` and `health`.
 
-A dashboard frame is two SQL round trips on a read-only connection that is opened for the frame
+A dashboard frame is three SQL round trips on a read-only connection that is opened for the frame
 and closed right after (DuckDB locks the file per process: holding it would block the gateway's
 writes):
 
@@ -8,14 +8,13 @@ writes):
    last 10 minutes for the burn rate, the first TTFTs for the slowdown baseline, the latest
    `llmsm run`) for the sessions in scope: active within a window (default 60 min), all, or
    given ids;
-2. the last 50 events of each of those sessions (a `row_number()` window), only the columns the
-   health model reads;
-3. one small query for budgets and quota windows: the `budget_status` rows (only when the
-   `budgets` table has rows and the view exists: the first query reads that from the catalog, so a
-   database without budgets pays nothing for them) and the latest rate-limit headers per account,
-   provider and header set of the last 7 days (`QUOTA_LOOKBACK`), read with `quota.parse_headers`
-   by the rules of the `quota` view (bounded in time, so its cost does not grow with the table,
-   and evaluated as of `at`). A failure here never fails the frame.
+2. the last 50 events of each of those sessions (a `row_number()` window), only the fields the
+   health model reads (`health_rules.HEALTH_FIELDS`, one `HealthRow` each);
+3. one small query for budgets and quota windows (analytics/live.py, shared with the status
+   line): the `budget_status` rows only when the `budgets` table has rows and the view exists
+   (the first query reads that from the catalog, so a database without budgets pays nothing
+   for them) and the quota windows of the last 7 days as of `at`. A failure here never fails
+   the frame.
 
 Health is then computed outside the connection (analytics/health.py). Each session gets the
 budgets that apply to it (its id, its label, its client, the day budget); the tightest (exceeded
@@ -25,29 +24,35 @@ before warn before ok, then the most used) goes to the health model as `budget_f
 with `started_at <= at` count, and ages, activity and cache idleness are measured against `at`,
 so `--at` reproduces what the dashboard showed then (budget states excepted, see below).
 
-`statusline()` is the fast path: two queries, only `duckdb`, `quota` and the standard library
-imported (no pydantic, no genai-prices), and a quick health check (context fill, recent errors,
-cold cache) with the thresholds of `health.Thresholds`; context windows come from a small cache
-file that is filled from `prices.context_window` the first time a model is seen. The second
-query adds the most used quota window and a budget past its warning threshold; on a database
-without the `budgets` table or the `budget_status` view it reads the quota headers only.
-
 Budget states come from the `budget_status` view, which counts up to now: with `--at` they are
 still today's (the view takes no moment).
 
-Nothing here imports typer or mitmproxy; heavy modules are imported inside the functions.
+The status line has its own, cheaper path (analytics/statusline.py); the texts on the screen are
+llmsm.cli's. Nothing here imports typer or mitmproxy; heavy modules are imported inside the
+functions.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .apis import TURN_APIS, sql_list
+from .health_rules import HEALTH_FIELDS, STATUS_RANK, HealthRow, attention_key
+from .live import (
+    ACTIVE_MINUTES,
+    CATALOG_SQL,
+    DEFAULT_WINDOW_MINUTES,
+    IDLE_MINUTES,
+    QUOTA_LOOKBACK,
+    budget_key,
+    extras_sql,
+    quota_windows,
+    top_quota,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -58,17 +63,14 @@ __all__ = [
     "ACTIVE_MINUTES",
     "DEFAULT_WINDOW_MINUTES",
     "EVENTS_PER_SESSION",
+    "STATUS_RANK",
     "Frame",
     "SessionDetail",
     "SessionRow",
-    "StatusLine",
     "load_frame",
     "load_session",
     "find_sessions",
     "read_frame",
-    "short_reason",
-    "statusline",
-    "format_statusline",
     "apply_budgets",
     "budget_name",
     "quota_windows",
@@ -76,35 +78,22 @@ __all__ = [
 ]
 
 UTC = timezone.utc
-TURN_APIS = ("messages", "chat_completions", "responses", "generate_content")
-_TURNS_SQL = "(" + ", ".join(f"'{a}'" for a in TURN_APIS) + ")"
-ACTIVE_MINUTES = 5.0  # like the sessions view: active = seen within 5 minutes, idle = within 1 hour
-IDLE_MINUTES = 60.0
-DEFAULT_WINDOW_MINUTES = 60.0  # watch / health show sessions seen within this window
+_TURNS_SQL = sql_list(TURN_APIS)
 EVENTS_PER_SESSION = 50  # what the health model reads per session
 BURN_MINUTES = 10.0  # burn rate = tokens of the last 10 minutes / 10
-BASELINE_TURNS = 5
-CONTEXT_TURNS = 200  # `show`: context fill of the last 200 turns (or --limit, if more)  # slowdown baseline: median TTFT of the session's first 5 ok main turns
-QUOTA_LOOKBACK = timedelta(days=7)  # quota headers older than the longest usual window (7d) have reset
-BUDGET_STATE_RANK = {"exceeded": 2, "warn": 1, "ok": 0}
+BASELINE_TURNS = 5  # slowdown baseline: median TTFT of the session's first 5 ok main turns
+CONTEXT_TURNS = 200  # `show`: context fill of the last 200 turns (or --limit, if more)
 
-STATUS_RANK = {"critical": 0, "degraded": 1, "healthy": 2}
-
-# The columns the health model reads (health._FIELDS), fetched as a namedtuple per event (the
-# model reads attributes): timestamps as naive UTC (3x cheaper to convert than TIMESTAMPTZ), and
-# usage_raw only where it mentions compaction iterations (the JSON text is the costly part).
-_HEALTH_FIELDS = (
-    "api", "started_at", "ended_at", "model", "provider", "agent_id", "status_code", "outcome", "error_type",
-    "input_tokens", "cache_read_tokens", "cache_write_tokens", "ttft_ms", "tool_errors", "request_hash",
-    "retry_count", "long_context", "cache_ttl", "usage_raw", "error_message", "requested_model", "session_id",
-)
+# The events the health model reads: its fields (health_rules.HEALTH_FIELDS), one HealthRow
+# each. Every field is its column unless said here: timestamps as naive UTC (3x cheaper to
+# convert than TIMESTAMPTZ), and usage_raw only where it mentions compaction iterations (the
+# JSON text is the costly part).
 _HEALTH_SQL_EXPR = {
-    "started_at": "timezone('UTC', started_at) AS started_at",
-    "ended_at": "timezone('UTC', ended_at) AS ended_at",
-    "usage_raw": "CASE WHEN contains(usage_raw::VARCHAR, '\"iterations\"') THEN usage_raw::VARCHAR END AS usage_raw",
+    "started_at": "timezone('UTC', started_at)",
+    "ended_at": "timezone('UTC', ended_at)",
+    "usage_raw": "CASE WHEN contains(usage_raw::VARCHAR, '\"iterations\"') THEN usage_raw::VARCHAR END",
 }
-_HEALTH_SELECT = ", ".join(_HEALTH_SQL_EXPR.get(f, f) for f in _HEALTH_FIELDS)
-HealthEvent = namedtuple("HealthEvent", _HEALTH_FIELDS)
+_HEALTH_SELECT = ", ".join(f"{_HEALTH_SQL_EXPR.get(f, f)} AS {f}" for f in HEALTH_FIELDS)
 
 
 def _utc(value: datetime) -> datetime:
@@ -176,8 +165,7 @@ class SessionRow:
         return self.budgets[0] if self.budgets else None
 
     def sort_key(self) -> tuple:
-        last = self.last_seen.timestamp() if self.last_seen is not None else 0.0
-        return (STATUS_RANK.get(self.status, 3), self.score, -last)
+        return attention_key(self.status, self.score, self.last_seen)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -279,12 +267,6 @@ _SCOPE_WINDOW = """
 _SCOPE_ALL = "SELECT DISTINCT session_id FROM events WHERE session_id IS NOT NULL AND started_at <= $at"
 _SCOPE_IDS = "SELECT unnest($ids::VARCHAR[]) AS session_id"
 
-_CATALOG_SQL = """SELECT
-        (SELECT coalesce(max(estimated_size), 0) FROM duckdb_tables()
-         WHERE table_name = 'budgets' AND schema_name = 'main' AND database_name = current_database()) AS n_budgets,
-        (SELECT count(*) > 0 FROM duckdb_views()
-         WHERE view_name = 'budget_status' AND schema_name = 'main' AND database_name = current_database()) AS budget_view"""
-
 _AGG_SQL = f"""
 WITH scope AS ({{scope}}),
 agg AS (
@@ -320,11 +302,7 @@ run AS (
     WHERE started_at <= $at AND session_id IN (SELECT session_id FROM scope)
     QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY started_at DESC) = 1
 ),
-cat AS (
-    -- from the catalog, so an older database without them still answers: does the frame need
-    -- the budget_status view (budgets defined, the view there)?
-    {_CATALOG_SQL}
-)
+cat AS ({CATALOG_SQL})
 SELECT agg.*, run.label AS run_label, run.command, run.cwd, run.git_branch, cat.n_budgets, cat.budget_view
 FROM cat LEFT JOIN agg ON true LEFT JOIN run ON run.session_id = agg.session_id
 """
@@ -401,9 +379,17 @@ class _Extras:
     quota: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _check_health_columns(description: Any) -> None:
+    """The events query must return exactly the health model's fields, by name and in order: a
+    field missing there would otherwise read as None and quietly change a verdict."""
+    names = tuple(d[0] for d in description)
+    if names != HEALTH_FIELDS:
+        raise RuntimeError(f"the events query returns {names}, the health model reads {HEALTH_FIELDS}")
+
+
 def _fetch(
     con: duckdb.DuckDBPyConnection, scope: str, params: dict[str, Any], n_events: int,
-) -> tuple[list[SessionRow], dict[str, list[tuple]], _Extras]:
+) -> tuple[list[SessionRow], dict[str, list[HealthRow]], _Extras]:
     """The three round trips: aggregates, the last `n_events` events of those sessions, then
     budgets and quota windows."""
     at = params["at"]
@@ -411,13 +397,14 @@ def _fetch(
     columns = [d[0] for d in cur.description]
     rows = cur.fetchall()
     sessions = _rows_from_agg(columns, rows, at)
-    events: dict[str, list[tuple]] = {}
+    events: dict[str, list[HealthRow]] = {}
     if sessions and n_events > 0:
         ids = [s.session_id for s in sessions]
-        evs = con.execute(_EVENTS_SQL, {"ids": ids, "at": at, "n": n_events}).fetchall()
-        make = HealthEvent._make
-        for r in evs:
-            events.setdefault(r[-1], []).append(make(r))
+        cur = con.execute(_EVENTS_SQL, {"ids": ids, "at": at, "n": n_events})
+        _check_health_columns(cur.description)
+        make = HealthRow._make
+        for r in map(make, cur.fetchall()):
+            events.setdefault(r.session_id, []).append(r)
     cat = dict(zip(columns, rows[0])) if rows else {}
     with_budgets = bool(cat.get("n_budgets")) and bool(cat.get("budget_view"))
     return sessions, events, _fetch_extras(con, at, with_budgets)
@@ -426,27 +413,6 @@ def _fetch(
 # --------------------------------------------------------------------------------------------
 # Budgets and quota windows
 # --------------------------------------------------------------------------------------------
-
-_BUDGET_COLUMNS = ("id", "scope", "target", "max_tokens", "max_usd", "warn_at", "used_tokens", "used_usd",
-                   "tokens_pct", "usd_pct", "pct", "state")
-_BUDGET_SQL = f"SELECT {', '.join(_BUDGET_COLUMNS)} FROM budget_status"
-# The newest response per account, provider and set of header names (the `shapes` step of the
-# quota view), within QUOTA_LOOKBACK before `at`: the newest response carrying a window is one
-# of these. quota.parse_headers then reads them by the view's rules.
-_QUOTA_SQL = """
-SELECT account, provider, max(started_at) AS observed_at, arg_max(ratelimit::VARCHAR, started_at) AS headers
-FROM events
-WHERE ratelimit IS NOT NULL AND started_at <= $at AND started_at >= $quota_from
-GROUP BY account, provider, hash(list_sort(json_keys(ratelimit)))  -- hashed: 3x cheaper to group than the list
-"""
-
-
-def _extras_sql(with_budgets: bool, budget_where: str = "") -> str:
-    parts = [f"(SELECT list(q) FROM ({_QUOTA_SQL}) AS q) AS quota"]
-    if with_budgets:
-        parts.append(f"(SELECT list(b) FROM ({_BUDGET_SQL} {budget_where}) AS b) AS budgets")
-    return "SELECT " + ", ".join(parts)
-
 
 def _fetch_extras(con: duckdb.DuckDBPyConnection, at: datetime, with_budgets: bool) -> _Extras:
     """One query; never raises (a database of an older llmsm may lack a view or a table)."""
@@ -457,7 +423,7 @@ def _fetch_extras(con: duckdb.DuckDBPyConnection, at: datetime, with_budgets: bo
     row = None
     for budgets in ((True, False) if with_budgets else (False,)):
         try:
-            row = con.execute(_extras_sql(budgets), params).fetchone()
+            row = con.execute(extras_sql(budgets), params).fetchone()
         except duckdb.Error:
             continue
         if budgets:
@@ -469,54 +435,6 @@ def _fetch_extras(con: duckdb.DuckDBPyConnection, at: datetime, with_budgets: bo
         except Exception:  # noqa: BLE001 - a header that trips the parser costs the footer, not the frame
             out.quota = []
     return out
-
-
-def quota_windows(rows: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
-    """Quota windows (the dicts of `quota.quota_summary`: account, provider, source, window,
-    window_minutes, used_pct, limit, remaining, resets_at, status, observed_at, stale, text) from
-    the newest rate-limit headers per account, provider and header set (`rows`: account,
-    provider, observed_at, headers as JSON text). Per account and window the newest wins."""
-    from .quota import describe, parse_headers
-
-    seen: set[tuple] = set()
-    out: list[dict[str, Any]] = []
-    for r in sorted(rows, key=lambda r: r["observed_at"], reverse=True):
-        headers = r["headers"]
-        if isinstance(headers, str):
-            headers = json.loads(headers)
-        if not isinstance(headers, dict):
-            continue
-        observed = _utc(r["observed_at"])
-        for w in parse_headers({str(k): str(v) for k, v in headers.items() if v is not None}, observed):
-            key = (r["account"], r["provider"], w.source, w.window)
-            if key in seen:
-                continue
-            seen.add(key)
-            d = {
-                "account": r["account"], "provider": r["provider"], "source": w.source, "window": w.window,
-                "window_minutes": w.window_minutes,
-                "used_pct": round(float(w.used_pct), 2) if w.used_pct is not None else None,
-                "limit": w.limit, "remaining": w.remaining, "resets_at": w.resets_at, "status": w.status,
-                "observed_at": observed,
-            }
-            d["stale"] = bool(w.resets_at is not None and w.resets_at < at)
-            d["text"] = describe(d, at)
-            out.append(d)
-    out.sort(key=lambda d: (d["account"] is None, d["account"] or "", d["provider"] or "",
-                            -(d["used_pct"] if d["used_pct"] is not None else -1.0), d["window"]))
-    return out
-
-
-def top_quota(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The most used window per account that has not reset since it was seen, most used first."""
-    best: dict[Any, dict[str, Any]] = {}
-    for w in windows:
-        if w.get("stale") or w.get("used_pct") is None:
-            continue
-        cur = best.get(w["account"])
-        if cur is None or w["used_pct"] > cur["used_pct"]:
-            best[w["account"]] = w
-    return sorted(best.values(), key=lambda w: -w["used_pct"])
 
 
 def budget_name(b: dict[str, Any]) -> str:
@@ -543,11 +461,6 @@ def _applies(b: dict[str, Any], s: SessionRow) -> bool:
         return True
     value = {"session": s.session_id, "label": s.label, "client": s.client}.get(scope)
     return value is not None and value == target
-
-
-def _budget_key(b: dict[str, Any]) -> tuple:
-    left = b.get("minutes_left")
-    return (-BUDGET_STATE_RANK.get(b["state"], 0), -(b["pct"] or 0.0), left if left is not None else float("inf"))
 
 
 def apply_budgets(
@@ -586,8 +499,8 @@ def apply_budgets(
         for s in members:
             s.budgets.append(b)
     for s in sessions:
-        s.budgets.sort(key=_budget_key)
-    out.sort(key=_budget_key)
+        s.budgets.sort(key=budget_key)
+    out.sort(key=budget_key)
     return out
 
 
@@ -886,410 +799,11 @@ def context_per_turn(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Short texts shared by the dashboard and the status line
-# --------------------------------------------------------------------------------------------
-
-
-def short_reason(health: SessionHealth | None) -> str:
-    """The top reason in a few words ("context 87%", "4 errors: overloaded (529)")."""
-    if health is None or not health.reasons:
-        return ""
-    r = health.reasons[0]
-    f = r.factor
-    if f == "context_fill" and health.context_fill is not None:
-        return f"context {health.context_fill:.0%}"
-    if f == "context_growth" and health.turns_left is not None:
-        return f"~{health.turns_left} turns left"
-    if f == "cache_cold":
-        idle = (health.idle_seconds or 0) / 60.0
-        return f"cache cold (idle {idle:.0f}m)" if idle < 90 else f"cache cold (idle {idle / 60:.1f}h)"
-    if f == "cache_share" and health.cache_read_share is not None:
-        return f"cache hits {health.cache_read_share:.0%}"
-    if f == "errors":
-        kinds = health.error_kinds
-        if kinds:
-            from .health import ERROR_LABELS
-
-            top = max(kinds, key=kinds.get)
-            n = health.recent_errors
-            return f"{n} error{'s' if n != 1 else ''}: {ERROR_LABELS.get(top, top)}"
-        return r.message
-    if f == "tool_errors":
-        return f"{health.tool_errors} tool failures"
-    if f == "retry_loop":
-        return f"retry loop x{health.retry_repeats}"
-    if f == "slowdown" and health.ttft_ratio is not None:
-        return f"slower: ttft {health.ttft_ratio:.1f}x"
-    if f == "context_rot":
-        return f"{health.turns_since_compaction} turns since compaction"
-    if f == "budget" and health.budget_fraction is not None:
-        text = f"budget {health.budget_fraction:.0%}"
-        left = health.budget_minutes_left
-        if left is not None and health.budget_fraction < 1:
-            text += f" ~{left:.0f}m left" if left < 90 else f" ~{left / 60:.1f}h left"
-        return text
-    return r.message
-
-
-# --------------------------------------------------------------------------------------------
-# The status line: one query, a quick check, no heavy imports
-# --------------------------------------------------------------------------------------------
-
-# Quick-check thresholds: the defaults of health.Thresholds (not imported: it loads genai-prices).
-_Q_FILL_WARN, _Q_FILL_CRIT = 0.70, 0.85
-_Q_ERR_WARN, _Q_ERR_CRIT, _Q_HALF_LIFE_MIN = 1.5, 3.0, 15.0
-_Q_RECENT_TURNS, _Q_RECENT_MIN = 10, 60.0
-_Q_CACHE_MIN, _Q_CACHE_WARN = 4_096, 50_000
-_Q_TTL_S, _Q_TTL_1H_S = 300.0, 3600.0
-
-_STATUSLINE_SQL = f"""
-WITH cat AS ({_CATALOG_SQL}),
-today AS (
-    SELECT coalesce(sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0) + coalesce(cache_read_tokens, 0)
-                        + coalesce(cache_write_tokens, 0)), 0) AS tokens,
-           sum(cost_usd) AS cost
-    FROM events WHERE started_at >= $day AND started_at <= $now AND api <> 'other'
-),
-recent AS (
-    SELECT session_id, label, client, started_at, model, requested_model, provider, agent_id, status_code, outcome,
-           error_type, error_message, input_tokens, cache_read_tokens, cache_write_tokens, long_context, cache_ttl,
-           max(coalesce(ended_at, started_at)) OVER (PARTITION BY session_id) AS last_seen
-    FROM events
-    WHERE session_id IS NOT NULL AND started_at >= $since AND started_at <= $now
-    QUALIFY api IN {_TURNS_SQL}
-        AND row_number() OVER (PARTITION BY session_id, api IN {_TURNS_SQL} ORDER BY started_at DESC) <= {_Q_RECENT_TURNS}
-)
-SELECT today.tokens, today.cost, cat.n_budgets, cat.budget_view, recent.* FROM today CROSS JOIN cat LEFT JOIN recent ON true
-"""
-
-
-@dataclass(slots=True)
-class StatusLine:
-    active: int = 0
-    recent: int = 0
-    tokens_today: int = 0
-    cost_today: float | None = None
-    worst_name: str | None = None
-    worst_status: str = "healthy"
-    worst_reason: str = ""
-    note: str | None = None  # "no data", "db busy", ...
-    quota_window: str | None = None  # the most used quota window that has not reset since ("5h")
-    quota_pct: float | None = None
-    budget_pct: float | None = None  # the tightest budget past its warning threshold that applies to a recent session
-    budget_state: str | None = None  # warn | exceeded
-
-
-# budgets.EXCEEDED_PREFIX (a test keeps them equal): importing that module costs the quick path ~5 ms.
-_BUDGET_REFUSAL = "llmsm budget exceeded:"
-
-
-def _quick_error_kind(status: int | None, outcome: str | None, error_type: str | None, message: str | None) -> str | None:
-    """health._error_kind, reduced to the weights the quick check needs."""
-    if outcome in (None, "ok") and (status is None or status < 400):
-        return None
-    et = error_type or ""
-    if outcome == "client_aborted":
-        return "cancelled"
-    if message and message.startswith(_BUDGET_REFUSAL):
-        return "budget"
-    if status == 429 or et == "rate_limit_error":
-        return "rate limited"
-    if status == 529 or et == "overloaded_error":
-        return "overloaded"
-    if status in (401, 403, 402) or et in ("authentication_error", "permission_error", "billing_error"):
-        return "auth"
-    if status == 413 or (status == 400 and message and "too long" in message.lower()):
-        return "prompt too long"
-    if (status is not None and status >= 500) or outcome in ("stream_error", "upstream_aborted", "proxy_error"):
-        return "server error"
-    return "rejected"
-
-
-_Q_WEIGHTS = {"cancelled": 0.25, "rejected": 0.5, "auth": 3.0, "budget": 3.0, "prompt too long": 3.0}
-_Q_HARD = ("auth", "budget", "prompt too long")
-
-
-def _window_cache_path() -> Path:
-    import platformdirs
-
-    return platformdirs.user_cache_path("llmsm") / "context-windows.json"
-
-
-def _context_windows(keys: set[tuple[str, str, bool]]) -> dict[tuple[str, str, bool], int | None]:
-    """Windows for (provider, model, long_context) from the cache file; models not in it are
-    resolved once with prices.context_window (slow import) and written back."""
-    path = _window_cache_path()
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    out: dict[tuple[str, str, bool], int | None] = {}
-    missing = []
-    for k in keys:
-        sk = f"{k[0]}|{k[1]}|{int(k[2])}"
-        if sk in cached:
-            out[k] = cached[sk]
-        else:
-            missing.append((k, sk))
-    if missing:
-        from .prices import context_window
-
-        for k, sk in missing:
-            out[k] = cached[sk] = context_window(k[1], k[0] or None, k[2])
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cached, sort_keys=True))
-            os.replace(tmp, path)
-        except OSError:
-            pass
-    return out
-
-
-def statusline(path: str | os.PathLike[str], *, now: datetime | None = None, timeout: float = 0.2) -> StatusLine:
-    """Active sessions, the worst (quick check), today's tokens and cost. Never raises for a
-    missing, busy or unreadable database: `note` says what happened."""
-    out = StatusLine()
-    path = Path(path).expanduser()
-    if not path.is_file():
-        out.note = "no data yet"
-        return out
-    try:
-        import duckdb
-    except ImportError:  # pragma: no cover
-        out.note = "unavailable"
-        return out
-    now = _now() if now is None else _utc(now)
-    local_midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
-    params = {"now": now, "day": local_midnight, "since": now - timedelta(minutes=DEFAULT_WINDOW_MINUTES)}
-    deadline = time.monotonic() + timeout
-    con = None
-    while con is None:
-        try:
-            con = duckdb.connect(str(path), read_only=True)
-        except duckdb.Error as exc:
-            text = str(exc)
-            busy = "lock" in text.lower() or "conflict" in text.lower()
-            if not busy or time.monotonic() >= deadline:
-                out.note = "db busy" if busy else "unreadable db"
-                return out
-            time.sleep(0.02)
-    extras = None
-    try:
-        cur = con.execute(_STATUSLINE_SQL, params)
-        cols = [d[0] for d in cur.description]
-        rows = cur.fetchall()
-        if rows:
-            cat = dict(zip(cols, rows[0]))
-            extras = _statusline_extras(con, now, bool(cat["n_budgets"]) and bool(cat["budget_view"]))
-    except duckdb.Error:
-        out.note = "unreadable db"
-        return out
-    finally:
-        con.close()
-    if not rows:
-        return out
-    out.tokens_today = int(rows[0][0] or 0)
-    out.cost_today = rows[0][1]
-    by_session: dict[str, list[dict[str, Any]]] = {}
-    for values in rows:
-        r = dict(zip(cols, values))
-        if r["session_id"] is not None:
-            by_session.setdefault(r["session_id"], []).append(r)
-    _quick_health(out, by_session, now)
-    if extras is not None:
-        try:
-            _quick_extras(out, extras, by_session, now)
-        except Exception:  # noqa: BLE001 - the line without the quota is better than no line
-            pass
-    return out
-
-
-def _statusline_extras(con: Any, now: datetime, with_budgets: bool) -> tuple | None:
-    """The second query: quota headers, and the budgets past their warning threshold when the
-    database has budgets and the view. None when it fails (an older database)."""
-    import duckdb
-
-    params = {"at": now, "quota_from": now - QUOTA_LOOKBACK}
-    for budgets in ((True, False) if with_budgets else (False,)):
-        try:
-            row = con.execute(_extras_sql(budgets, "WHERE state <> 'ok'"), params).fetchone()
-        except duckdb.Error:
-            continue
-        return (row[0] or [], (row[1] or []) if budgets else [])
-    return None
-
-
-def _quick_extras(out: StatusLine, extras: tuple, by_session: dict[str, list[dict[str, Any]]], now: datetime) -> None:
-    quota_rows, budget_rows = extras
-    if quota_rows:
-        top = top_quota(quota_windows(quota_rows, now))
-        if top:
-            out.quota_window, out.quota_pct = top[0]["window"], top[0]["used_pct"]
-    if budget_rows:
-        ids = set(by_session)
-        labels = {r["label"] for rows in by_session.values() for r in rows if r["label"]}
-        clients = {r["client"] for rows in by_session.values() for r in rows if r["client"]}
-        live = [b for b in budget_rows if b["scope"] == "day" or (b["scope"] == "session" and b["target"] in ids)
-                or (b["scope"] == "label" and b["target"] in labels) or (b["scope"] == "client" and b["target"] in clients)]
-        live = [dict(b, pct=float(b["pct"] or 0.0)) for b in live]
-        if live:
-            b = min(live, key=_budget_key)
-            out.budget_pct, out.budget_state = b["pct"], b["state"]
-
-
-def _quick_health(out: StatusLine, by_session: dict[str, list[dict[str, Any]]], now: datetime) -> None:
-    contexts: dict[str, tuple[dict[str, Any], int]] = {}
-    for sid, rows in by_session.items():
-        rows.sort(key=lambda r: r["started_at"])
-        if (now - rows[-1]["last_seen"]).total_seconds() <= ACTIVE_MINUTES * 60:
-            out.active += 1
-        out.recent += 1
-        with_usage = [r for r in rows if r["input_tokens"] is not None or r["cache_read_tokens"] is not None
-                      or r["cache_write_tokens"] is not None]
-        main = [r for r in with_usage if r["agent_id"] is None] or with_usage
-        if main:
-            last = main[-1]
-            prompt = (last["input_tokens"] or 0) + (last["cache_read_tokens"] or 0) + (last["cache_write_tokens"] or 0)
-            contexts[sid] = (last, prompt)
-    keys = {((r["provider"] or ""), (r["model"] or r["requested_model"] or ""), bool(r["long_context"]))
-            for r, _ in contexts.values() if (r["model"] or r["requested_model"])}
-    try:
-        windows = _context_windows(keys) if keys else {}
-    except Exception:  # never let the status line fail on the cache
-        windows = {}
-    worst: tuple | None = None
-    for sid, rows in by_session.items():
-        status, rank, reason = "healthy", 0.0, ""
-        # errors: decayed weights over the last turns of the last hour
-        score, kinds = 0.0, {}
-        for r in rows:
-            kind = _quick_error_kind(r["status_code"], r["outcome"], r["error_type"], r["error_message"])
-            if kind:
-                kinds[kind] = kinds.get(kind, 0) + 1
-                age_min = max(0.0, (now - r["started_at"]).total_seconds() / 60.0)
-                score += _Q_WEIGHTS.get(kind, 1.0) * 0.5 ** (age_min / _Q_HALF_LIFE_MIN)
-        last_kind = _quick_error_kind(rows[-1]["status_code"], rows[-1]["outcome"], rows[-1]["error_type"], rows[-1]["error_message"])
-        if kinds:
-            top = max(kinds, key=kinds.get)
-            n = sum(kinds.values())
-            err_reason = f"{n} error{'s' if n != 1 else ''}: {top}"
-            if last_kind in _Q_HARD or (score >= _Q_ERR_CRIT and last_kind):
-                status, rank, reason = "critical", 2 + score, err_reason
-            elif score >= _Q_ERR_WARN:
-                status, rank, reason = "degraded", 1 + score / 10, err_reason
-        ctx = contexts.get(sid)
-        if ctx is not None:
-            r, prompt = ctx
-            key = ((r["provider"] or ""), (r["model"] or r["requested_model"] or ""), bool(r["long_context"]))
-            window = windows.get(key)
-            if window:
-                fill = prompt / window
-                if fill >= _Q_FILL_CRIT and rank < 2 + fill:
-                    status, rank, reason = "critical", 2 + fill, f"context {fill:.0%}"
-                elif fill >= _Q_FILL_WARN and status != "critical" and rank < 1 + fill / 2:
-                    status, rank, reason = "degraded", 1 + fill / 2, f"context {fill:.0%}"
-            uses_cache = any((x["cache_read_tokens"] or 0) + (x["cache_write_tokens"] or 0) for x in rows)
-            ttl = _Q_TTL_1H_S if r["cache_ttl"] == "1h" else _Q_TTL_S
-            idle = (now - rows[-1]["last_seen"]).total_seconds()
-            if uses_cache and prompt >= _Q_CACHE_WARN and idle > ttl and status == "healthy":
-                status, rank, reason = "degraded", 1.0, f"cache cold (idle {idle / 60:.0f}m)"
-        if status != "healthy":
-            name = next((x["label"] for x in reversed(rows) if x["label"]), None) or sid[:12]
-            cand = (rank, rows[-1]["last_seen"], name, status, reason)
-            if worst is None or cand[:2] > worst[:2]:
-                worst = cand
-    if worst is not None:
-        _, _, out.worst_name, out.worst_status, out.worst_reason = worst
-
-
-def human_tokens(n: int | None) -> str:
-    """1234567 -> 1.2M: token counts in the live views (sessions, watch, statusline); always one
-    decimal, in k or M. `llmsm cost` and `llmsm report` use cli.common.human_tokens."""
-    if not n:
-        return "0"
-    for unit, size in (("M", 1_000_000), ("k", 1_000)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
-def human_usd(value: float | None, missing: str = "") -> str:
-    """Dollars as every command shows them: $1,234 · $12.34 · $0.0041 (small costs keep their
-    first digits instead of rounding to $0.00); `missing` for an unknown (unpriced) cost."""
-    if value is None:
-        return missing
-    if value >= 100:
-        return f"${value:,.0f}"
-    if value == 0 or value >= 0.01:
-        return f"${value:,.2f}"
-    return f"${value:.2g}" if value >= 0.0001 else "<$0.0001"
-
-
-def format_statusline(s: StatusLine, *, color: bool = False) -> str:
-    """`llmsm 3 active · worst: refactor degraded (context 87%) · today 1.2M tok $4.31`."""
-
-    def paint(text: str, code: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if color else text
-
-    if s.note:
-        return f"llmsm: {s.note}"
-    parts = [f"llmsm {s.active} active" if s.active or s.recent else "llmsm idle"]
-    if s.worst_name:
-        worst = f"worst: {s.worst_name} {paint(s.worst_status, '1;31' if s.worst_status == 'critical' else '33')}"
-        if s.worst_reason:
-            worst += f" ({s.worst_reason})"
-        parts.append(worst)
-    elif s.recent:
-        parts.append(paint("all healthy", "32"))
-    today = f"today {human_tokens(s.tokens_today)} tok"
-    if s.cost_today:
-        today += " " + human_usd(s.cost_today)
-    parts.append(today)
-    if s.quota_window and s.quota_pct is not None:
-        q = f"{s.quota_window} {s.quota_pct:.0f}%"
-        parts.append(paint(q, "1;31") if s.quota_pct >= 90 else paint(q, "33") if s.quota_pct >= 70 else q)
-    if s.budget_pct is not None and s.budget_state in ("warn", "exceeded"):
-        pct = f"{s.budget_pct:.0f}%" if s.budget_pct < 1e6 else "over"
-        parts.append(paint(f"budget {pct}", "1;31" if s.budget_state == "exceeded" else "33"))
-    return " · ".join(parts)
-
-
-def _default_db_path() -> Path:
-    """store.default_db_path() without importing the store (it loads pydantic)."""
-    env = os.environ.get("LLMSM_DB")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return platformdirs.user_data_path("llmsm") / "llmsm.duckdb"
-
-
-def _statusline_main(argv: list[str]) -> int:
-    """`python -m llmsm.analytics.dashboard [--db PATH]`: `llmsm statusline` without the CLI
-    framework's start-up (about 3x faster); same output, same guarantees."""
-    import sys
-
-    try:
-        db = None
-        if len(argv) >= 2 and argv[0] == "--db":
-            db = Path(argv[1]).expanduser()
-        elif argv and argv[0].startswith("--db="):
-            db = Path(argv[0][5:]).expanduser()
-        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
-        line = format_statusline(statusline(db or _default_db_path()), color=color)
-    except Exception:  # a status line never shows a traceback
-        line = "llmsm: unavailable"
-    try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    except OSError:
-        pass
-    return 0
-
-
 if __name__ == "__main__":
+    # `python -m llmsm.analytics.dashboard [--db PATH]` was the status line's entry point before it
+    # moved to llmsm.cli.statusline: kept for the status bars configured with it.
     import sys
 
-    sys.exit(_statusline_main(sys.argv[1:]))
+    from llmsm.cli.statusline import main
+
+    sys.exit(main(sys.argv[1:]))

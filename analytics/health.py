@@ -1,18 +1,21 @@
 """Session health: a pure score over one session's recent exchanges.
 
 `assess_session(events, now=...)` looks at the last events of one session (ExchangeEvent
-instances, dicts with its field names, `SELECT *` rows of the events table, or any object with
-those attributes) and returns a `SessionHealth`: a 0-100 score, a status, ranked reasons with
-advice, and the metrics behind them. docs/health.md explains every factor and threshold.
+instances, dicts with its field names, `SELECT *` rows of the events table, `HealthRow`s, or any
+object with those attributes) and returns a `SessionHealth`: a 0-100 score, a status, ranked
+reasons with advice, and the metrics behind them. docs/health.md explains every factor and threshold.
 
 Expected input (what the dashboard should query every refresh):
 - the last N events of the session (N = 50 is plenty; ascending or descending by `started_at`),
+  at least the columns of `health_rules.HEALTH_FIELDS`,
 - optionally `first_seen` (the session's first `started_at`) and `total_turns` (its count of rows
   with a turn api): without them, context rot is measured over the events given only,
 - optionally `baseline_ttft_ms` (median TTFT of the session's first turns) when the early events
   are no longer in the window.
 
-No I/O, no globals changed; every threshold lives in `Thresholds`.
+No I/O, no globals changed. The rules shared with the status line (thresholds, error kinds and
+weights, the verdicts of context fill, errors and a cold cache, score and status) live in
+analytics/health_rules.py; this module applies them and writes the reasons' messages and advice.
 """
 
 from __future__ import annotations
@@ -21,15 +24,40 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from operator import attrgetter, itemgetter
-from typing import Any, Literal
+from typing import Any
 
 from . import prices
-from .budgets import EXCEEDED_PREFIX
+from .apis import TURN_APIS
 from .events import EVENT_COLUMNS, ExchangeEvent
+from .health_rules import (
+    DEFAULT_THRESHOLDS,
+    ERROR_LABELS,
+    ERROR_WEIGHTS,
+    HARD_ERRORS,
+    HEALTH_FIELDS,
+    HealthRow,
+    Severity,
+    Status,
+    Thresholds,
+    cache_cold_verdict,
+    cache_ttl_seconds,
+    error_verdict,
+    fill_verdict,
+    has_usage,
+    main_thread,
+    prompt_tokens,
+    rank_key,
+    score_and_status,
+    tally_errors,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "ERROR_LABELS",
+    "ERROR_WEIGHTS",
+    "HARD_ERRORS",
     "Reason",
     "SessionHealth",
     "Thresholds",
@@ -38,136 +66,8 @@ __all__ = [
     "assess_session",
 ]
 
-Severity = Literal["info", "warn", "critical"]
-Status = Literal["healthy", "degraded", "critical"]
-
-TURN_APIS = frozenset({"messages", "chat_completions", "responses", "generate_content"})
 _UTC = timezone.utc
 
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Every number the score uses. docs/health.md explains each one."""
-
-    # which events are "recent"
-    recent_requests: int = 10  # errors, tool failures, retries, cache share look at the last N turns
-    recent_horizon_min: float = 60.0  # ... that started at most this long ago
-    error_half_life_min: float = 15.0  # an error's weight halves every 15 minutes
-
-    # score composition
-    score_degraded: int = 75  # below -> degraded
-    score_critical: int = 40  # below -> critical
-
-    # context fill = whole prompt of the last main turn / context window
-    fill_info: float = 0.50
-    fill_warn: float = 0.70
-    fill_critical: float = 0.85
-    fill_penalty_info: float = 10.0  # penalty reached at fill_warn (linear from 0 at fill_info)
-    fill_penalty_warn: float = 30.0  # penalty reached at fill_critical
-    fill_penalty_full: float = 60.0  # penalty at 100 % full
-
-    # growth -> turns left before the window is full
-    growth_points: int = 10  # prompts (since the last compaction) the growth is averaged over
-    turns_left_info: float = 10.0
-    turns_left_warn: float = 3.0
-    growth_penalty_info: int = 5
-    growth_penalty_warn: int = 15
-
-    # compaction detection
-    compaction_ratio: float = 0.5  # prompt < 50 % of the previous one ...
-    compaction_min_prompt: int = 20_000  # ... that was at least this large
-    compaction_recover_ratio: float = 0.8  # a dip the next turn recovers from is a side call
-
-    # context rot (since session start or the last compaction)
-    rot_turns_info: int = 100
-    rot_turns_warn: int = 200
-    rot_minutes_info: float = 120.0
-    rot_minutes_warn: float = 240.0
-    rot_min_fill: float = 0.25  # below this fill, the client is keeping the context small: no rot
-    rot_penalty_info: int = 5
-    rot_penalty_warn: int = 12
-
-    # prompt cache
-    cache_ttl_s: float = 300.0  # Anthropic default, OpenAI in-memory retention
-    cache_ttl_1h_s: float = 3600.0  # cache_ttl == '1h'
-    cache_min_prompt: int = 4_096  # smaller prompts: caching hardly matters
-    cache_cold_warn_tokens: int = 50_000  # a cold cache this large is a warning, smaller: info
-    cache_cold_penalty_info: int = 4
-    cache_cold_penalty_warn: int = 10
-    cache_share_warn: float = 0.50  # recent cache_read / prompt below this (while caching) ...
-    cache_share_min_turns: int = 3
-    cache_share_min_prompt: int = 20_000  # ... with prompts at least this large on average
-    cache_share_penalty: int = 8
-
-    # errors: weighted, decayed count over the recent turns
-    errors_info: float = 0.5
-    errors_warn: float = 1.5  # about two fresh errors; a single transient error is info
-    errors_critical: float = 3.0
-    error_penalty_per_unit: float = 12.0
-    error_penalty_max: int = 50
-    hard_error_penalty: int = 45  # the last turn failed with auth / billing / context overflow
-
-    # tool failures (sum of tool_errors over the recent turns)
-    tool_errors_info: int = 2
-    tool_errors_warn: int = 4
-    tool_penalty_per_error: int = 3
-    tool_penalty_max: int = 20
-
-    # retry loops (same request_hash in the recent turns, or x-*-retry-count)
-    retry_repeats_warn: int = 3
-    retry_repeats_critical: int = 6
-    retry_penalty: int = 15
-    retry_penalty_per_repeat: int = 3
-    retry_penalty_max: int = 30
-
-    # slowing down: median TTFT of the last k turns vs the first k (k <= 5)
-    ttft_points: int = 5
-    ttft_ratio_warn: float = 2.0
-    ttft_ratio_high: float = 4.0
-    ttft_min_increase_ms: float = 2_000.0
-    ttft_penalty: int = 10
-    ttft_penalty_high: int = 20
-
-    # budget (fraction of a budget used, and fraction used per minute)
-    budget_info: float = 0.75
-    budget_warn: float = 0.90
-    budget_minutes_info: float = 60.0
-    budget_minutes_warn: float = 15.0
-    budget_penalty_info: int = 5
-    budget_penalty_warn: int = 20
-    budget_penalty_exhausted: int = 40
-
-
-DEFAULT_THRESHOLDS = Thresholds()
-
-# error kind -> weight in the error score
-ERROR_WEIGHTS: dict[str, float] = {
-    "rate_limit": 1.0,
-    "overloaded": 1.0,
-    "server": 1.0,
-    "stream": 1.0,
-    "proxy": 1.0,
-    "client": 0.5,
-    "client_aborted": 0.25,  # mostly the user pressing Esc
-    "auth": 3.0,
-    "billing": 3.0,
-    "budget": 3.0,
-    "context_overflow": 3.0,
-}
-HARD_ERRORS = frozenset({"auth", "billing", "budget", "context_overflow"})
-ERROR_LABELS: dict[str, str] = {
-    "rate_limit": "rate limited (429)",
-    "overloaded": "overloaded (529)",
-    "server": "server error (5xx)",
-    "stream": "broken stream",
-    "proxy": "gateway error",
-    "client": "rejected request (4xx)",
-    "client_aborted": "cancelled by the client",
-    "auth": "authentication failed",
-    "billing": "billing / credits",
-    "budget": "llmsm budget used up",
-    "context_overflow": "prompt too long",
-}
 ERROR_ADVICE: dict[str, str] = {
     "rate_limit": "you are rate-limited: pause until the limit resets, slow down parallel agents, or switch model/key",
     "overloaded": "the provider is overloaded: wait a minute and retry, or switch to another model (/model)",
@@ -181,8 +81,6 @@ ERROR_ADVICE: dict[str, str] = {
     "budget": "an llmsm budget stopped it: raise it with `llmsm budget set` (see `llmsm budget list`) or remove it",
     "context_overflow": "the prompt no longer fits: compact (/compact) or start a fresh session",
 }
-_OVERFLOW_WORDS = ("too long", "context length", "context window", "maximum context", "too many tokens", "exceeds the")
-_SEV_RANK = {"info": 0, "warn": 1, "critical": 2}
 
 
 @dataclass(slots=True)
@@ -192,6 +90,7 @@ class Reason:
     penalty: int
     message: str
     advice: str
+    kind: str | None = None  # errors: the error kind it is about (a key of health_rules.ERROR_WEIGHTS)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -200,6 +99,7 @@ class Reason:
             "penalty": self.penalty,
             "message": self.message,
             "advice": self.advice,
+            "kind": self.kind,
         }
 
 
@@ -251,54 +151,37 @@ class SessionHealth:
 
 # --- input normalization -------------------------------------------------------------------------
 
-_FIELDS = (
-    "api",  # 0
-    "started_at",  # 1
-    "ended_at",  # 2
-    "model",  # 3
-    "provider",  # 4
-    "agent_id",  # 5
-    "status_code",  # 6
-    "outcome",  # 7
-    "error_type",  # 8
-    "input_tokens",  # 9
-    "cache_read_tokens",  # 10
-    "cache_write_tokens",  # 11
-    "ttft_ms",  # 12
-    "tool_errors",  # 13
-    "request_hash",  # 14
-    "retry_count",  # 15
-    "long_context",  # 16
-    "cache_ttl",  # 17
-    "usage_raw",  # 18
-    "error_message",  # 19
-    "requested_model",  # 20
-)
-_BY_ATTR = attrgetter(*_FIELDS)
-_BY_KEY = itemgetter(*_FIELDS)
-_BY_INDEX = itemgetter(*(EVENT_COLUMNS.index(f) for f in _FIELDS))
+_BY_ATTR = attrgetter(*HEALTH_FIELDS)
+_BY_KEY = itemgetter(*HEALTH_FIELDS)
+_BY_INDEX = itemgetter(*(EVENT_COLUMNS.index(f) for f in HEALTH_FIELDS))
 _N_COLUMNS = len(EVENT_COLUMNS)
+_new_row = partial(tuple.__new__, HealthRow)  # a HealthRow from a tuple of values, without _make's checks
 
 
-def _rows(events: Sequence[Any]) -> list[tuple]:
+def _rows(events: Sequence[Any]) -> list[HealthRow]:
     first = events[0]
     kind = type(first)
-    if kind is tuple and len(first) == _N_COLUMNS:
-        return list(map(_BY_INDEX, events))
+    if kind is HealthRow:  # the dashboard's query
+        return list(events)
+    if kind is tuple:
+        if len(first) != _N_COLUMNS:
+            raise TypeError(f"an event as a tuple of {len(first)} values: a tuple must be a SELECT * row of the events "
+                            f"table ({_N_COLUMNS} columns); pass HealthRows, dicts or objects with named fields")
+        return list(map(_new_row, map(_BY_INDEX, events)))
     if kind is ExchangeEvent:
         try:  # pydantic keeps fields in __dict__: item lookups are twice as fast as attributes
-            return [_BY_KEY(e.__dict__) for e in events]
+            return [_new_row(_BY_KEY(e.__dict__)) for e in events]
         except (KeyError, AttributeError):
             pass
     if kind is dict or isinstance(first, Mapping):
         try:
-            return list(map(_BY_KEY, events))
-        except KeyError:
-            return [tuple(e.get(f) for f in _FIELDS) for e in events]
+            return list(map(_new_row, map(_BY_KEY, events)))
+        except KeyError:  # a partial dict: what it lacks is unknown
+            return [_new_row(tuple(e.get(f) for f in HEALTH_FIELDS)) for e in events]
     try:
-        return list(map(_BY_ATTR, events))
+        return list(map(_new_row, map(_BY_ATTR, events)))
     except AttributeError:
-        return [tuple(getattr(e, f, None) for f in _FIELDS) for e in events]
+        return [_new_row(tuple(getattr(e, f, None) for f in HEALTH_FIELDS)) for e in events]
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -311,23 +194,20 @@ def _as_datetime(value: Any) -> datetime | None:
     raise TypeError(f"not a timestamp: {value!r}")
 
 
-def _fix_times(rows: list[tuple]) -> list[tuple]:
-    out = []
-    for r in rows:
-        out.append(r[:1] + (_as_datetime(r[1]), _as_datetime(r[2])) + r[3:])
-    return out
+def _fix_times(rows: list[HealthRow]) -> list[HealthRow]:
+    return [r._replace(started_at=_as_datetime(r.started_at), ended_at=_as_datetime(r.ended_at)) for r in rows]
 
 
-def _ordered(rows: list[tuple]) -> list[tuple]:
+def _ordered(rows: list[HealthRow]) -> list[HealthRow]:
     """Sort by started_at in place (timsort is linear on ascending or descending input)."""
     try:
         rows.sort(key=_STARTED)
     except TypeError:  # a missing timestamp
-        rows.sort(key=lambda r: (0,) if r[1] is None else (1, r[1]))
+        rows.sort(key=lambda r: (0,) if r.started_at is None else (1, r.started_at))
     return rows
 
 
-_STARTED = itemgetter(1)
+_STARTED = attrgetter("started_at")
 
 
 def _align_now(now: datetime, sample: datetime | None) -> datetime:
@@ -337,38 +217,6 @@ def _align_now(now: datetime, sample: datetime | None) -> datetime:
     if sample.tzinfo is None:
         return now.astimezone(_UTC).replace(tzinfo=None) if now.tzinfo is not None else now
     return now if now.tzinfo is not None else now.replace(tzinfo=_UTC)
-
-
-def _error_kind(status: int | None, outcome: str | None, error_type: str | None, message: str | None) -> str | None:
-    failed = outcome not in (None, "ok") or (status is not None and status >= 400)
-    if not failed:
-        return None
-    if outcome == "client_aborted":
-        return "client_aborted"
-    if message and message.startswith(EXCEEDED_PREFIX):  # refused by the gateway (a 429, 402 for Codex)
-        return "budget"
-    et = error_type or ""
-    if status == 429 or et == "rate_limit_error":
-        return "rate_limit"
-    if status == 529 or et == "overloaded_error":
-        return "overloaded"
-    if status in (401, 403) or et in ("authentication_error", "permission_error"):
-        return "auth"
-    if status == 402 or et == "billing_error":
-        return "billing"
-    if status == 413 or et == "request_too_large":
-        return "context_overflow"
-    if status == 400 and message:
-        m = message.lower()
-        if any(w in m for w in _OVERFLOW_WORDS):
-            return "context_overflow"
-    if status is not None and status >= 500:
-        return "server"
-    if outcome in ("stream_error", "upstream_aborted"):
-        return "stream"
-    if outcome == "proxy_error":
-        return "proxy"
-    return "client"
 
 
 def _compaction_in_raw(raw: Any) -> tuple[bool, int | None]:
@@ -449,38 +297,32 @@ def assess_session(
         return _finish(h, t)
 
     rows = _rows(events)
-    if type(rows[0][1]) is not datetime or (rows[0][2] is not None and type(rows[0][2]) is not datetime):
+    first = rows[0]
+    if type(first.started_at) is not datetime or (first.ended_at is not None and type(first.ended_at) is not datetime):
         rows = _fix_times(rows)
     rows = _ordered(rows)
     last_row = rows[-1]
-    now = _align_now(now, last_row[1])
+    now = _align_now(now, last_row.started_at)
     if first_seen is not None:
-        first_seen = _align_now(_as_datetime(first_seen), last_row[1])  # type: ignore[arg-type]
+        first_seen = _align_now(_as_datetime(first_seen), last_row.started_at)  # type: ignore[arg-type]
 
-    last_end = last_row[2] or last_row[1]
+    last_end = last_row.ended_at or last_row.started_at
     if last_end is not None:
         h.idle_seconds = max(0.0, (now - last_end).total_seconds())
 
-    turns = [r for r in rows if r[0] in TURN_APIS]
+    turns = [r for r in rows if r.api in TURN_APIS]
     h.turns = n_turns = len(turns)
     if not n_turns:
         return _finish(h, t)
 
-    # main thread: the parent agent's turns (subagents have their own, smaller contexts)
-    agents = {r[5] for r in turns}
-    if len(agents) > 1:
-        main_agent = None if None in agents else turns[-1][5]
-        track = [r for r in turns if r[5] == main_agent]
-    else:
-        track = turns
     # main turns with usage, and their whole prompts
-    urows = [r for r in track if r[9] is not None or r[10] is not None or r[11] is not None]
-    ps = [(r[9] or 0) + (r[10] or 0) + (r[11] or 0) for r in urows]
+    urows = [r for r in main_thread(turns) if has_usage(r)]
+    ps = [prompt_tokens(r) for r in urows]
     n_uses = len(urows)
 
     # compactions: usage_raw says so, or the prompt dropped sharply and stayed down
     ratio, min_prompt = t.compaction_ratio, t.compaction_min_prompt
-    flagged = [j for j, r in enumerate(urows) if r[18] is not None and _mentions_iterations(r[18])]
+    flagged = [j for j, r in enumerate(urows) if r.usage_raw is not None and _mentions_iterations(r.usage_raw)]
     dropped = bool(flagged) or (
         n_uses > 1
         and min(ps) < ratio * max(ps)  # cheap test first: no drop is possible without it
@@ -496,10 +338,10 @@ def assess_session(
     if ctx_j >= 0:
         ctx_row = urows[ctx_j]
         h.context_tokens = ctx = since[-1]
-        model = ctx_row[3] or ctx_row[20]
-        provider = ctx_row[4]
+        model = ctx_row.model or ctx_row.requested_model
+        provider = ctx_row.provider
         h.model, h.provider = model, provider
-        long_ctx = any([r[16] for r in turns[-t.recent_requests :]])
+        long_ctx = any([r.long_context for r in turns[-t.recent_requests :]])
         window = prices.context_window(model, provider, long_ctx) if model else None
         h.context_window = window
         if window:
@@ -513,17 +355,17 @@ def assess_session(
             _context(h, t, fill, ctx, window)
     else:
         ctx_row = ctx = None
-        h.model = turns[-1][3] or turns[-1][20]
-        h.provider = turns[-1][4]
+        h.model = turns[-1].model or turns[-1].requested_model
+        h.provider = turns[-1].provider
 
     # context rot: turns and duration since the last compaction (or the session start)
     if compaction_use >= 0:
         comp_row = urows[compaction_use]
         h.turns_since_compaction = n_turns - 1 - _index_of(turns, comp_row)
-        start = comp_row[1]
+        start = comp_row.started_at
     else:
         h.turns_since_compaction = max(total_turns or 0, n_turns)
-        start = first_seen if first_seen is not None else rows[0][1]
+        start = first_seen if first_seen is not None else rows[0].started_at
     if start is not None and last_end is not None:
         h.minutes_since_compaction = max(0.0, (last_end - start).total_seconds() / 60.0)
     if h.turns_since_compaction >= t.rot_turns_info or (h.minutes_since_compaction or 0.0) >= t.rot_minutes_info:
@@ -531,18 +373,14 @@ def assess_session(
 
     # prompt cache
     recent_n = t.recent_requests
-    ttl_s = t.cache_ttl_s
-    ttls = [r[17] for r in urows[-recent_n:] if r[17] is not None]
-    if ttls and ttls[-1] == "1h":
-        ttl_s = t.cache_ttl_1h_s
-    h.cache_ttl_seconds = ttl_s
+    h.cache_ttl_seconds = ttl_s = cache_ttl_seconds([r.cache_ttl for r in urows[-recent_n:]], t)
     first_recent = max(0, n_uses - recent_n, compaction_use + 1 if compaction_use >= 0 else 0)
     recent_urows = urows[first_recent:]
-    uses_cache = any([r[10] or r[11] for r in urows[-recent_n:]])
+    uses_cache = any([r.cache_read_tokens or r.cache_write_tokens for r in urows[-recent_n:]])
     if recent_urows:
         sum_prompt = sum(ps[first_recent:])
         if sum_prompt:
-            h.cache_read_share = sum([r[10] or 0 for r in recent_urows]) / sum_prompt
+            h.cache_read_share = sum([r.cache_read_tokens or 0 for r in recent_urows]) / sum_prompt
             if (
                 uses_cache
                 and h.cache_read_share < t.cache_share_warn
@@ -550,22 +388,22 @@ def assess_session(
                 and sum_prompt / len(recent_urows) >= t.cache_share_min_prompt
             ):
                 _cache_share(h, t, len(recent_urows))
-    idle = h.idle_seconds
-    if uses_cache and ctx is not None and ctx >= t.cache_min_prompt and idle is not None and idle > ttl_s:
+    cold = cache_cold_verdict(uses_cache, ctx, h.idle_seconds, ttl_s, t)
+    if cold is not None:
         h.cache_cold = True
-        _cache_cold(h, t, ctx, ttl_s, ctx_row)
+        _cache_cold(h, t, cold, ctx, ttl_s, ctx_row)  # type: ignore[arg-type]
 
     # recent turns: errors, tool failures, retries
     recent = turns[-recent_n:]
-    first_at = recent[0][1]
+    first_at = recent[0].started_at
     if first_at is None or (now - first_at).total_seconds() > t.recent_horizon_min * 60.0:
         cutoff = now - timedelta(minutes=t.recent_horizon_min)
-        recent = [r for r in recent if r[1] is None or r[1] >= cutoff]
+        recent = [r for r in recent if r.started_at is None or r.started_at >= cutoff]
     if recent:
         _recent_problems(h, t, recent, now)
 
     # slowing down
-    ttfts = [r[12] for r in urows if r[12] is not None and r[7] == "ok"]
+    ttfts = [r.ttft_ms for r in urows if r.ttft_ms is not None and r.outcome == "ok"]
     if len(ttfts) >= 3:
         _slowdown(h, t, ttfts, baseline_ttft_ms)
 
@@ -580,14 +418,14 @@ def _mentions_iterations(raw: Any) -> bool:
     return False
 
 
-def _index_of(rows: list[tuple], row: tuple) -> int:
+def _index_of(rows: list[HealthRow], row: HealthRow) -> int:
     for i in range(len(rows) - 1, -1, -1):
         if rows[i] is row:
             return i
     return 0
 
 
-def _walk_compactions(urows: list[tuple], ps: list[int], t: Thresholds) -> tuple[int, int, list[int], int]:
+def _walk_compactions(urows: list[HealthRow], ps: list[int], t: Thresholds) -> tuple[int, int, list[int], int]:
     """The slow path when a compaction is possible: (index of the context row, index of the last
     compaction or -1, main prompts since it, number of compactions)."""
     ratio, min_prompt, recover = t.compaction_ratio, t.compaction_min_prompt, t.compaction_recover_ratio
@@ -602,13 +440,13 @@ def _walk_compactions(urows: list[tuple], ps: list[int], t: Thresholds) -> tuple
         r = urows[j]
         p = ps[j]
         compacted = False
-        raw = r[18]
+        raw = r.usage_raw
         if raw is not None and _mentions_iterations(raw):
             compacted, after = _compaction_in_raw(raw)
             if compacted and after is not None:
                 p = after
         if not compacted and ctx is not None and ctx >= min_prompt and p < ratio * ctx:
-            if r[3] != prev_model:
+            if r.model != prev_model:
                 continue  # another model's side call (title, summary): not this context
             if j + 1 < n and ps[j + 1] >= recover * ctx:
                 continue  # a dip the next turn recovers from: a side call
@@ -619,49 +457,25 @@ def _walk_compactions(urows: list[tuple], ps: list[int], t: Thresholds) -> tuple
             since = []
         ctx = p
         ctx_j = j
-        prev_model = r[3]
+        prev_model = r.model
         since.append(p)
     return ctx_j, compaction_j, since, count
 
 
+_FILL_ADVICE = {
+    "critical": "{what}: compact now (/compact) or start a fresh session; answers degrade and auto-compaction "
+    "or a 'prompt too long' error is close",
+    "warn": "{what}: compact (/compact) at the next natural break, or start a fresh session for the next task",
+    "info": "keep tasks focused; start a fresh session for unrelated work",
+}
+
+
 def _context(h: SessionHealth, t: Thresholds, fill: float, ctx: int, window: int) -> None:
-    if fill >= t.fill_info:
+    verdict = fill_verdict(fill, t)
+    if verdict is not None:
+        severity, pen = verdict
         what = f"context {fill:.0%} full ({_k(ctx)} of {_k(window)} tokens)"
-        if fill >= t.fill_critical:
-            span = max(1e-9, 1.0 - t.fill_critical)
-            pen = t.fill_penalty_warn + (t.fill_penalty_full - t.fill_penalty_warn) * min(1.0, (fill - t.fill_critical) / span)
-            h.reasons.append(
-                Reason(
-                    "context_fill",
-                    "critical",
-                    round(pen),
-                    what,
-                    f"{what}: compact now (/compact) or start a fresh session; answers degrade and auto-compaction "
-                    "or a 'prompt too long' error is close",
-                )
-            )
-        elif fill >= t.fill_warn:
-            pen = t.fill_penalty_info + (t.fill_penalty_warn - t.fill_penalty_info) * (fill - t.fill_warn) / (t.fill_critical - t.fill_warn)
-            h.reasons.append(
-                Reason(
-                    "context_fill",
-                    "warn",
-                    round(pen),
-                    what,
-                    f"{what}: compact (/compact) at the next natural break, or start a fresh session for the next task",
-                )
-            )
-        else:
-            pen = t.fill_penalty_info * (fill - t.fill_info) / (t.fill_warn - t.fill_info)
-            h.reasons.append(
-                Reason(
-                    "context_fill",
-                    "info",
-                    round(pen),
-                    what,
-                    "keep tasks focused; start a fresh session for unrelated work",
-                )
-            )
+        h.reasons.append(Reason("context_fill", severity, pen, what, _FILL_ADVICE[severity].format(what=what)))
     left = h.turns_left
     if left is not None and left <= t.turns_left_info and fill < 1.0:
         growth = h.growth_per_turn or 0.0
@@ -701,19 +515,20 @@ def _rot(h: SessionHealth, t: Thresholds) -> None:
     )
 
 
-def _cache_cold(h: SessionHealth, t: Thresholds, ctx: int, ttl_s: float, ctx_row: tuple | None) -> None:
+def _cache_cold(h: SessionHealth, t: Thresholds, verdict: tuple[Severity, int], ctx: int, ttl_s: float,
+                ctx_row: HealthRow | None) -> None:
     idle = h.idle_seconds or 0.0
     extra = None
     if ctx_row is not None:
-        model, provider = ctx_row[3] or ctx_row[20], ctx_row[4]
-        extra = prices.cache_miss_extra_usd(provider, model, ctx, one_hour=ttl_s >= t.cache_ttl_1h_s, at=ctx_row[1])
+        model, provider = ctx_row.model or ctx_row.requested_model, ctx_row.provider
+        extra = prices.cache_miss_extra_usd(provider, model, ctx, one_hour=ttl_s >= t.cache_ttl_1h_s, at=ctx_row.started_at)
     cost = f" (about ${extra:.2f} more than a warm turn)" if extra else ""
-    severity: Severity = "warn" if ctx >= t.cache_cold_warn_tokens else "info"
+    severity, pen = verdict
     h.reasons.append(
         Reason(
             "cache_cold",
             severity,
-            t.cache_cold_penalty_warn if severity == "warn" else t.cache_cold_penalty_info,
+            pen,
             f"prompt cache expired: idle {_dur(idle / 60.0)} > {_dur(ttl_s / 60.0)} TTL; the next turn re-sends "
             f"{_k(ctx)} tokens uncached{cost}",
             "switching tasks? start a fresh session (or /clear) instead of resuming; otherwise expect one slower, "
@@ -722,69 +537,38 @@ def _cache_cold(h: SessionHealth, t: Thresholds, ctx: int, ttl_s: float, ctx_row
     )
 
 
-def _recent_problems(h: SessionHealth, t: Thresholds, recent: list[tuple], now: datetime) -> None:
+def _recent_problems(h: SessionHealth, t: Thresholds, recent: list[HealthRow], now: datetime) -> None:
     """Errors, tool failures and retries over the recent turns (already cut to the horizon)."""
-    failed = [r for r in recent if r[7] != "ok" or (r[6] is not None and r[6] >= 400)]
     n_recent = len(recent)
-    if failed:
-        score = 0.0
-        kinds: dict[str, int] = {}
-        half_life_s = t.error_half_life_min * 60.0
-        for r in failed:
-            kind = _error_kind(r[6], r[7], r[8], r[19])
-            if kind is not None:
-                kinds[kind] = kinds.get(kind, 0) + 1
-                started = r[1]
-                age = max(0.0, (now - started).total_seconds()) if started is not None else 0.0
-                score += ERROR_WEIGHTS[kind] * 0.5 ** (age / half_life_s)
+    kinds, score, last_kind = tally_errors(recent, now, t)
+    if kinds:
         h.recent_errors = n = sum(kinds.values())
         h.error_kinds = kinds
         h.error_score = round(score, 3)
-        last = recent[-1]
-        last_kind = _error_kind(last[6], last[7], last[8], last[19]) if last is failed[-1] else None
-        if last_kind in HARD_ERRORS:
-            h.reasons.append(
-                Reason(
-                    "errors",
-                    "critical",
-                    t.hard_error_penalty,
-                    f"the last request failed: {ERROR_LABELS[last_kind]}",
-                    ERROR_ADVICE[last_kind],
-                )
-            )
-        elif kinds and score >= t.errors_info:
-            if score >= t.errors_critical:
-                severity: Severity = "critical" if last_kind is not None else "warn"  # last one ok: recovering
-            elif score >= t.errors_warn:
-                severity = "warn"
+        verdict = error_verdict(kinds, score, last_kind, t)
+        if verdict is not None:
+            severity, pen, kind = verdict
+            if last_kind in HARD_ERRORS:
+                message = f"the last request failed: {ERROR_LABELS[kind]}"
             else:
-                severity = "info"
-            top = max(kinds, key=lambda k: (kinds[k] * ERROR_WEIGHTS[k], kinds[k]))
-            parts = ", ".join(f"{c}x {ERROR_LABELS[k]}" for k, c in sorted(kinds.items(), key=lambda kv: -kv[1]))
-            h.reasons.append(
-                Reason(
-                    "errors",
-                    severity,
-                    min(t.error_penalty_max, round(t.error_penalty_per_unit * score)),
-                    f"{n} failed request{'s' if n != 1 else ''} among the last {n_recent}: {parts}",
-                    ERROR_ADVICE[top],
-                )
-            )
+                parts = ", ".join(f"{c}x {ERROR_LABELS[k]}" for k, c in sorted(kinds.items(), key=lambda kv: -kv[1]))
+                message = f"{n} failed request{'s' if n != 1 else ''} among the last {n_recent}: {parts}"
+            h.reasons.append(Reason("errors", severity, pen, message, ERROR_ADVICE[kind], kind))
 
     # tool failures; a retried request (same hash as the one before) reports the same failures
-    hashes = [r[14] for r in recent if r[14] is not None]
+    hashes = [r.request_hash for r in recent if r.request_hash is not None]
     distinct = len(set(hashes))
     if distinct == len(hashes):
-        tool_errors = sum([r[13] for r in recent if r[13]])
+        tool_errors = sum([r.tool_errors for r in recent if r.tool_errors])
         repeats = 1 if hashes else 0
     else:
         tool_errors = 0
         prev = None
         counts: dict[str, int] = {}
         for r in recent:
-            rh = r[14]
-            if r[13] and (rh is None or rh != prev):
-                tool_errors += r[13]
+            rh = r.request_hash
+            if r.tool_errors and (rh is None or rh != prev):
+                tool_errors += r.tool_errors
             if rh is not None:
                 counts[rh] = counts.get(rh, 0) + 1
             prev = rh
@@ -804,7 +588,7 @@ def _recent_problems(h: SessionHealth, t: Thresholds, recent: list[tuple], now: 
         )
 
     # retry loops: one request body sent again and again, or a client retry counter climbing
-    retries = [r[15] for r in recent if r[15]]
+    retries = [r.retry_count for r in recent if r.retry_count]
     if retries:
         max_retry = max(retries)
         repeats = max(repeats, max_retry + 1)
@@ -895,10 +679,7 @@ def _budget(h: SessionHealth, t: Thresholds, fraction: float, rate: float | None
 
 
 def _rank_key(r: Reason) -> tuple[int, int]:
-    return (-r.penalty, -_SEV_RANK[r.severity])
-
-
-_RANK_KEY = _rank_key
+    return rank_key(r.penalty, r.severity)
 
 
 def _finish(h: SessionHealth, t: Thresholds) -> SessionHealth:
@@ -906,19 +687,8 @@ def _finish(h: SessionHealth, t: Thresholds) -> SessionHealth:
     if not reasons:
         return h
     if len(reasons) > 1:
-        reasons.sort(key=_RANK_KEY)
-    total = 0
-    worst = 0
-    for r in reasons:
-        total += r.penalty
-        sev = _SEV_RANK[r.severity]
-        if sev > worst:
-            worst = sev
-    h.score = score = max(0, min(100, 100 - total))
-    if score < t.score_critical or worst == 2:
-        h.status = "critical"
-    elif score < t.score_degraded or worst == 1:
-        h.status = "degraded"
+        reasons.sort(key=_rank_key)
+    h.score, h.status = score_and_status([(r.penalty, r.severity) for r in reasons], t)
     return h
 
 

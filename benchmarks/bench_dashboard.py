@@ -185,7 +185,8 @@ def main() -> None:
     code = (
         "import time; t0 = time.perf_counter()\n"
         "import duckdb; t1 = time.perf_counter()\n"
-        "from llmsm.analytics.dashboard import statusline, format_statusline\n"
+        "from llmsm.analytics.statusline import statusline\n"
+        "from llmsm.cli.format import format_statusline\n"
         "from datetime import datetime\n"
         f"s = statusline({str(db)!r}, now=datetime.fromisoformat({at.isoformat()!r}))\n"
         "line = format_statusline(s); t2 = time.perf_counter()\n"
@@ -200,7 +201,7 @@ def main() -> None:
         q = subprocess.run([sys.executable, "-m", "llmsm.cli.main", "statusline", "--db", str(db)],
                            capture_output=True, text=True, cwd=REPO)
         t1 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "llmsm.analytics.dashboard", "--db", str(db)],
+        r = subprocess.run([sys.executable, "-m", "llmsm.cli.statusline", "--db", str(db)],
                            capture_output=True, text=True, cwd=REPO)
         t2 = time.perf_counter()
         line_cli, line_fast = q.stdout.strip(), r.stdout.strip()
@@ -216,7 +217,7 @@ def main() -> None:
         ("`import duckdb` (in a fresh interpreter)", imp),
         ("work after it: connect, one query, quick check, format", work),
         ("`llmsm statusline` wall (interpreter + CLI start-up included)", wall_cli),
-        ("`python -m llmsm.analytics.dashboard` wall (no CLI framework)", wall_fast),
+        ("`python -m llmsm.cli.statusline` wall (no CLI framework)", wall_fast),
     ):
         print(f"| {name} | {statistics.median(xs):.1f} | {min(xs):.1f} | {max(xs):.1f} |")
     print(f"\nstatus line as of the build: {line_at}")

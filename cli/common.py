@@ -67,16 +67,5 @@ def print_json(value: Any) -> None:
     sys.stdout.write(to_json(value) + "\n")
 
 
-def human_tokens(n: int | float | None) -> str:
-    """Token totals in the cost and report tables: 1234567 -> 1.2M, 123456789 -> 123M, 1.2B."""
-    if not n:
-        return "0"
-    for unit, size in (("B", 1_000_000_000), ("M", 1_000_000), ("k", 1_000)):
-        if n >= size:
-            value = n / size
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    return str(int(n))
-
-
 def rows_as_dicts(columns: list[str], rows: list[tuple]) -> list[dict[str, Any]]:
     return [dict(zip(columns, row)) for row in rows]

@@ -17,8 +17,8 @@ import typer
 
 from rich.markup import escape
 
-from llmsm.analytics.dashboard import human_usd
-from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, human_tokens, print_json, resolve_db
+from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
+from llmsm.cli.format import human_tokens, human_usd
 
 
 def register(app: typer.Typer) -> None:

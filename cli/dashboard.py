@@ -1,8 +1,9 @@
 """`llmsm watch` (alias `top`), `llmsm show`, `llmsm health` and `llmsm statusline`.
 
-The data comes from llmsm.analytics.dashboard (queries, health per session); this module parses
-options, draws with rich and runs the live loop. Heavy modules (rich.live, the health model,
-genai-prices) are imported inside the commands, so `llmsm statusline` stays fast.
+The data comes from llmsm.analytics.dashboard (queries, health per session) and, for the status
+line, llmsm.analytics.statusline; numbers and reasons are written by llmsm.cli.format. This module
+parses options, draws with rich and runs the live loop. Heavy modules (rich.live, the health
+model, genai-prices) are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from llmsm.analytics.dashboard import human_tokens, human_usd
+from llmsm.analytics.apis import TURN_APIS
+from llmsm.analytics.health_rules import fill_verdict
+from llmsm.cli.format import human_tokens, human_usd, quota_level, short_reason
 from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
 from llmsm.cli.sessions import _age
 
@@ -127,16 +130,15 @@ def _ms(value: float | None) -> str:
     return f"{value:.0f}ms"
 
 
+_FILL_STYLE = {"critical": "bold red", "warn": "yellow", "info": ""}
+
+
 def fill_style(fill: float | None) -> str:
+    """The colour of a context fill: that of its severity in the health model."""
     if fill is None:
         return "dim"
-    if fill >= 0.85:
-        return "bold red"
-    if fill >= 0.70:
-        return "yellow"
-    if fill >= 0.50:
-        return ""
-    return "green"
+    verdict = fill_verdict(fill)
+    return _FILL_STYLE[verdict[0]] if verdict is not None else "green"
 
 
 def fill_bar(fill: float | None, width: int) -> Text:
@@ -184,7 +186,7 @@ def short_model(model: str | None) -> str:
 def quota_style(pct: float | None) -> str:
     if pct is None:
         return "dim"
-    return "bold red" if pct >= 90 else "yellow" if pct >= 70 else ""
+    return {"critical": "bold red", "warn": "yellow"}.get(quota_level(pct) or "", "")
 
 
 def _pct(value: float | None) -> str:
@@ -245,8 +247,6 @@ def _quota_lines(frame: Frame, width: int) -> list[Text]:
 
 
 def _reason_text(row: SessionRow, full: bool) -> str:
-    from llmsm.analytics.dashboard import short_reason
-
     h = row.health
     if h is None or not h.reasons:
         return ""
@@ -773,7 +773,7 @@ def render_session(detail: SessionDetail, *, width: int, live: bool = True) -> R
                 "dur": _ms(ev["duration_ms"]),
                 "status": status,
             }
-            style = "red" if failed else ("dim" if ev["api"] not in ("messages", "chat_completions", "responses", "generate_content") else None)
+            style = "red" if failed else ("dim" if ev["api"] not in TURN_APIS else None)
             tl.add_row(*(vals[c[0]] for c in cols), style=style)
         parts.append(tl)
 
@@ -965,7 +965,7 @@ STATUSLINE_HELP = """One short line for a status bar: active sessions, the worst
 
     llmsm 3 active · worst: refactor degraded (context 87%) · today 1.2M tok $4.31 · 5h 72% · budget 92%
 
-"Active" means a request within the last 5 minutes. The worst session is picked among those seen within the last hour by a quick check (context fill, recent errors, a cold prompt cache; the full model is `llmsm health`). Today is the local calendar day. "5h 72%": the most used quota window of any account that has not reset since it was seen (`llmsm quota`). "budget 92%": the tightest budget past its warning threshold that applies to a session of the last hour, or the day budget (`llmsm budget list`). Two small queries, no heavy imports; it never fails: a missing or busy database prints a short neutral line and exits 0. Colour only when stdout is a terminal and NO_COLOR is unset.
+"Active" means a request within the last 5 minutes. The worst session is picked among those seen within the last hour by a quick check: the health model's context fill, recent errors and cold prompt cache, with its thresholds, so its status and reason are those `llmsm health` gives when nothing else weighs (the full model is `llmsm health`). Today is the local calendar day. "5h 72%": the most used quota window of any account that has not reset since it was seen (`llmsm quota`). "budget 92%": the tightest budget past its warning threshold that applies to a session of the last hour, or the day budget (`llmsm budget list`). Two small queries, no heavy imports; it never fails: a missing or busy database prints a short neutral line and exits 0. Colour only when stdout is a terminal and NO_COLOR is unset.
 
 Claude Code, in ~/.claude/settings.json (it runs the command after each message):
 
@@ -976,16 +976,16 @@ tmux, in ~/.tmux.conf:
     set -g status-right '#(llmsm statusline)'
     set -g status-interval 5
 
-Use --db (or LLMSM_DB) when the gateway records into another database. Faster still (no CLI start-up, same line): PYTHON -m llmsm.analytics.dashboard [--db PATH], where PYTHON is the interpreter llmsm is installed in.
+Use --db (or LLMSM_DB) when the gateway records into another database. Faster still (no CLI start-up, same line): PYTHON -m llmsm.cli.statusline [--db PATH], where PYTHON is the interpreter llmsm is installed in.
 """
 
 
 def statusline(db: DbOption = None) -> None:
     # `llmsm statusline` normally never gets here (cli/entry.py answers it before typer loads);
     # this is the same line for `python -m llmsm.cli.main statusline`.
-    from llmsm.analytics.dashboard import _statusline_main
+    from llmsm.cli.statusline import main
 
-    raise typer.Exit(_statusline_main(["--db", str(resolve_db(db))]))
+    raise typer.Exit(main(["--db", str(resolve_db(db))]))
 
 
 statusline.__doc__ = STATUSLINE_HELP

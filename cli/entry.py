@@ -9,9 +9,9 @@ import sys
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["statusline"] and not {"-h", "--help"} & set(args):
-        from llmsm.analytics.dashboard import _statusline_main
+        from llmsm.cli.statusline import main as statusline_main
 
-        sys.exit(_statusline_main(args[1:]))
+        sys.exit(statusline_main(args[1:]))
     from llmsm.cli.main import main as full_main
 
     full_main()

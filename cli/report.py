@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from llmsm.analytics.dashboard import human_usd
-from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, human_tokens, print_json, resolve_db
+from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
+from llmsm.cli.format import human_tokens, human_usd
 
 # --------------------------------------------------------------------------------------------
 # Shared options

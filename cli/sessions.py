@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from llmsm.analytics.dashboard import human_tokens, human_usd
 from llmsm.cli.common import DbOption, JsonOption, console, fail, print_json, resolve_db, rows_as_dicts
+from llmsm.cli.format import human_tokens, human_usd
 
 # Every column of the view, so `--json` shows a new one by itself; the table picks what fits.
 QUERY = """

@@ -271,7 +271,7 @@ def test_unknown_model_is_null_and_listed(priced):
 
 def test_cost_table_keeps_every_figure_on_an_80_column_screen(priced):
     """Names give way on a narrow screen (cut with an ellipsis), never the tokens or the cost."""
-    from llmsm.cli.common import human_tokens
+    from llmsm.cli.format import human_tokens
     from llmsm.cli.cost import usd
 
     gw, _ = priced

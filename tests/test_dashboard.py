@@ -3,7 +3,6 @@ databases for the cases traffic cannot reach quickly (a nearly full context, a c
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -16,10 +15,12 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from llmsm.analytics import dashboard
+from llmsm.analytics import dashboard, statusline
 from llmsm.analytics.events import ExchangeEvent
+from llmsm.analytics.statusline import QuickHealth, StatusLine
 from llmsm.analytics.store import connect, insert_events, insert_run
 from llmsm.cli.dashboard import parse_at, render_frame, render_session, sparkline
+from llmsm.cli.format import format_statusline, short_reason
 from tests.conftest import REPO, TEST_KEYS, Gateway, isolated_env
 
 UTC = timezone.utc
@@ -227,7 +228,7 @@ def test_frame_order_and_reasons(crafted):
     assert big.command == "claude" and big.git_branch == "main"
     others = {s.label: s for s in frame.sessions[1:]}
     assert others["coffee"].status == "healthy" and others["tiny"].status == "healthy"
-    assert dashboard.short_reason(big.health) == "context 95%"
+    assert short_reason(big.health) == "context 95%"
 
 
 def test_all_sessions_refresh_rereads_only_recent_ones(crafted):
@@ -396,22 +397,25 @@ def test_statusline(crafted, tmp_path):
     line = p.stdout.strip()
     assert line.startswith("llmsm 3 active · worst: bigctx critical (context 95%) · today ")
     assert "\x1b[" not in line  # not a terminal: no colour
-    fast = subprocess.run([sys.executable, "-m", "llmsm.analytics.dashboard", "--db", str(crafted)],
-                          capture_output=True, text=True, env=ENV, cwd=REPO)
-    assert fast.returncode == 0 and fast.stdout.strip() == line  # the fast entry point, same line
+    for module in ("llmsm.cli.statusline", "llmsm.analytics.dashboard"):  # the fast entry point, and its old name
+        fast = subprocess.run([sys.executable, "-m", module, "--db", str(crafted)],
+                              capture_output=True, text=True, env=ENV, cwd=REPO)
+        assert fast.returncode == 0 and fast.stdout.strip() == line, (module, fast.stdout, fast.stderr)
     midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
     if CRAFTED_AT[0] - timedelta(minutes=10) > midnight:  # all 12 turns today (local time)
         assert line.endswith(" $0.60")  # 12 turns at $0.05
 
 
 def test_statusline_colour_only_when_asked():
-    s = dashboard.StatusLine(active=2, recent=3, tokens_today=1_234_567, cost_today=4.314, worst_name="refactor",
-                             worst_status="degraded", worst_reason="context 87%")
-    plain = dashboard.format_statusline(s)
+    worst = QuickHealth(status="degraded", score=76, factor="context_fill", severity="warn", context_fill=0.87)
+    s = StatusLine(active=2, recent=3, tokens_today=1_234_567, cost_today=4.314, worst_name="refactor", worst=worst)
+    plain = format_statusline(s)
     assert plain == "llmsm 2 active · worst: refactor degraded (context 87%) · today 1.2M tok $4.31"
-    coloured = dashboard.format_statusline(s, color=True)
+    coloured = format_statusline(s, color=True)
     assert "\x1b[33mdegraded\x1b[0m" in coloured
-    assert dashboard.format_statusline(dashboard.StatusLine(active=1, recent=1)) == "llmsm 1 active · all healthy · today 0 tok"
+    assert format_statusline(StatusLine(active=1, recent=1)) == "llmsm 1 active · all healthy · today 0 tok"
+    errors = worst._replace(status="critical", factor="errors", severity="critical", error_kind="billing", errors=1)
+    assert format_statusline(s._replace(worst=errors)).startswith("llmsm 2 active · worst: refactor critical (1 error: billing / credits) ·")
 
 
 def test_statusline_missing_and_empty_db(tmp_path):
@@ -543,7 +547,7 @@ def test_budgets_feed_health_and_mark_rows(budgeted):
     assert "label 'refactor' budget 90% used" in warn.health.reasons[0].message
     assert warn.health.budget_fraction == pytest.approx(0.9)
     assert warn.budget["rate"] == pytest.approx(900 / 10_000) and warn.health.budget_minutes_left == pytest.approx(0.1 / 0.09)
-    assert dashboard.short_reason(warn.health).startswith("budget 90%")
+    assert short_reason(warn.health).startswith("budget 90%")
     # exceeded: critical, the budget first
     assert over.budget["state"] == "exceeded" and over.budget["pct"] == pytest.approx(180)
     assert over.status == "critical" and over.health.reasons[0].factor == "budget"
@@ -620,11 +624,11 @@ def test_show_lists_the_budgets_that_apply(budgeted):
 
 
 def test_statusline_quota_and_budget_format():
-    s = dashboard.StatusLine(active=1, recent=1, quota_window="5h", quota_pct=72.4, budget_pct=92.0, budget_state="warn")
-    assert dashboard.format_statusline(s) == "llmsm 1 active · all healthy · today 0 tok · 5h 72% · budget 92%"
-    coloured = dashboard.format_statusline(dataclasses.replace(s, quota_pct=95.0, budget_state="exceeded"), color=True)
+    s = StatusLine(active=1, recent=1, quota_window="5h", quota_pct=72.4, budget_pct=92.0, budget_state="warn")
+    assert format_statusline(s) == "llmsm 1 active · all healthy · today 0 tok · 5h 72% · budget 92%"
+    coloured = format_statusline(s._replace(quota_pct=95.0, budget_state="exceeded"), color=True)
     assert "\x1b[1;31m5h 95%\x1b[0m" in coloured and "\x1b[1;31mbudget 92%\x1b[0m" in coloured
-    assert "budget" not in dashboard.format_statusline(dataclasses.replace(s, budget_state="ok"))
+    assert "budget" not in format_statusline(s._replace(budget_state="ok"))
 
 
 @pytest.mark.parametrize("old", ["no-views", "broken-view"])
@@ -649,7 +653,7 @@ def test_older_database_without_the_views(tmp_path, old):
             raw.execute("CREATE OR REPLACE VIEW budget_status AS SELECT error('written by another llmsm') AS id")
     finally:
         raw.close()
-    s = dashboard.statusline(db)
+    s = statusline.statusline(db)
     assert s.note is None and s.active == 1 and (s.quota_window, s.quota_pct) == ("5h", 72) and s.budget_pct is None
     p = llmsm("statusline", "--db", str(db))
     assert p.returncode == 0 and p.stderr == ""
@@ -658,3 +662,14 @@ def test_older_database_without_the_views(tmp_path, old):
     frame = _frame(db)
     assert [q["text"].split(",")[0] for q in frame.quota_top()] == ["5h window 72% used"]
     assert frame.sessions[0].budgets == [] and frame.budgets == []
+
+
+def test_a_health_field_missing_from_the_query_fails_loudly():
+    """The frame's events query is built from health_rules.HEALTH_FIELDS and checked by name:
+    a field it lost would otherwise read as None and quietly change a verdict."""
+    from llmsm.analytics.health_rules import HEALTH_FIELDS
+
+    assert set(dashboard._HEALTH_SQL_EXPR) <= set(HEALTH_FIELDS)  # no expression for a field the model does not read
+    dashboard._check_health_columns([(f,) for f in HEALTH_FIELDS])
+    with pytest.raises(RuntimeError, match="the health model reads"):
+        dashboard._check_health_columns([(f,) for f in HEALTH_FIELDS if f != "error_message"])

@@ -226,7 +226,7 @@ def test_hard_errors_are_critical_at_once():
 def test_a_budget_refusal_is_its_own_hard_error():
     """llmsm's own refusal (a 429, a 402 for Codex) is neither a rate limit nor billing: the
     session waits for its user to raise the budget, and the advice says how."""
-    from llmsm.analytics import budgets, dashboard
+    from llmsm.analytics import budgets, health_rules
 
     msg = f"{budgets.EXCEEDED_PREFIX} label 'x' has used 2,326 of its 2,000 tokens (budget ab12cd34); ..."
     for status, error_type in ((429, "rate_limit_error"), (402, "insufficient_quota")):
@@ -234,10 +234,10 @@ def test_a_budget_refusal_is_its_own_hard_error():
         h = assess_session([*session([40_000]), refused], now=NOW)
         assert h.error_kinds == {"budget": 1} and h.status == "critical"
         assert "llmsm budget set" in h.reasons[0].advice
-        assert dashboard._quick_error_kind(status, "http_error", error_type, msg) == "budget"
-    assert dashboard._BUDGET_REFUSAL == budgets.EXCEEDED_PREFIX
+        assert health_rules.error_kind(status, "http_error", error_type, msg) == "budget"
+    assert health_rules.BUDGET_REFUSAL_PREFIX == budgets.EXCEEDED_PREFIX
     # the provider's own rate limit stays a rate limit
-    assert dashboard._quick_error_kind(429, "http_error", "rate_limit_error", "Number of requests exceeded") == "rate limited"
+    assert health_rules.error_kind(429, "http_error", "rate_limit_error", "Number of requests exceeded") == "rate_limit"
 
 
 def test_tool_errors():
@@ -328,6 +328,13 @@ def test_input_kinds_and_order_agree():
     slim = [{k: d[k] for k in ("api", "started_at", "model", "provider", "input_tokens", "cache_read_tokens",
                                "cache_write_tokens", "outcome", "status_code")} for d in dicts]
     assert assess_session(slim, now=NOW).context_tokens == ref["context_tokens"]
+
+
+def test_a_tuple_must_be_a_whole_events_row():
+    """Fields are read by name: a bare tuple can only be a SELECT * row (its columns are known);
+    any other tuple is refused instead of being read as all None."""
+    with pytest.raises(TypeError, match="SELECT \\* row"):
+        assess_session([("messages", NOW, NOW, SONNET)], now=NOW)
 
 
 def test_empty_and_json():
