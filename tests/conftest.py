@@ -142,12 +142,9 @@ class Gateway:
         self.stop(signal.SIGKILL)
 
     def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """`llmsm ARGS --db` this gateway's database, in its environment (plus `env`): never a
-        traceback, and (with `check`) exit code 0."""
-        p = subprocess.run(
-            [sys.executable, "-m", "llmsm.cli.main", *args, "--db", str(self.db)],
-            capture_output=True, text=True, env={**self.env, **(env or {})}, cwd=REPO, timeout=60,
-        )
+        """`llmsm ARGS --db` this gateway's database (in this process: run_cli), in its environment
+        (plus `env`): never a traceback, and (with `check`) exit code 0."""
+        p = run_cli(*args, "--db", str(self.db), env={**self.env, **(env or {})})
         assert "Traceback" not in p.stderr, p.stderr
         if check:
             assert p.returncode == 0, p.stdout + p.stderr
