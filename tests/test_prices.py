@@ -29,7 +29,7 @@ def _no_user_overrides(tmp_path, monkeypatch):
 
 
 def expected(model, provider_id, inp, out, cr, cw, cw1h, at=AT):
-    """genai-prices' own answer; its input_tokens is the WHOLE prompt (wire-facts.md)."""
+    """genai-prices' own answer; its input_tokens is the WHOLE prompt, cache reads and writes included."""
     usage = genai_prices.Usage(
         input_tokens=inp + cr + cw,
         output_tokens=out,
