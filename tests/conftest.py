@@ -85,6 +85,10 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, input: str | None 
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(*result.exc_info))
+    if result.exc_info is not None:
+        # A child's exit would free what the command's frames still hold (a connection left open
+        # holds the database's lock): clear them rather than wait for the garbage collector.
+        traceback.clear_frames(result.exc_info[2])
     return subprocess.CompletedProcess(["llmsm", *args], result.exit_code, result.stdout, stderr)
 
 
