@@ -144,6 +144,13 @@ def test_concurrent_streams_full(gateway, upstream):
     _stream_load(gateway, upstream.url, 50, 20)
 
 
+def _wait_for_log(gw: Gateway, text: str, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while text not in gw.log.read_text(errors="replace"):
+        assert time.time() < deadline, f"{text!r} not logged within {timeout} s"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 4 MiB tmpfs, so the disk can really fill up (needs root; skipped elsewhere)."""
@@ -176,8 +183,7 @@ def test_disk_full_keeps_traffic_and_writes_later(upstream, tmp_path, tiny_disk)
         t0 = time.time()
         _messages(gw, label, 5)
         assert time.time() - t0 < 5  # traffic flows at full speed
-        time.sleep(1.5)
-        assert "WARNING llmsm.writer" in gw.log.read_text()
+        _wait_for_log(gw, "WARNING llmsm.writer: cannot write to the database")  # a write failed
         filler.unlink()  # space again: the kept events are written
         rows = gw.wait_rows(6, f"session_id = '{label}'", timeout=20)
         assert len(rows) == 6
