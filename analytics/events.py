@@ -22,7 +22,7 @@ UsageSource = Literal["reported", "estimated", "none", "transcript"]
 
 
 class Usage(BaseModel):
-    """Normalized token usage of one exchange (wire-facts.md, "Usage semantics").
+    """Normalized token usage of one exchange, the same meaning for every provider.
 
     `input_tokens` is the *uncached* input; the whole prompt is
     input + cache_read + cache_write. `reasoning_tokens` is a subset of `output_tokens`.

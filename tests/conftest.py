@@ -1,13 +1,17 @@
-"""Shared fixtures: a fake upstream and the real gateway (`llmsm proxy`) as a subprocess."""
+"""Shared fixtures: a fake upstream and the real gateway (`llmsm proxy`) as a subprocess, and
+`run_cli`, the other `llmsm` commands run in this process (no interpreter start-up per call)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -34,6 +38,58 @@ def isolated_env(tmp: Path) -> dict[str, str]:
         env.pop(k, None)
     (tmp / "home").mkdir(parents=True, exist_ok=True)
     return env
+
+
+class _LastResort(logging.StreamHandler):
+    """Python's last-resort handler: WARNING and above, the bare message, to sys.stderr as it is
+    at the time of the call (the runner's capture while a command runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.WARNING)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+    """`llmsm ARGS` run in this process, answered as subprocess.run would (returncode, stdout,
+    stderr): `env` (default: this process's) is the whole environment, `input` is stdin. What a
+    child process would do differently is done here: an exception escaping the command is
+    printed to stderr as Python prints it (exit code 1), a warning logged while the CLI has no
+    handler of its own reaches stderr, and the price overrides (read once per process) are read
+    again for this environment. Not for `llmsm proxy` or `llmsm run`: they own signals, logging
+    and child processes, so they run as processes."""
+    from typer.testing import CliRunner
+
+    from llmsm.analytics import prices
+    from llmsm.cli.main import app
+
+    overrides: dict[str, str | None] = {}
+    if env is not None:
+        overrides = {k: None for k in os.environ if k not in env}
+        overrides.update(env)
+    root, handler = logging.getLogger(), _LastResort()
+    root.addHandler(handler)
+    prices.set_default_overrides(None)
+    try:
+        result = CliRunner().invoke(app, list(args), input=input, env=overrides, prog_name="llmsm")
+    finally:
+        root.removeHandler(handler)
+        prices.set_default_overrides(None)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    if result.exc_info is not None:
+        # A child's exit would free what the command's frames still hold (a connection left open
+        # holds the database's lock): clear them rather than wait for the garbage collector.
+        traceback.clear_frames(result.exc_info[2])
+    return subprocess.CompletedProcess(["llmsm", *args], result.exit_code, result.stdout, stderr)
 
 
 class Gateway:
@@ -90,12 +146,9 @@ class Gateway:
         self.stop(signal.SIGKILL)
 
     def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """`llmsm ARGS --db` this gateway's database, in its environment (plus `env`): never a
-        traceback, and (with `check`) exit code 0."""
-        p = subprocess.run(
-            [sys.executable, "-m", "llmsm.cli.main", *args, "--db", str(self.db)],
-            capture_output=True, text=True, env={**self.env, **(env or {})}, cwd=REPO, timeout=60,
-        )
+        """`llmsm ARGS --db` this gateway's database (in this process: run_cli), in its environment
+        (plus `env`): never a traceback, and (with `check`) exit code 0."""
+        p = run_cli(*args, "--db", str(self.db), env={**self.env, **(env or {})})
         assert "Traceback" not in p.stderr, p.stderr
         if check:
             assert p.returncode == 0, p.stdout + p.stderr

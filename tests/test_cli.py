@@ -1,4 +1,6 @@
-"""The `llmsm` command as a user runs it: real processes, clear errors, no tracebacks."""
+"""The `llmsm` command as a user runs it: clear errors, no tracebacks. The commands run in this
+process (`run_cli`); the entry point, `llmsm proxy`'s start-up errors and one error exit run as
+real processes."""
 
 from __future__ import annotations
 
@@ -11,13 +13,13 @@ import uuid
 import anthropic
 import pytest
 
-from tests.conftest import REPO, TEST_KEYS, isolated_env
+from tests.conftest import REPO, TEST_KEYS, isolated_env, run_cli
 
 
-def llmsm(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def llmsm_process(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "llmsm.cli.main", *args],
-        capture_output=True, text=True, env=env, input=input, timeout=timeout, cwd=REPO,
+        capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO,
     )
 
 
@@ -25,8 +27,9 @@ def _no_traceback(p: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def recorded(gateway):
+    """Three exchanges of a session of this module's own: the tests only read them."""
     label = "cli-" + uuid.uuid4().hex[:8]
     client = anthropic.Anthropic(api_key=TEST_KEYS["anthropic"], base_url=f"{gateway.url}/anthropic", max_retries=0,
                                  default_headers={"x-llmsm-session": label})
@@ -38,15 +41,15 @@ def recorded(gateway):
 
 def test_sql_json_while_gateway_runs(recorded):
     gateway, label = recorded
-    p = llmsm("sql", "--db", str(gateway.db), "--format", "json",
-              f"SELECT session_id, count(*) AS n, sum(input_tokens) AS input, sum(output_tokens) AS output FROM requests WHERE session_id = '{label}' GROUP BY session_id")
+    p = run_cli("sql", "--db", str(gateway.db), "--format", "json",
+                f"SELECT session_id, count(*) AS n, sum(input_tokens) AS input, sum(output_tokens) AS output FROM requests WHERE session_id = '{label}' GROUP BY session_id")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == [{"session_id": label, "n": 3, "input": 63, "output": 126}]
 
 
 def test_sql_from_stdin_and_csv(recorded):
     gateway, label = recorded
-    p = llmsm("sql", "--db", str(gateway.db), "--format", "csv", input=f"SELECT count(*) AS n FROM requests WHERE session_id = '{label}'")
+    p = run_cli("sql", "--db", str(gateway.db), "--format", "csv", input=f"SELECT count(*) AS n FROM requests WHERE session_id = '{label}'")
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["n", "3"]
 
@@ -60,7 +63,7 @@ def test_sql_from_stdin_and_csv(recorded):
 ])
 def test_sql_cannot_write_or_touch_files(recorded, statement):
     gateway, _ = recorded
-    p = llmsm("sql", "--db", str(gateway.db), statement)
+    p = run_cli("sql", "--db", str(gateway.db), statement)
     assert p.returncode != 0
     assert p.stderr.startswith("error:")
     _no_traceback(p)
@@ -68,14 +71,14 @@ def test_sql_cannot_write_or_touch_files(recorded, statement):
 
 def test_sql_bad_query_is_one_clear_line(recorded):
     gateway, _ = recorded
-    p = llmsm("sql", "--db", str(gateway.db), "SELEC nonsense")
+    p = run_cli("sql", "--db", str(gateway.db), "SELEC nonsense")
     assert p.returncode != 0 and p.stderr.startswith("error:")
     _no_traceback(p)
 
 
 def test_sessions_json(recorded):
     gateway, label = recorded
-    p = llmsm("sessions", "--db", str(gateway.db), "--json", "--limit", "1000")
+    p = run_cli("sessions", "--db", str(gateway.db), "--json", "--limit", "1000")
     assert p.returncode == 0, p.stderr
     [s] = [s for s in json.loads(p.stdout) if s["session_id"] == label]
     assert s["requests"] == 3 and s["errors"] == 0
@@ -86,13 +89,13 @@ def test_sessions_json(recorded):
 
 def test_sessions_table_renders(recorded):
     gateway, label = recorded
-    p = llmsm("sessions", "--db", str(gateway.db))
+    p = run_cli("sessions", "--db", str(gateway.db))
     assert p.returncode == 0, p.stderr
     assert label in p.stdout and "anthropic-sdk-python" in p.stdout
 
 
 def test_sql_on_missing_database(tmp_path):
-    p = llmsm("sql", "--db", str(tmp_path / "none.duckdb"), "SELECT 1")
+    p = llmsm_process("sql", "--db", str(tmp_path / "none.duckdb"), "SELECT 1")
     assert p.returncode != 0 and p.stderr.startswith("error:")
     _no_traceback(p)
 
@@ -100,15 +103,15 @@ def test_sql_on_missing_database(tmp_path):
 def test_sql_on_corrupt_database(tmp_path):
     bad = tmp_path / "bad.duckdb"
     bad.write_bytes(b"this is not a database" * 100)
-    p = llmsm("sql", "--db", str(bad), "SELECT 1")
+    p = run_cli("sql", "--db", str(bad), "SELECT 1")
     assert p.returncode != 0 and p.stderr.startswith("error:")
     _no_traceback(p)
 
 
 def test_proxy_rejects_malformed_upstream(tmp_path):
-    p = llmsm("proxy", "--db", str(tmp_path / "x.duckdb"), "--upstream", "anthropic", env=isolated_env(tmp_path))
+    p = llmsm_process("proxy", "--db", str(tmp_path / "x.duckdb"), "--upstream", "anthropic", env=isolated_env(tmp_path))
     assert p.returncode != 0 and "NAME=URL" in p.stderr
-    p = llmsm("proxy", "--db", str(tmp_path / "x.duckdb"), "--upstream", "mistral=http://x", env=isolated_env(tmp_path))
+    p = llmsm_process("proxy", "--db", str(tmp_path / "x.duckdb"), "--upstream", "mistral=http://x", env=isolated_env(tmp_path))
     assert p.returncode != 0 and "unknown route" in p.stderr
     _no_traceback(p)
 
@@ -118,7 +121,7 @@ def test_proxy_busy_port(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        p = llmsm("proxy", "--port", str(port), "--db", str(tmp_path / "x.duckdb"), env=isolated_env(tmp_path))
+        p = llmsm_process("proxy", "--port", str(port), "--db", str(tmp_path / "x.duckdb"), env=isolated_env(tmp_path))
     assert p.returncode != 0 and "already in use" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     _no_traceback(p)
@@ -127,16 +130,16 @@ def test_proxy_busy_port(tmp_path):
 def test_proxy_unwritable_db(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    p = llmsm("proxy", "--port", "0", "--db", str(blocker / "x.duckdb"), env=isolated_env(tmp_path))
+    p = llmsm_process("proxy", "--port", "0", "--db", str(blocker / "x.duckdb"), env=isolated_env(tmp_path))
     assert p.returncode != 0 and p.stderr.startswith("error:")
     assert len(p.stderr.strip().splitlines()) == 1
     _no_traceback(p)
 
 
 def test_help_and_version():
-    p = llmsm("--help")
+    p = llmsm_process("--help")
     assert p.returncode == 0 and "proxy" in p.stdout and "sql" in p.stdout
-    p = llmsm("--version")
+    p = llmsm_process("--version")
     assert p.returncode == 0 and p.stdout.startswith("llmsm ")
 
 
@@ -163,8 +166,8 @@ def test_every_help_text_is_shown_whole():
 
 def test_stop_stops_the_gateway_of_a_database(fresh_gateway):
     gw = fresh_gateway.start()
-    p = llmsm("stop", "--db", str(gw.db), env=gw.env)
+    p = run_cli("stop", "--db", str(gw.db), env=gw.env)
     assert p.returncode == 0 and "stopped" in p.stderr
     assert gw.proc.wait(10) == 0
-    p = llmsm("stop", "--db", str(gw.db), env=gw.env)
+    p = run_cli("stop", "--db", str(gw.db), env=gw.env)
     assert p.returncode == 0 and "no gateway" in p.stderr

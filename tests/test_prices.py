@@ -29,7 +29,7 @@ def _no_user_overrides(tmp_path, monkeypatch):
 
 
 def expected(model, provider_id, inp, out, cr, cw, cw1h, at=AT):
-    """genai-prices' own answer; its input_tokens is the WHOLE prompt (wire-facts.md)."""
+    """genai-prices' own answer; its input_tokens is the WHOLE prompt, cache reads and writes included."""
     usage = genai_prices.Usage(
         input_tokens=inp + cr + cw,
         output_tokens=out,
@@ -253,11 +253,14 @@ def test_context_windows():
 
 
 def test_fallback_table_covers_what_genai_prices_lacks():
+    """The Gemini models the fallback table was written for get genai-prices' window where it
+    has one, else the table's."""
     snap = get_snapshot()
     google = next(p for p in snap.providers if p.id == "google")
-    lacking = [m.id for m in google.models if m.context_window is None and m.id in ("gemini-2.5-pro", "gemini-3-pro-preview", "gemini-3.1-pro-preview")]
-    for model_id in lacking:
-        assert context_window(model_id, "gemini") == 1_048_576
+    listed = {m.id: m.context_window for m in google.models if m.id in ("gemini-2.5-pro", "gemini-3-pro-preview", "gemini-3.1-pro-preview")}
+    assert listed, "none of these models is in genai-prices any more"
+    for model_id, window in listed.items():
+        assert context_window(model_id, "gemini") == (window or 1_048_576), model_id
 
 
 def test_fast_enough():

@@ -1,4 +1,4 @@
-"""Every expected value in shared/fixtures/real/SOURCES.md, checked against the parsers.
+"""Every expected value that the real captures' SOURCES.md lists, checked against the parsers.
 
 The captures are public response bodies (see SOURCES.md for provenance); they live outside the
 repository and are read in place. Set LLMSM_REAL_FIXTURES to read them from elsewhere.
@@ -33,7 +33,7 @@ GEMINI = ("gemini", "generate_content")
 
 
 def usage(input_tokens, output_tokens, cache_read=0, reasoning=0, cache_write=0) -> Usage:
-    """OpenAI / Gemini: cache writes cost nothing extra there, so they are 0 (wire-facts.md)."""
+    """OpenAI / Gemini: cache writes cost nothing extra there, so they are 0."""
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,

@@ -56,12 +56,24 @@ def _messages(gw: Gateway, label: str, n: int) -> None:
             assert r.status_code == 200
 
 
-def test_database_deleted_while_running(fresh_gateway):
-    gw = fresh_gateway.start()
+@pytest.fixture(scope="module")
+def damaged_gateway(upstream, tmp_path_factory):
+    """A gateway of this module's own, whose database the tests below delete or corrupt (each
+    leaves it working again, and each asserts on its own session's rows)."""
+    gw = Gateway(tmp_path_factory.mktemp("damaged"), upstream.url).start()
+    yield gw
+    gw.stop()
+
+
+# The writer holds the file only while it writes a batch, so once wait_rows has read the rows
+# (it could open the file) and nothing else is sent, the tests below can replace the file.
+
+
+def test_database_deleted_while_running(damaged_gateway):
+    gw = damaged_gateway
     label = _label("del")
     _messages(gw, label, 2)
     gw.wait_rows(2, f"session_id = '{label}'")
-    time.sleep(0.6)  # let the writer close the file
     for p in gw.db.parent.glob(gw.db.name + "*"):
         if p.is_file():
             p.unlink()
@@ -70,12 +82,12 @@ def test_database_deleted_while_running(fresh_gateway):
     assert len(rows) == 3  # a new database with the schema, and the new rows
 
 
-def test_corrupt_database_keeps_traffic_and_events(fresh_gateway):
-    gw = fresh_gateway.start()
+def test_corrupt_database_keeps_traffic_and_events(damaged_gateway):
+    gw = damaged_gateway
     label = _label("corrupt")
     _messages(gw, label, 1)
     gw.wait_rows(1, f"session_id = '{label}'")
-    time.sleep(0.6)
+    log_start = len(gw.log.read_bytes())
     saved = gw.tmp / "saved.duckdb"
     shutil.copy(gw.db, saved)
     gw.db.write_bytes(b"garbage, not a database" * 1000)
@@ -83,7 +95,7 @@ def test_corrupt_database_keeps_traffic_and_events(fresh_gateway):
     _messages(gw, label, 5)  # traffic is unaffected
     assert time.time() - t0 < 5
     time.sleep(1.5)
-    log = gw.log.read_text()
+    log = gw.log.read_bytes()[log_start:].decode(errors="replace")  # what this test caused
     assert log.count("WARNING llmsm.writer") == 1 and "Traceback" not in log  # one clear warning
     # repair: put the good file back; the kept events are written once possible
     shutil.copy(saved, gw.db)
@@ -132,6 +144,13 @@ def test_concurrent_streams_full(gateway, upstream):
     _stream_load(gateway, upstream.url, 50, 20)
 
 
+def _wait_for_log(gw: Gateway, text: str, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while text not in gw.log.read_text(errors="replace"):
+        assert time.time() < deadline, f"{text!r} not logged within {timeout} s"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 4 MiB tmpfs, so the disk can really fill up (needs root; skipped elsewhere)."""
@@ -153,7 +172,6 @@ def test_disk_full_keeps_traffic_and_writes_later(upstream, tmp_path, tiny_disk)
         label = _label("full")
         _messages(gw, label, 1)
         gw.wait_rows(1, f"session_id = '{label}'")
-        time.sleep(0.6)
         filler = tiny_disk / "filler"
         with open(filler, "wb") as f:  # fill the disk to the last byte
             try:
@@ -165,8 +183,7 @@ def test_disk_full_keeps_traffic_and_writes_later(upstream, tmp_path, tiny_disk)
         t0 = time.time()
         _messages(gw, label, 5)
         assert time.time() - t0 < 5  # traffic flows at full speed
-        time.sleep(1.5)
-        assert "WARNING llmsm.writer" in gw.log.read_text()
+        _wait_for_log(gw, "WARNING llmsm.writer: cannot write to the database")  # a write failed
         filler.unlink()  # space again: the kept events are written
         rows = gw.wait_rows(6, f"session_id = '{label}'", timeout=20)
         assert len(rows) == 6

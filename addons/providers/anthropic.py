@@ -1,6 +1,6 @@
 """Anthropic Messages API: `POST /v1/messages` (JSON or SSE) and `/v1/messages/count_tokens`.
 
-Usage rules (wire-facts.md):
+How the Messages API reports usage:
 - a stream starts with `message_start.message.usage`; every non-null field of each
   `message_delta.usage` then *replaces* it (output_tokens there is the final total, and input
   and cache counts can grow mid-turn with server tools);

@@ -49,7 +49,7 @@ def openai_usage(raw: dict[str, Any], input_key: str, output_key: str) -> Usage 
     output_details = as_dict(raw.get(f"{output_key}_details"))
     # Absent details mean nothing was cached / no reasoning: OpenAI omits zero details.
     cache_read = as_int(input_details.get("cached_tokens")) or 0
-    # OpenAI charges nothing extra for cache writes, so the normalized count is 0 (wire-facts.md),
+    # OpenAI charges nothing extra for cache writes, so the normalized count is 0,
     # except newer responses that carry `cache_write_tokens` as a part of the prompt.
     cache_write = as_int(input_details.get("cache_write_tokens")) or 0
     return Usage(
