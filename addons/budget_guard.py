@@ -32,6 +32,7 @@ from mitmproxy import ctx, http
 
 from llmsm.addons.hooks import EVENT_META, META, WS_META, guarded
 from llmsm.analytics import budgets
+from llmsm.analytics.apis import TURN_APIS
 from llmsm.analytics.budgets import BudgetBook, Charge, Verdict
 
 log = logging.getLogger("llmsm.budget")
@@ -124,7 +125,7 @@ class BudgetGuard:
         ex = flow.metadata.get(META)
         if ex is None or flow.response is not None or getattr(ex, "answered_by_gateway", False):
             return
-        if ex.api not in budgets.GUARDED_APIS:
+        if ex.api not in TURN_APIS:  # count_tokens and 'other' requests spend nothing: they pass
             return
         identity = ex.identity
         verdict = self.book.check(identity.session_id, identity.label, ex.client)
