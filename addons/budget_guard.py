@@ -217,4 +217,3 @@ def _file_state(db_path: Path) -> tuple:
         except OSError:
             out.append(None)
     return tuple(out)
-
