@@ -1,8 +1,9 @@
 """The budget guard: a mitmproxy addon that refuses requests once their budget is used up.
 
-Added after LLMGateway (addons/server.py), so by the time its `request` hook runs the gateway has
-attributed the exchange (session, label, client). The check is a look-up in memory
-(analytics/budgets.py, BudgetBook): no database round trip on the request path.
+Added after LLMGateway (addons/server.py, `llmsm_addons`), so by the time its `request` hook runs
+the gateway has attributed the exchange (session, label, client). The check is a look-up in memory
+(analytics/budgets.py, BudgetBook): no database round trip on the request path. The budgets and
+totals are those of the database the recorder writes (addons/recorder.py), which it is given.
 
 Keeping the counters right:
 - A background thread reloads every `interval` s (1 s) if the database file changed since the
@@ -11,8 +12,8 @@ Keeping the counters right:
   already stored, and installs "database + not yet stored" as the counters. While the file is
   attached nobody can write it, so the two agree exactly. A new or removed budget therefore
   applies within about a second of `llmsm budget set/rm`; an idle gateway reads nothing.
-- Each finished exchange (flow.metadata["llmsm_event"], set by the gateway) is added at once in
-  the `response` / `error` / WebSocket hooks.
+- Each finished exchange (flow.metadata[EVENT_META], set by the gateway for the hook it finished
+  in) is added at once in the `response` / `error` / WebSocket hooks.
 
 Over budget, the request is answered here with a 429 (402 for Codex CLI: budgets.refusal_status)
 in the provider's own error format; it never reaches the provider, and the gateway records it like
@@ -27,22 +28,26 @@ import logging
 import threading
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, http
 
 from llmsm.addons.hooks import EVENT_META, META, WS_META, guarded
 from llmsm.analytics import budgets
+from llmsm.analytics.apis import TURN_APIS
 from llmsm.analytics.budgets import BudgetBook, Charge, Verdict
+
+if TYPE_CHECKING:
+    from llmsm.addons.recorder import Recorder
 
 log = logging.getLogger("llmsm.budget")
 
-SEEN_META = "llmsm_budget_seen"  # ours: the id of the last event of this flow already counted
 WARN_META = "llmsm_budget_warn"
 
 
 class BudgetGuard:
-    def __init__(self, db_path: str | Path | None = None, *, interval: float = 1.0, read_timeout: float = 0.25) -> None:
-        self.db_path = Path(db_path).expanduser() if db_path else None
+    def __init__(self, recorder: Recorder, *, interval: float = 1.0, read_timeout: float = 0.25) -> None:
+        self.recorder = recorder  # its database holds the budgets and the totals so far
         self.interval = interval
         self.read_timeout = read_timeout
         self.book = BudgetBook()
@@ -51,21 +56,9 @@ class BudgetGuard:
         self._warned: set[str] = set()  # "id:state" already logged (event loop and reload thread)
         self._warned_lock = threading.Lock()
         self._last_error: str | None = None
-        self._from_option = False  # db_path came from the llmsm_db option (script use)
         self._loaded_state: tuple | None = None  # the files and day the book was last loaded from
 
     # -- lifecycle -----------------------------------------------------------------------
-    def configure(self, updated) -> None:
-        if self.db_path is None or ("llmsm_db" in updated and self._from_option):
-            # loaded next to LLMGateway in a user's own mitmproxy
-            from mitmproxy import ctx
-
-            from llmsm.analytics.store import default_db_path
-
-            db = getattr(ctx.options, "llmsm_db", "") if hasattr(ctx, "options") else ""
-            self.db_path = Path(db).expanduser() if db else default_db_path()
-            self._from_option = True
-
     def running(self) -> None:
         if self._thread is None:
             self._stop.clear()
@@ -89,13 +82,14 @@ class BudgetGuard:
         missing): the book keeps what it had and counting goes on in memory."""
         from llmsm.analytics.store import read_attached
 
-        if self.db_path is None or not self.db_path.exists():
+        db_path = self.recorder.db_path  # None until the recorder is configured
+        if db_path is None or not db_path.exists():
             return False
-        state = _file_state(self.db_path)
+        state = (db_path, *_file_state(db_path))
         if state == self._loaded_state:
             return True  # nothing was stored or changed since: the book is up to date
         try:
-            with read_attached(self.db_path, timeout=self.read_timeout) as con:
+            with read_attached(db_path, timeout=self.read_timeout) as con:
                 rows, in_db, day = budgets.load_for_guard(con, self.book.pending_ids())
                 # still attached: no event can be stored in between
                 self.book.install(rows, in_db, day)
@@ -124,7 +118,7 @@ class BudgetGuard:
         ex = flow.metadata.get(META)
         if ex is None or flow.response is not None or getattr(ex, "answered_by_gateway", False):
             return
-        if ex.api not in budgets.GUARDED_APIS:
+        if ex.api not in TURN_APIS:  # count_tokens and 'other' requests spend nothing: they pass
             return
         identity = ex.identity
         verdict = self.book.check(identity.session_id, identity.label, ex.client)
@@ -190,9 +184,8 @@ class BudgetGuard:
             # totals, and the events still on their way there are in it by the next reload.
             return
         event = flow.metadata.get(EVENT_META)
-        if event is None or flow.metadata.get(SEEN_META) == event.id:
+        if event is None:
             return
-        flow.metadata[SEEN_META] = event.id
         if event.usage_source == "transcript":
             return
         for verdict in self.book.record(Charge.from_event(event)):
@@ -224,8 +217,3 @@ def _file_state(db_path: Path) -> tuple:
         except OSError:
             out.append(None)
     return tuple(out)
-
-
-# `mitmdump -s addons/gateway.py -s addons/budget_guard.py`: the guard reads the gateway's
-# llmsm_db option (or the default database).
-addons = [BudgetGuard()]

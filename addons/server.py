@@ -1,4 +1,6 @@
-"""Runs the gateway: mitmproxy embedded in this process, with LLMGateway and the EventWriter.
+"""Runs the gateway: mitmproxy embedded in this process, with the parts of mitmproxy it runs on
+(`mitmproxy_addons`) and llmsm's own addons (`llmsm_addons`, also what `mitmdump -s
+addons/gateway.py` loads).
 
 `llmsm proxy` calls `run()`; it returns an exit code and never raises for the user's mistakes
 (a busy port, an unwritable database): those come back as `GatewayError` with one clear line.
@@ -147,6 +149,35 @@ def mitmproxy_addons() -> list:
     ]
 
 
+def llmsm_addons() -> list:
+    """llmsm's addons, in the order mitmproxy calls them on each hook. Each does one thing, and
+    has no method for a hook it has nothing to do on. Adding an addon is one line here."""
+    from llmsm.addons.auth import GatewayAuth
+    from llmsm.addons.budget_guard import BudgetGuard
+    from llmsm.addons.gateway import LLMGateway
+    from llmsm.addons.recorder import Recorder
+
+    recorder = Recorder()
+    gateway = LLMGateway()
+    gateway.late_event = recorder.put
+    return [
+        GatewayAuth(),  # the token; the proxy user name. First: a refused request goes no further
+        gateway,  # route, parse, attribute; leaves each finished event in flow.metadata
+        BudgetGuard(recorder),  # after the gateway, which attributed the request it checks
+        recorder,  # writes each finished event, after every addon that may still change it
+    ]
+
+
+class Llmsm:
+    """llmsm's addons as one entry of mitmproxy's chain, its children (`addons`), as a script's
+    module is for `mitmdump -s addons/gateway.py`. mitmproxy dispatches every hook of every
+    request to each entry of its chain, which costs microseconds per entry whether it acts or
+    not; the children of one entry are called in order within that one dispatch."""
+
+    def __init__(self) -> None:
+        self.addons = llmsm_addons()
+
+
 class _Announce:
     """Says where the gateway listens once the sockets are bound, then leaves the addon chain:
     mitmproxy would otherwise call it on every hook of every request (~10 µs each time)."""
@@ -192,10 +223,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     from mitmproxy.master import Master
     from mitmproxy.options import Options
 
-    from llmsm.addons.budget_guard import BudgetGuard
     from llmsm.addons.errors import install_json_error_pages
-    from llmsm.addons.gateway import LLMGateway
-    from llmsm.addons.writer import EventWriter
 
     install_json_error_pages()
 
@@ -207,10 +235,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         modes.append(f"regular@{config.proxy_port}")
     opts = Options(confdir=str(ca_dir()), listen_host=config.host, mode=modes)
     master = Master(opts)
-    master.addons.add(*mitmproxy_addons())
-    writer = EventWriter(config.db_path)
-    # Order matters: the guard's request hook runs after the gateway has attributed the session.
-    master.addons.add(LLMGateway(writer), BudgetGuard(config.db_path), _Announce(config, on_ready))
+    master.addons.add(*mitmproxy_addons(), Llmsm(), _Announce(config, on_ready))
     opts.update(
         connection_strategy="lazy",
         llmsm_upstream=list(config.upstreams),
@@ -225,11 +250,9 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     loop.set_exception_handler(_quiet_cancellations)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
-    writer.start()
     try:
-        await master.run()
+        await master.run()  # the recorder's writer starts in `running` and is flushed in `done`
     finally:
-        writer.close()
         if config.state_file is not None:
             try:
                 config.state_file.unlink()

@@ -29,8 +29,6 @@ SCOPES: tuple[str, ...] = ("session", "label", "client", "day")
 State = Literal["ok", "warn", "exceeded"]
 
 DEFAULT_WARN_AT = 0.8
-# Calls that spend tokens; count_tokens and 'other' requests always pass.
-GUARDED_APIS = frozenset({"messages", "chat_completions", "responses", "generate_content"})
 BUDGET_HEADER = "x-llmsm-budget"
 ERROR_CODE = "llmsm_budget_exceeded"
 # Long enough that a client honouring retry-after does not hot-loop, short enough that one that

@@ -7,7 +7,7 @@
    goes (a burst; beyond its max_pending of 20,000 the writer keeps events in the journal only and
    reads them back), then we wait until all are committed and a read-only reader counts them.
    The same run with max_pending above N (everything queued in memory) shows the journal path's
-   cost. Baseline, same run, same events: ExchangeEvent.to_row() + con.appender('events') into a
+   cost. Baseline, same run, same events: the writer's own rows (store._row) + con.appender('events') into a
    fresh database, one transaction.
 2. Queries: a database made by llmsm.analytics.store.connect (migrations and views), filled with
    `INSERT INTO events SELECT ... FROM range(N)` (~200 requests per session, 5 models, 30 days),
@@ -102,7 +102,7 @@ def bench_appender(events) -> dict:
     store.connect(db).close()  # schema and views, not timed
     t0 = time.perf_counter()
     con = store.connect(db)
-    rows = [ev.to_row() for ev in events]
+    rows = [store._row(ev) for ev in events]  # the rows the writer inserts
     t_rows = time.perf_counter()
     con.execute("BEGIN TRANSACTION")
     app = con.appender("events")
@@ -115,7 +115,7 @@ def bench_appender(events) -> dict:
     n = count_rows(db)
     t_vis = time.perf_counter()
     total = t_vis - t0
-    print(f"  raw appender baseline: to_row {t_rows - t0:.2f} s + append/commit {t_done - t_rows:.2f} s, "
+    print(f"  raw appender baseline: rows {t_rows - t0:.2f} s + append/commit {t_done - t_rows:.2f} s, "
           f"{n} visible after {total:.2f} s -> {n / total:,.0f} rows/s "
           f"(appender alone {n / (t_done - t_rows):,.0f} rows/s)")
     return {"visible_s": total, "rows": n, "rows_per_s": n / total, "to_row_s": t_rows - t0, "append_s": t_done - t_rows}

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from llmsm.analytics.apis import PROVIDERS
 from llmsm.cli.common import DbOption, fail, resolve_db
 
 
@@ -28,7 +29,7 @@ def proxy(
     db: DbOption = None,
     upstream: Annotated[
         list[str] | None,
-        typer.Option("--upstream", "-u", help="Point a route elsewhere: NAME=URL (anthropic, openai, gemini). Repeatable.", metavar="NAME=URL"),
+        typer.Option("--upstream", "-u", help=f"Point a route elsewhere: NAME=URL ({', '.join(PROVIDERS)}). Repeatable.", metavar="NAME=URL"),
     ] = None,
     proxy_port: Annotated[
         int | None,
