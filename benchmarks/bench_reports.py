@@ -3,6 +3,7 @@ transcript import rate.
 
     .venv/bin/python benchmarks/bench_reports.py            # 1M events + transcript import
     .venv/bin/python benchmarks/bench_reports.py --10m      # also 10M events (~1 GB, slow to generate)
+    .venv/bin/python benchmarks/bench_reports.py --no-import --repeat 3   # the quickest: queries only
 
 Databases and transcripts are generated under benchmarks/out/ (gitignored) with DuckDB SQL
 (INSERT ... SELECT FROM range()), kept between runs (--regenerate to rebuild). Times are whole
@@ -140,6 +141,7 @@ def main() -> None:
     ap.add_argument("--10m", dest="ten", action="store_true", help="also benchmark 10M events")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per command (median and best shown)")
     ap.add_argument("--regenerate", action="store_true", help="rebuild the databases and transcripts")
+    ap.add_argument("--no-import", action="store_true", help="skip the transcript import (queries only)")
     ap.add_argument("--transcript-sessions", type=int, default=200)
     ap.add_argument("--transcript-messages", type=int, default=250)
     args = ap.parse_args()
@@ -168,10 +170,15 @@ def main() -> None:
             ("llmsm report daily", ["report", "daily", "--db", str(db)]),
             ("llmsm report daily --json", ["report", "daily", "--json", "--db", str(db)]),
             ("llmsm report models --since 30d", ["report", "models", "--since", "30d", "--db", str(db)]),
+            ("llmsm cost", ["cost", "--db", str(db)]),
+            ("llmsm cost --by day --since 30d", ["cost", "--by", "day", "--since", "30d", "--db", str(db)]),
         ):
             med, best = time_cli(cmd, env, args.repeat)
             results.append((name, label, med, best, target))
 
+    if args.no_import:
+        print_results(results, args.repeat)
+        return
     # transcript import
     troot = OUT / "transcripts"
     marker = troot / ".shape"
@@ -189,11 +196,19 @@ def main() -> None:
     first = run_cli(["import", "claude-code", str(troot), "--db", str(idb)], env)
     again = run_cli(["import", "claude-code", str(troot), "--db", str(idb)], env)
 
+    print_results(results, args.repeat)
+    print(f"transcript import: {unique:,} unique requests ({lines:,} lines, {size_mb:.0f} MB, "
+          f"{args.transcript_sessions} files): {first:.2f} s -> {unique / first:,.0f} requests/s, "
+          f"{size_mb / first:.0f} MB/s; re-import (nothing new): {again:.2f} s")
+
+
+def print_results(results: list[tuple[str, str, float, float, str]], repeat: int) -> None:
     print()
     print(f"llmsm report benchmarks — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"duckdb {__import__('duckdb').__version__}")
-    print(f"whole-process wall time, median (best) of {args.repeat} runs after a warm-up")
+    print(f"whole-process wall time, median (best) of {repeat} runs after a warm-up; load average "
+          f"{os.getloadavg()[0]:.2f}")
     print()
     w = max(len(r[0]) for r in results) + 2
     print(f"{'command':<{w}}{'rows':>6}{'median s':>10}{'best s':>9}  target")
@@ -203,9 +218,6 @@ def main() -> None:
             verdict = f"{target}  {'OK' if med < TARGET_1M else 'MISSED'}"
         print(f"{name:<{w}}{rows:>6}{med:>10.3f}{best:>9.3f}  {verdict}")
     print()
-    print(f"transcript import: {unique:,} unique requests ({lines:,} lines, {size_mb:.0f} MB, "
-          f"{args.transcript_sessions} files): {first:.2f} s -> {unique / first:,.0f} requests/s, "
-          f"{size_mb / first:.0f} MB/s; re-import (nothing new): {again:.2f} s")
 
 
 if __name__ == "__main__":
