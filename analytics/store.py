@@ -15,10 +15,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import platformdirs
@@ -126,22 +126,30 @@ def _classify_open_error(path: Path, exc: BaseException, read_only: bool) -> Sto
     return StoreError(f"cannot open database {path}: {_one_line(exc)}")
 
 
-def _open_raw(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
-    """duckdb.connect with retries on lock conflicts until `timeout` seconds have passed."""
+T = TypeVar("T")
+
+
+def _retry_busy(path: Path, read_only: bool, timeout: float, attempt: Callable[[], T]) -> T:
+    """attempt() again while it fails on a lock another process holds, until `timeout` seconds
+    have passed (backing off from 10 ms to 200 ms); any other failure at once. DuckDB errors
+    come out as StoreErrors (DatabaseBusy when the time is up)."""
     deadline = time.monotonic() + max(0.0, timeout)
     delay = 0.01
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return attempt()
         except duckdb.Error as exc:
             err = _classify_open_error(path, exc, read_only)
-            if not isinstance(err, DatabaseBusy):
-                raise err from exc
             left = deadline - time.monotonic()
-            if left <= 0:
+            if not isinstance(err, DatabaseBusy) or left <= 0:
                 raise err from exc
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.2)
+
+
+def _open_raw(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect with retries on lock conflicts until `timeout` seconds have passed."""
+    return _retry_busy(path, read_only, timeout, lambda: duckdb.connect(str(path), read_only=read_only))
 
 
 def _prepare_parent(path: Path) -> None:
@@ -302,19 +310,8 @@ class _Host:
         with self.lock:
             con = self._connection()
             quoted = str(path).replace("'", "''")
-            deadline = time.monotonic() + max(0.0, timeout)
-            delay = 0.01
-            while True:
-                try:
-                    con.execute(f"ATTACH '{quoted}' AS {_ALIAS}" + (" (READ_ONLY)" if read_only else ""))
-                    break
-                except duckdb.Error as exc:
-                    err = _classify_open_error(path, exc, read_only)
-                    left = deadline - time.monotonic()
-                    if not isinstance(err, DatabaseBusy) or left <= 0:
-                        raise err from exc
-                    time.sleep(min(delay, left))
-                    delay = min(delay * 2, 0.2)
+            attach = f"ATTACH '{quoted}' AS {_ALIAS}" + (" (READ_ONLY)" if read_only else "")
+            _retry_busy(path, read_only, timeout, lambda: con.execute(attach))
             try:
                 con.execute(f"USE {_ALIAS}")
                 if not read_only:
