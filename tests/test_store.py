@@ -15,7 +15,6 @@ from llmsm.analytics import migrations, store
 from llmsm.analytics.events import EVENT_COLUMNS, ExchangeEvent
 
 CHILD = Path(__file__).with_name("helpers_writer_child.py")
-NOW = datetime.now(timezone.utc)
 
 
 def ev(**kw) -> ExchangeEvent:
@@ -161,7 +160,10 @@ def test_read_only_connect_migrates_an_old_database(db: Path) -> None:
 
 
 def test_requests_and_sessions_views_sum_correctly(db: Path) -> None:
-    t0 = NOW - timedelta(minutes=2)
+    # times relative to when this test runs: the status is measured against the clock at query
+    # time (a moment taken when the module was imported could be minutes old in a full run)
+    now = datetime.now(timezone.utc)
+    t0 = now - timedelta(minutes=2)
     events = [
         ev(id="a1", session_id="s1", label=None, client="claude-code", client_version="1.0", model="claude-b",
            started_at=t0, ended_at=t0 + timedelta(seconds=3), agent_id="main",
@@ -178,10 +180,10 @@ def test_requests_and_sessions_views_sum_correctly(db: Path) -> None:
            outcome="stream_error", input_tokens=1, output_tokens=2, label=None, client="claude-code",
            client_version=None),
         ev(id="b1", session_id="s2", client="codex", model="gpt-5", api="responses", provider="openai",
-           started_at=NOW - timedelta(minutes=30), input_tokens=7, output_tokens=3),
+           started_at=now - timedelta(minutes=30), input_tokens=7, output_tokens=3),
         ev(id="c1", session_id="s3", client="codex", model="gpt-5", api="responses", provider="openai",
-           started_at=NOW - timedelta(hours=3), input_tokens=1),
-        ev(id="n1", session_id=None, input_tokens=50, started_at=NOW),
+           started_at=now - timedelta(hours=3), input_tokens=1),
+        ev(id="n1", session_id=None, input_tokens=50, started_at=now),
     ]
     assert store.insert_events(db, events) == len(events)
     store.insert_run(db, session_id="s1", command="claude old", cwd="/old", git_branch="old",
@@ -432,8 +434,9 @@ def test_budget_status_totals_each_scope(db: Path) -> None:
     never count, a day budget counts today only, a budget nothing matched uses 0."""
     from llmsm.analytics import budgets
 
-    local_midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
-    today = max(NOW - timedelta(minutes=1), local_midnight + timedelta(seconds=1))
+    now = datetime.now(timezone.utc)
+    local_midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = max(now - timedelta(minutes=1), local_midnight + timedelta(seconds=1))
     yesterday = local_midnight - timedelta(hours=2)
     rows = [  # (id, session, label, client, started_at, api, usage_source, tokens, usd)
         ("e1", "s1", "feat", "claude-code", today, "messages", "reported", 100, 0.5),
