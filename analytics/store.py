@@ -32,9 +32,11 @@ __all__ = [
     "DatabaseCorrupt",
     "DatabaseMissing",
     "InvalidEvents",
+    "BadInput",
     "default_db_path",
     "connect",
     "open_for_query",
+    "open_db",
     "insert_events",
     "insert_run",
     "end_run",
@@ -69,6 +71,10 @@ class DatabaseMissing(StoreError):
 
 class InvalidEvents(StoreError):
     """The rows themselves were rejected (a value out of range, a wrong type): retrying won't help."""
+
+
+class BadInput(StoreError):
+    """A value the user gave that cannot be used (one clear line)."""
 
 
 def _one_line(msg: object) -> str:
@@ -241,6 +247,36 @@ def open_for_query(path: str | os.PathLike[str], timeout: float = 5.0) -> duckdb
         _close_quietly(con)
         raise StoreError("cannot lock down the query connection (settings did not hold)")
     return con
+
+
+@contextlib.contextmanager
+def open_db(
+    path: str | os.PathLike[str], *, missing_ok: bool = False, write: bool = False, timeout: float = 5.0
+) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """The database for one command, closed when the block ends: how every command opens it.
+
+    Read-only by default, locked down like `llmsm sql`'s connection (open_for_query). A missing
+    file raises DatabaseMissing ("no database at ... yet"), or with `missing_ok` yields None, for
+    commands whose answer is then simply empty. `write=True` opens read-write (creating and
+    migrating the file). A DuckDB error that leaves the block becomes a one-line StoreError, so
+    callers handle StoreError only.
+    """
+    if write:
+        con = connect(path, timeout=timeout)
+    else:
+        try:
+            con = open_for_query(path, timeout=timeout)
+        except DatabaseMissing:
+            if not missing_ok:
+                raise
+            yield None
+            return
+    try:
+        yield con
+    except duckdb.Error as exc:
+        raise StoreError(_one_line(exc)) from exc
+    finally:
+        _close_quietly(con)
 
 
 # --------------------------------------------------------------------------------------------

@@ -348,6 +348,34 @@ def test_corrupt_and_missing_databases(tmp_path: Path) -> None:
         store.insert_events(under_file / "db.duckdb", [ev()])
 
 
+def test_open_db_for_every_command(tmp_path: Path) -> None:
+    """The one way commands open the database: a missing file is an error or (missing_ok) None,
+    never created by a read; write=True creates it; a failed query leaves as one StoreError line;
+    the connection is closed after the block."""
+    db = tmp_path / "sub" / "cmd.duckdb"
+    with pytest.raises(store.DatabaseMissing, match="no database at"):
+        with store.open_db(db):
+            pass
+    with store.open_db(db, missing_ok=True) as con:
+        assert con is None
+    assert not db.parent.exists()
+
+    with store.open_db(db, write=True) as con:
+        con.execute("INSERT INTO budgets (id, scope, max_usd, created_at) VALUES ('b1', 'day', 1, now())")
+    with store.open_db(db, missing_ok=True) as con:
+        assert con.execute("SELECT id FROM budgets").fetchall() == [("b1",)]
+        with pytest.raises(duckdb.Error):  # read-only and locked down, like `llmsm sql`
+            con.execute("DELETE FROM budgets")
+        kept = con
+    with pytest.raises(duckdb.Error):
+        kept.execute("SELECT 1")  # closed
+    with pytest.raises(store.StoreError) as info:
+        with store.open_db(db) as con:
+            con.execute("SELECT no_such_column FROM events")
+    assert "no_such_column" in str(info.value) and "\n" not in str(info.value)
+    assert not isinstance(info.value.__cause__, store.StoreError)
+
+
 def test_default_db_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LLMSM_DB", str(tmp_path / "x.duckdb"))
     assert store.default_db_path() == tmp_path / "x.duckdb"
