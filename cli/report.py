@@ -1,7 +1,8 @@
 """`llmsm report ...`, `llmsm export`, `llmsm import claude-code`, `llmsm reconcile`, `llmsm prune`.
 
-The work is in `llmsm.analytics.reports` and `llmsm.analytics.transcripts`; this module parses
-options, opens the database and renders (rich tables on a terminal, JSON with --json).
+The work is in `llmsm.analytics.reports`, `.retention` (export, prune) and `.transcripts`, times
+are read by `.timespec`; this module parses options, opens the database and renders (rich tables
+on a terminal, JSON with --json).
 See docs/reports.md for the counting rules and the JSON schemas.
 """
 
