@@ -30,57 +30,69 @@ FROM events AS e;
 
 
 -- ============================================================================================
--- counted_events(since, until): the rows that usage adds up, started in [since, until)
---   (NULL or left out: unbounded), with every column of `requests`. THE home of the counting
---   rule: reports, `llmsm cost` and the views sessions and daily all select from it.
---   * Only API calls: rows with api = 'other' (preflights, unknown paths) carry no usage.
---   * The wire wins: an imported row (usage_source = 'transcript', from `llmsm import ...`)
---     counts only when the gateway did not record the same response, so nothing is counted
---     twice and history from before llmsm ran still counts. The gateway recorded it when a wire
---     row has the same message_id (Claude Code transcripts keep the response id).
---   The wire and a transcript time the same response within minutes, so only wire rows within
---   a day of the range are looked at: every scan is bounded by the range (fast reports over
---   the last days of a big table). Another way of recognising the same response (an import
---   whose rows carry no response id) is one more SELECT, UNION ALL, in seen_on_wire.
+-- The wire wins: THE home of the rule that an imported row (usage_source = 'transcript', from
+-- `llmsm import ...`) is left out when the gateway recorded the same response, so nothing is
+-- counted twice and history from before llmsm ran still counts. counted_events (every report,
+-- `llmsm cost`, the daily view) and the sessions view both apply it through this macro.
+--
+-- imported_seen_on_wire(since, until): the ids of the imported rows started in [since, until)
+--   (NULL or left out: unbounded) whose response a wire row also has: the same message_id
+--   (Claude Code transcripts keep the response id). The wire and a transcript time the same
+--   response within minutes, so only wire rows within a day of the range are looked at: every
+--   scan is bounded by the range (fast reports over the last days of a big table). Another way
+--   of recognising the same response (an import whose rows carry no response id) is one more
+--   SELECT here, UNION ALL.
 -- ============================================================================================
-CREATE OR REPLACE MACRO counted_events(since := NULL, until := NULL) AS TABLE
+CREATE OR REPLACE MACRO imported_seen_on_wire(since := NULL, until := NULL) AS TABLE
 WITH imported AS (
-    SELECT * FROM requests
-    WHERE usage_source = 'transcript' AND api <> 'other'
+    SELECT id, message_id FROM events
+    WHERE usage_source = 'transcript'
       AND started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ)
       AND started_at < coalesce(until, 'infinity'::TIMESTAMPTZ)
-),
--- the imported rows whose response the gateway recorded too
-seen_on_wire AS (
-    SELECT id FROM imported WHERE message_id IN (
-        SELECT message_id FROM events
-        WHERE usage_source IS DISTINCT FROM 'transcript'
-          AND started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ) - INTERVAL 1 DAY
-          AND started_at < coalesce(until, 'infinity'::TIMESTAMPTZ) + INTERVAL 1 DAY
-          AND message_id IN (SELECT message_id FROM imported)
-    )
 )
+SELECT id FROM imported WHERE message_id IN (
+    SELECT message_id FROM events
+    WHERE usage_source IS DISTINCT FROM 'transcript'
+      AND started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ) - INTERVAL 1 DAY
+      AND started_at < coalesce(until, 'infinity'::TIMESTAMPTZ) + INTERVAL 1 DAY
+      -- (IS NOT NULL: an id-less row matches nothing; it also makes DuckDB hash the imported
+      -- side, so that with nothing imported the wire rows are not even read)
+      AND message_id IN (SELECT message_id FROM imported WHERE message_id IS NOT NULL)
+);
+
+
+-- ============================================================================================
+-- counted_events(since, until): the rows that usage adds up, started in [since, until) (NULL
+--   or left out: unbounded), with every column of `requests`: API calls only (rows with
+--   api = 'other', preflights and unknown paths, carry no usage), and an imported row only when
+--   the wire did not record its response (imported_seen_on_wire above).
+-- ============================================================================================
+CREATE OR REPLACE MACRO counted_events(since := NULL, until := NULL) AS TABLE
 SELECT * FROM requests
 WHERE api <> 'other' AND usage_source IS DISTINCT FROM 'transcript'
   AND started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ)
   AND started_at < coalesce(until, 'infinity'::TIMESTAMPTZ)
 UNION ALL
-SELECT * FROM imported WHERE id NOT IN (SELECT id FROM seen_on_wire);
+SELECT * FROM requests
+WHERE api <> 'other' AND usage_source = 'transcript'
+  AND started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ)
+  AND started_at < coalesce(until, 'infinity'::TIMESTAMPTZ)
+  AND id NOT IN (SELECT id FROM imported_seen_on_wire(since, until));
 
 
 -- ============================================================================================
 -- sessions: one row per session_id (NULL session_id excluded), joined with its latest run
 --   status: 'active' if last seen within 5 minutes, 'idle' within 1 hour, else 'ended'
---   requests, errors and tokens are those of counted_events (API calls, the wire winning over
---   imported transcripts); first_seen, last_seen, label and client take other calls into account
+--   requests, errors and tokens count what counted_events counts (API calls, the wire winning
+--   over imported transcripts); first_seen, last_seen, label and client take other calls too
 -- ============================================================================================
 CREATE OR REPLACE VIEW sessions AS
 WITH session_rows AS (
-    -- a session's API calls that count, and its other calls (preflights, model lists), which
-    -- count as activity only (first_seen, last_seen, label, client)
-    SELECT * FROM counted_events() WHERE session_id IS NOT NULL
-    UNION ALL
-    SELECT * FROM requests WHERE api = 'other' AND session_id IS NOT NULL
+    -- each response once: an imported row the gateway also recorded is left out (the wire
+    -- wins, as in counted_events); 'other' calls stay, as activity (first_seen, last_seen...)
+    SELECT * FROM requests
+    WHERE session_id IS NOT NULL
+      AND NOT (usage_source = 'transcript' AND id IN (SELECT id FROM imported_seen_on_wire()))
 ),
 per_session AS (
     SELECT
