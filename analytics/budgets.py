@@ -428,6 +428,14 @@ def load_for_guard(con: Any, pending_ids: list[str]) -> tuple[list[tuple[Budget,
     return [(_budget(r), r["used_tokens"], r["used_usd"]) for r in rows], in_db, day
 
 
+def session_ids_starting_with(con: Any, prefix: str, limit: int = 3) -> list[str]:
+    """Up to `limit` recorded session ids that start with `prefix` (`--session` takes a prefix)."""
+    rows = con.execute(
+        "SELECT DISTINCT session_id FROM events WHERE starts_with(session_id, ?) LIMIT ?", [prefix, limit]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def find(con: Any, scope: str, target: str | None) -> Budget | None:
     row = con.execute(
         "SELECT id, scope, target, max_tokens, max_usd, warn_at, created_at FROM budgets "
