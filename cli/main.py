@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from llmsm.cli import certs, cost, dashboard, proxy, report, run, sessions, sql
+    from llmsm.cli import certs, cost, dashboard, imports, proxy, report, run, sessions, sql
 
-    for module in (proxy, run, sessions, dashboard, cost, report, sql, certs):
+    for module in (proxy, run, sessions, dashboard, cost, report, imports, sql, certs):
         module.register(app)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from llmsm.analytics.events import ExchangeEvent
 from llmsm.analytics.store import insert_events
-from llmsm.analytics.transcripts import event_id
+from llmsm.analytics.transcripts_claude import event_id
 from tests.conftest import REPO
 
 KINDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
@@ -179,10 +179,16 @@ def test_import_dedups_counts_malformed_and_is_idempotent(projects, tmp_path):
     assert sum(r["cache_write_1h_tokens"] for r in by_session[S1]) == sum(m % 2 for m in range(5))
     assert rows[0]["started_at"] == T0 + timedelta(seconds=2)  # the first block's timestamp
 
-    # the second import inserts nothing
+    # the second import opens no file: nothing changed since the first
     p = llmsm("import", "claude-code", str(projects), "--db", str(db), "--json")
     again = json.loads(p.stdout)
+    assert p.returncode == 0 and again["inserted"] == 0 and again["events"] == 0
+    assert again["files"] == again["files_unchanged"] == 3 and again["files_read"] == 0 and again["bytes_read"] == 0
+    # --full reads everything again and still inserts nothing
+    p = llmsm("import", "claude-code", str(projects), "--db", str(db), "--json", "--full")
+    again = json.loads(p.stdout)
     assert p.returncode == 0 and again["inserted"] == 0 and again["already_present"] == want["requests"]
+    assert again["files_read"] == 3 and again["duplicates"] == first["duplicates"]
     assert query(db, "SELECT count(*) AS n FROM events")[0]["n"] == want["requests"]
 
     # the report shows them as transcript requests, and matches the independent sums
