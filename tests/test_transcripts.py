@@ -272,3 +272,90 @@ def test_reconcile_and_no_double_counting(projects, tmp_path):
     total = query(db, "SELECT sum(requests) AS n, sum(input_tokens) AS i FROM daily")[0]
     assert total["n"] == rep["totals"]["requests"] == 5 + 3 + n + 1
     assert total["i"] == rep["totals"]["input_tokens"]
+
+
+def _import(root: Path, db: Path, *extra: str) -> dict:
+    p = llmsm("import", "claude-code", str(root), "--db", str(db), "--json", *extra)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def _rows(db: Path) -> set[tuple]:
+    return {tuple(r.values()) for r in query(db, "SELECT id, session_id, started_at, input_tokens, output_tokens, "
+                                                 "cache_write_tokens, cache_read_tokens, cost_usd FROM events")}
+
+
+def _append(path: Path, entries: list, raw: bytes = b"") -> int:
+    data = b"".join((json.dumps(e) + "\n").encode() for e in entries) + raw
+    with open(path, "ab") as fh:
+        fh.write(data)
+    return len(data)
+
+
+def test_incremental_import_reads_only_appended_bytes(projects, tmp_path):
+    db = tmp_path / "inc.duckdb"
+    first = _import(projects, db)
+    f1 = projects / "-work-proj" / f"{S1}.jsonl"
+    # two new responses of S1; the second one's three content blocks are split by the next import
+    new = assistant_lines(S1, 7, T0 + timedelta(hours=3))[5 * 4:]  # responses 5 and 6 (user line + 3 blocks each)
+    assert len(new) == 8 and new[4]["type"] == "user"
+    grown = _append(f1, new[:6])  # response 5 whole, response 6's user line and first block
+    step = _import(projects, db)
+    assert step["files_read"] == 1 and step["files_unchanged"] == 2 and step["files_reread"] == 0
+    assert step["bytes_read"] == grown  # only the appended bytes
+    assert step["inserted"] == step["events"] == 2 and step["duplicates"] == 2  # blocks 2-3 of response 5
+
+    # the rest of response 6, and half a line still being written
+    partial = json.dumps(assistant_lines(S1, 8, T0 + timedelta(hours=4))[-1]).encode()
+    grown = _append(f1, new[6:], partial[: len(partial) // 2])
+    step = _import(projects, db)
+    # its blocks are known from the carried ids: repeats, not "imported before"
+    assert step["inserted"] == step["events"] == 0 and step["duplicates"] == 2
+    assert step["malformed"] == 0  # the unfinished line is left for later
+    assert step["bytes_read"] == grown
+    state = query(db, f"SELECT * FROM import_files WHERE path = '{f1.resolve()}'")[0]
+    assert state["source"] == "claude-code" and state["read_bytes"] == f1.stat().st_size - len(partial) // 2
+    assert state["size"] == f1.stat().st_size and json.loads(state["carry"])["pairs"][-1] == [f"msg_{S1}_6", f"req_{S1}_6"]
+
+    with open(f1, "ab") as fh:  # the line is finished
+        fh.write(partial[len(partial) // 2 :] + b"\n")
+    step = _import(projects, db)
+    assert step["inserted"] == 1 and step["malformed"] == 0
+    assert _import(projects, db)["files_read"] == 0
+
+    # the same rows as one import of the final files
+    fresh = tmp_path / "fresh.duckdb"
+    whole = _import(projects, fresh)
+    assert whole["events"] == first["events"] + 3
+    assert _rows(db) == _rows(fresh)
+    rep = json.loads(llmsm("report", "daily", "--db", str(db), "--json", "--utc").stdout)["totals"]
+    want = expected(projects)
+    for k in KINDS:
+        assert rep[k] == want[k], k
+
+
+def test_shrunk_or_rewritten_file_is_read_again(projects, tmp_path):
+    db = tmp_path / "rw.duckdb"
+    _import(projects, db)
+    f2 = projects / "-work-other" / f"{S2}.jsonl"
+    lines = f2.read_bytes().splitlines(keepends=True)
+    f2.write_bytes(b"".join(lines[:-5]))  # shrunk: read again from the start, nothing new
+    step = _import(projects, db)
+    assert step["files_read"] == step["files_reread"] == 1 and step["inserted"] == 0
+    assert step["bytes_read"] == f2.stat().st_size
+
+    # the same size, but the start rewritten (another session's content in place): read again
+    f3 = next((projects / "-work-other" / S3).rglob("*.jsonl"))
+    before = f3.read_bytes()
+    after = before.replace(S3.encode(), S3[:-1].encode() + b"9", 1)
+    assert len(after) == len(before) and after != before
+    f3.write_bytes(after)
+    os.utime(f3, ns=(f3.stat().st_atime_ns, f3.stat().st_mtime_ns + 1_000_000_000))
+    step = _import(projects, db)
+    assert step["files_reread"] == 1 and step["bytes_read"] == len(after)
+
+    # touched only: opened, nothing read, the new time remembered
+    os.utime(f2, ns=(f2.stat().st_atime_ns, f2.stat().st_mtime_ns + 1_000_000_000))
+    step = _import(projects, db)
+    assert step["files_read"] == 1 and step["files_reread"] == 0 and step["bytes_read"] == 0
+    assert _import(projects, db)["files_read"] == 0
