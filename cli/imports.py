@@ -1,7 +1,7 @@
-"""`llmsm import claude-code`: assistants' own logs as historical rows.
+"""`llmsm import claude-code` and `llmsm import codex`: assistants' own logs as historical rows.
 
-The work is in `llmsm.analytics.transcripts` (shared, incremental) and its format module
-`transcripts_claude`; this module parses options, shows a progress bar
+The work is in `llmsm.analytics.transcripts` (shared, incremental) and its format modules
+`transcripts_claude` and `transcripts_codex`; this module parses options, shows a progress bar
 on a terminal and prints the summary (or --json). See docs/reports.md.
 """
 
@@ -33,6 +33,11 @@ def register(app: typer.Typer) -> None:
         help="Import Claude Code's JSONL transcripts (default ~/.claude/projects) as usage_source='transcript' rows. "
         "Safe to run again: only what was appended since the last import is read.",
     )(import_claude_code)
+    import_app.command(
+        "codex",
+        help="Import Codex's rollout files (default ~/.codex/sessions, or $CODEX_HOME/sessions) as "
+        "usage_source='transcript' rows, one per model response. Safe to run again.",
+    )(import_codex)
     app.add_typer(import_app, name="import")
 
 
@@ -106,3 +111,20 @@ def import_claude_code(
     root = path.expanduser() if path is not None else default_projects_dir()
     stats = _run(do_import, db, root, full, err_console.is_terminal and not as_json)
     _report(stats, root, as_json, "transcript")
+
+
+def import_codex(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A sessions folder or rollout .jsonl file (default: $CODEX_HOME/sessions, or ~/.codex/sessions).",
+                       show_default=False),
+    ] = None,
+    full: FullOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    from llmsm.analytics.transcripts_codex import default_sessions_dir, import_codex as do_import
+
+    root = path.expanduser() if path is not None else default_sessions_dir()
+    stats = _run(do_import, db, root, full, err_console.is_terminal and not as_json)
+    _report(stats, root, as_json, "rollout")
