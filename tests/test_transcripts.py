@@ -359,3 +359,17 @@ def test_shrunk_or_rewritten_file_is_read_again(projects, tmp_path):
     step = _import(projects, db)
     assert step["files_read"] == 1 and step["files_reread"] == 0 and step["bytes_read"] == 0
     assert _import(projects, db)["files_read"] == 0
+
+
+def test_worker_processes_read_the_same_rows(projects, tmp_path, monkeypatch):
+    """Large imports are read by worker processes in batches: the same rows and counts as in one
+    process, whichever batch finishes first."""
+    from llmsm.analytics import transcripts
+    from llmsm.analytics.transcripts_claude import SOURCE, read_claude_code
+
+    one = transcripts.run_import(tmp_path / "one.duckdb", SOURCE, transcripts.find_files(projects, "x"), read_claude_code, workers=1)
+    monkeypatch.setattr(transcripts, "BATCH_BYTES", 1)  # one batch per file
+    two = transcripts.run_import(tmp_path / "two.duckdb", SOURCE, transcripts.find_files(projects, "x"), read_claude_code, workers=2)
+    assert two.as_dict() == one.as_dict() and one.events == 12 and one.files_read == 3
+    assert _rows(tmp_path / "two.duckdb") == _rows(tmp_path / "one.duckdb")
+    assert not list(tmp_path.glob(".llmsm-import-*"))  # the spools are gone
