@@ -64,7 +64,8 @@ class FilePart:
 def list_jsonl(root: Path, pattern: Callable[[str], bool] = lambda name: name.endswith(".jsonl")) -> list[tuple[Path, os.stat_result]]:
     """`root` itself if it is a file, else every matching file below it (sorted), with its stat.
 
-    os.scandir gives the stat of each entry without another system call per file.
+    os.scandir gives the stat of each entry without another system call per file. Symbolic
+    links to folders are not followed (a link to a parent would never end); links to files are.
     """
     st = root.stat()
     if not stat_mod.S_ISDIR(st.st_mode):
@@ -79,7 +80,7 @@ def list_jsonl(root: Path, pattern: Callable[[str], bool] = lambda name: name.en
             continue  # an unreadable sub-folder: its files cannot be read either
         for entry in entries:
             try:
-                if entry.is_dir():
+                if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
                 elif entry.is_file() and pattern(entry.name):
                     out.append((Path(entry.path), entry.stat()))

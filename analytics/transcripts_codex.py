@@ -6,7 +6,8 @@ Each line is ``{"timestamp": "...Z", "type": "...", "payload": {...}}``. Three t
 * ``session_meta`` (the first line): ``payload.id`` is the thread id — the id Codex also sends
   on the wire (``session-id``/``thread-id``), so the gateway records the same ``session_id`` —
   and ``payload.cli_version``;
-* ``turn_context``: ``payload.model`` is the model of the turns that follow;
+* ``turn_context``: ``payload.model`` is the model of the turns that follow (a token_count
+  that names one itself, ``info.model``, sets it too);
 * ``event_msg`` whose ``payload.type`` is ``token_count``: after each model response,
   ``payload.info`` holds ``total_token_usage`` (the thread's running totals) and
   ``last_token_usage`` (that response's), each with ``input_tokens`` (cached included),
@@ -167,6 +168,8 @@ def read_codex(part: FilePart, lines: Iterable[bytes], carry: dict[str, Any], em
         if totals is not None and not grew:
             epoch += 1  # the totals restarted (a resumed thread)
         totals = total
+        # a token_count may name its model itself (as @ccusage/codex reads it); else the turn's
+        model = text(info.get("model")) or text(payload.get("model")) or model
         if earliest is None or started < earliest:
             earliest = started
         emit({
