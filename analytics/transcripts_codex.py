@@ -60,7 +60,7 @@ SOURCE = "codex"  # the format's name in the file-state table
 USAGE_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens", "total_tokens")
 _THREAD_IN_NAME = re.compile(r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\.jsonl$")
 # cheap tests before a line is parsed: only these three types are read
-_WANTED = (b'"token_count"', b'"turn_context"', b'"session_meta"')
+_TOKEN_COUNT, _TURN_CONTEXT, _SESSION_META = b'"token_count"', b'"turn_context"', b'"session_meta"'
 
 
 def default_sessions_dir() -> Path:
@@ -105,7 +105,7 @@ def read_codex(part: FilePart, lines: Iterable[bytes], carry: dict[str, Any], em
             if not line:
                 continue
         stats.lines += 1
-        if not any(w in line for w in _WANTED):
+        if _TOKEN_COUNT not in line and _TURN_CONTEXT not in line and _SESSION_META not in line:
             if not (line.startswith(b"{") and line.endswith(b"}")):
                 stats.malformed += 1
             continue
