@@ -21,7 +21,8 @@ time and peak RSS (os.wait4's ru_maxrss) are reported:
 3. after appending to a tenth of the files (one response's content blocks split across the
    append, as a live session writes them).
 
-Baselines in the same run: reading every line of the corpus in Python (the floor of any importer
+Baselines in the same run: the import of an earlier revision (--baseline-rev, on the corpus as it
+is after step 4), reading every line of the corpus in Python (the floor of any importer
 written in Python), `llmsm --version` (the start-up every command pays: the floor of an import
 with nothing new), and `ccusage daily --json` when a `ccusage` executable is on PATH (its time,
 peak RSS and token totals; `npx ccusage` needs the network, so it is not tried).
@@ -30,6 +31,7 @@ peak RSS and token totals; `npx ccusage` needs the network, so it is not tried).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -37,6 +39,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -313,6 +316,20 @@ def read_floor(root: Path) -> float:
     return time.perf_counter() - t
 
 
+def baseline_tree(rev: str, into: Path) -> Path:
+    """The package as it was at git revision `rev`, laid out for PYTHONPATH (the repository maps
+    llmsm.analytics to analytics/ and so on: the copy nests them under llmsm/)."""
+    data = subprocess.run(["git", "-C", str(REPO), "archive", rev, "llmsm", "analytics", "cli", "addons"],
+                          capture_output=True, check=True).stdout
+    src = into / "src"
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(src, filter="data")
+    shutil.copytree(src / "llmsm", into / "py" / "llmsm")
+    for sub in ("analytics", "cli", "addons"):
+        shutil.copytree(src / sub, into / "py" / "llmsm" / sub)
+    return into / "py"
+
+
 def llmsm(*args: str) -> list[str]:
     return [sys.executable, "-m", "llmsm.cli.main", *args]
 
@@ -326,6 +343,7 @@ def main() -> None:
     ap.add_argument("--codex-files", type=int, default=200, help="Codex rollouts (0: no Codex step)")
     ap.add_argument("--codex-turns", type=int, default=100, help="model responses per rollout")
     ap.add_argument("--keep", action="store_true", help="write the corpus to benchmarks/out/import/ and keep it")
+    ap.add_argument("--baseline-rev", help="also time the first and unchanged import of this git revision (e.g. the one before a change)")
     ap.add_argument("--json", dest="json_out", type=Path, default=OUT / "bench_import.json", help="figures as JSON")
     args = ap.parse_args()
 
@@ -374,6 +392,16 @@ def main() -> None:
         for name, dt, rss, tree, summary in steps:
             note = f"inserted {summary['inserted']:,}, read {summary['bytes_read'] / 1e6:,.2f} MB of {summary['files_read']:,} files"
             rows.append((f"llmsm import claude-code: {name}", dt, rss, tree, note))
+
+        if args.baseline_rev:
+            tree = baseline_tree(args.baseline_rev, base / "baseline")
+            benv = dict(env, PYTHONPATH=str(tree))
+            bdb = base / "baseline.duckdb"
+            bcmd = llmsm("import", "claude-code", projects, "--db", str(bdb), "--json")
+            for name in ("first import", "again, nothing changed"):
+                dt, rss, tree_rss, out = run_measured(bcmd, benv)
+                rows.append((f"baseline: {args.baseline_rev} {name}", dt, rss, tree_rss,
+                             f"inserted {json.loads(out)['inserted']:,} (after step 4)"))
 
         ccusage = shutil.which("ccusage")
         cc_totals = None
