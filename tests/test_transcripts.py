@@ -373,3 +373,20 @@ def test_worker_processes_read_the_same_rows(projects, tmp_path, monkeypatch):
     assert two.as_dict() == one.as_dict() and one.events == 12 and one.files_read == 3
     assert _rows(tmp_path / "two.duckdb") == _rows(tmp_path / "one.duckdb")
     assert not list(tmp_path.glob(".llmsm-import-*"))  # the spools are gone
+
+
+def test_complete_lines_stop_at_the_last_whole_line(tmp_path):
+    """The offset remembered for a file is the end of its last complete line; a last line without
+    its newline counts only if it is already a whole JSON object."""
+    from llmsm.analytics.transcript_files import CompleteLines
+
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n{"b": 2}\r\n{"c": ')
+    with open(path, "rb") as fh:
+        lines = CompleteLines(fh, 0)
+        assert list(lines) == [b'{"a": 1}', b"", b'{"b": 2}\r'] and lines.end == len(b'{"a": 1}\n\n{"b": 2}\r\n')
+    end = lines.end
+    path.write_bytes(path.read_bytes() + b"3}")
+    with open(path, "rb") as fh:
+        lines = CompleteLines(fh, end)
+        assert list(lines) == [b'{"c": 3}'] and lines.end == path.stat().st_size
