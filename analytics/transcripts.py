@@ -261,13 +261,16 @@ def run_import(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     timeout: float = 5.0,
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> ImportStats:
     """Read what is new in `files` (from find_files) with `reader` and import it into `db`.
 
     `source` names the format in the file-state table. `full` reads every file from the start.
     `on_total(bytes)` is called once with the number of bytes to read, `progress(n)` as they are.
-    `workers` (default: by the amount to read) is the number of reading processes.
+    `workers` is the number of reading processes; None: one per CPU (up to MAX_WORKERS) when
+    there is much to read. Worker processes are started with "spawn", which imports the
+    caller's main module again: a script needs the ``if __name__ == "__main__":`` guard (the
+    `llmsm` command has it), hence the default of 1.
     Raises StoreError for an unusable database.
     """
     db_path = Path(db).expanduser()
@@ -280,7 +283,7 @@ def run_import(
     if not parts:
         return stats
     spool_dir = db_path.parent if db_path.parent.is_dir() else None
-    batches = _read_all(reader, parts, spool_dir, workers or _workers(to_read), progress)
+    batches = _read_all(reader, parts, spool_dir, _workers(to_read) if workers is None else workers, progress)
     try:
         order: list[tuple[bool, datetime, str]] = [(True, _FAR, "")] * len(parts)
         states_read: list[FileState] = []

@@ -279,12 +279,15 @@ def import_claude_code(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     timeout: float = 5.0,
+    workers: int | None = 1,
 ) -> ImportStats:
     """Import what is new in the transcripts under `root` into the database `db` (idempotent).
 
     `full` reads every file from the start. `on_total(bytes)` is called once with the number of
-    bytes to read, `progress(n)` as they are read. Raises StoreError for an unusable path or
+    bytes to read, `progress(n)` as they are read. `workers`: see transcripts.run_import (None
+    reads a large corpus in one process per CPU). Raises StoreError for an unusable path or
     database.
     """
     files = find_files(Path(root), "Claude Code transcripts")
-    return run_import(db, SOURCE, files, read_claude_code, full=full, progress=progress, on_total=on_total, timeout=timeout)
+    return run_import(db, SOURCE, files, read_claude_code, full=full, progress=progress, on_total=on_total, timeout=timeout,
+                      workers=workers)

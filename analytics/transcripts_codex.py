@@ -212,11 +212,13 @@ def import_codex(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     timeout: float = 5.0,
+    workers: int | None = 1,
 ) -> ImportStats:
     """Import what is new in the rollouts under `root` into the database `db` (idempotent).
     Arguments as for transcripts_claude.import_claude_code."""
     files = find_files(Path(root), "Codex rollouts")
-    return run_import(db, SOURCE, files, read_codex, full=full, progress=progress, on_total=on_total, timeout=timeout)
+    return run_import(db, SOURCE, files, read_codex, full=full, progress=progress, on_total=on_total, timeout=timeout,
+                      workers=workers)
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def _run(do_import: Callable[..., Any], db: Path | None, root: Path, full: bool,
 
     try:
         if not show_progress:
-            return do_import(resolve_db(db), root, full=full)
+            return do_import(resolve_db(db), root, full=full, workers=None)
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(
@@ -55,7 +55,7 @@ def _run(do_import: Callable[..., Any], db: Path | None, root: Path, full: bool,
         ) as bar:
             task = bar.add_task("read", total=None)
             return do_import(
-                resolve_db(db), root, full=full,
+                resolve_db(db), root, full=full, workers=None,
                 on_total=lambda n: bar.update(task, total=n),
                 progress=lambda n: bar.advance(task, n),
             )
