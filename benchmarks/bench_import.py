@@ -274,7 +274,7 @@ def _tree_rss_kib(pid: int) -> int:
     return total
 
 
-def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+def run_measured(argv: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[float, float, float, str]:
     """Wall seconds, peak RSS in MiB of the process itself (os.wait4's ru_maxrss: its largest
     process), peak RSS of its whole process tree (sampled every 50 ms: worker processes
     included) and stdout of one command."""
@@ -282,7 +282,7 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, fl
 
     t = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=REPO)
+        p = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=cwd)
         tree = [0]
         stop = threading.Event()
 
@@ -399,7 +399,8 @@ def main() -> None:
             bdb = base / "baseline.duckdb"
             bcmd = llmsm("import", "claude-code", projects, "--db", str(bdb), "--json")
             for name in ("first import", "again, nothing changed"):
-                dt, rss, tree_rss, out = run_measured(bcmd, benv)
+                # run from the copy: in the repository, its own llmsm/ would come first on sys.path
+                dt, rss, tree_rss, out = run_measured(bcmd, benv, cwd=tree)
                 rows.append((f"baseline: {args.baseline_rev} {name}", dt, rss, tree_rss,
                              f"inserted {json.loads(out)['inserted']:,} (after step 4)"))
 
