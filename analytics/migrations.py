@@ -154,6 +154,28 @@ def m005_run_parent(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN parent_session VARCHAR")
 
 
+@migration
+def m006_import_files(con: duckdb.DuckDBPyConnection) -> None:
+    # How far `llmsm import` read each transcript file, so that the next import reads only what
+    # was appended (analytics/transcript_files.py). `source` is the format (claude-code, codex).
+    con.execute(
+        """
+        CREATE TABLE import_files (
+            source VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            size BIGINT NOT NULL,
+            mtime_ns BIGINT NOT NULL,
+            read_bytes BIGINT NOT NULL,
+            fingerprint VARCHAR NOT NULL,
+            earliest TIMESTAMPTZ,
+            carry JSON,
+            imported_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (source, path)
+        )
+        """
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Machinery
 # --------------------------------------------------------------------------------------------

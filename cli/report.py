@@ -1,8 +1,8 @@
-"""`llmsm report ...`, `llmsm export`, `llmsm import claude-code`, `llmsm reconcile`, `llmsm prune`.
+"""`llmsm report ...`, `llmsm export`, `llmsm reconcile`, `llmsm prune`.
 
-The work is in `llmsm.analytics.reports`, `.retention` (export, prune) and `.transcripts`, times
-are read by `.timespec`; this module parses options, opens the database and renders (rich tables
-on a terminal, JSON with --json).
+The work is in `llmsm.analytics.reports` and `.retention` (export, prune), times are read by
+`.timespec`; this module parses options, opens the database and renders (rich tables on a
+terminal, JSON with --json).
 See docs/reports.md for the counting rules and the JSON schemas.
 """
 
@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from llmsm.analytics import timespec
-from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
+from llmsm.cli.common import DbOption, JsonOption, console, fail, print_json, resolve_db
 from llmsm.cli.format import human_tokens, human_usd
 
 # --------------------------------------------------------------------------------------------
@@ -56,19 +56,6 @@ def register(app: typer.Typer) -> None:
     ):
         report_app.command(kind, help=help_text)(_report_command(kind))
     app.add_typer(report_app, name="report")
-
-    import_app = typer.Typer(
-        name="import",
-        help="Bring in usage recorded before llmsm ran.",
-        no_args_is_help=True,
-        context_settings={"help_option_names": ["-h", "--help"]},
-    )
-    import_app.command(
-        "claude-code",
-        help="Import Claude Code's JSONL transcripts (default ~/.claude/projects) as usage_source='transcript' rows. "
-        "Safe to run again: entries already imported are skipped.",
-    )(import_claude_code)
-    app.add_typer(import_app, name="import")
 
     app.command("export", help="Export every request row (the `requests` view) as Parquet, CSV or JSON lines.")(export)
     app.command(
@@ -356,72 +343,6 @@ def _quiet_broken_pipe() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
-
-
-# --------------------------------------------------------------------------------------------
-# llmsm import claude-code
-# --------------------------------------------------------------------------------------------
-
-
-def import_claude_code(
-    path: Annotated[
-        Path | None,
-        typer.Argument(help="A transcript folder or .jsonl file (default: ~/.claude/projects, or $CLAUDE_CONFIG_DIR/projects).",
-                       show_default=False),
-    ] = None,
-    as_json: JsonOption = False,
-    db: DbOption = None,
-) -> None:
-    from llmsm.analytics.store import StoreError
-    from llmsm.analytics.transcripts import default_projects_dir, import_claude_code as do_import
-
-    root = path.expanduser() if path is not None else default_projects_dir()
-    show_progress = err_console.is_terminal and not as_json
-    try:
-        if show_progress:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-            with Progress(
-                TextColumn("reading transcripts"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                console=err_console, transient=True,
-            ) as bar:
-                task = bar.add_task("read", total=None)
-                stats = do_import(
-                    resolve_db(db), root,
-                    on_total=lambda n: bar.update(task, total=n),
-                    progress=lambda n: bar.advance(task, n),
-                )
-        else:
-            stats = do_import(resolve_db(db), root)
-    except StoreError as exc:
-        fail(str(exc))
-    summary = {
-        "path": str(root),
-        "files": stats.files,
-        "lines": stats.lines,
-        "usage_entries": stats.usage_entries,
-        "duplicates": stats.duplicates,
-        "synthetic": stats.synthetic,
-        "malformed": stats.malformed,
-        "unreadable_files": stats.unreadable_files,
-        "events": stats.events,
-        "inserted": stats.inserted,
-        "already_present": stats.already_present,
-        "priced": stats.priced,
-    }
-    if as_json:
-        print_json(summary)
-        return
-    console.print(
-        f"imported {stats.inserted} new request{'s' if stats.inserted != 1 else ''} from {stats.files} "
-        f"transcript file{'s' if stats.files != 1 else ''} in {root}", highlight=False, markup=False, soft_wrap=True,
-    )
-    console.print(f"  {stats.events} unique requests, {stats.already_present} of them imported before", highlight=False)
-    console.print(f"  {stats.duplicates} repeated entries counted once, {stats.synthetic} synthetic skipped", highlight=False)
-    if stats.malformed:
-        console.print(f"  [yellow]{stats.malformed} malformed line{'s' if stats.malformed != 1 else ''} skipped[/]")
-    for item in stats.unreadable_files:
-        console.print(f"  [yellow]unreadable: {item}[/]")
 
 
 # --------------------------------------------------------------------------------------------
