@@ -459,8 +459,25 @@ def _read_args(words: list[str]) -> list[str]:
     return [a for a in args if not _GLOB.search(a) and not a.isdigit()]
 
 
-_EXIT_CODE = re.compile(r'"exit_code"\s*:\s*(-?\d+)|^Exit code: (-?\d+)|Process exited with code (-?\d+)', re.M)
-_GEMINI_EXIT_CODE = re.compile(r"^Exit Code: (-?\d+)", re.M)
+# Where a tool's output states its exit code: Codex's JSON metadata (at the end), its text
+# formats (at the start), Gemini CLI's shell output. Found with str.find: a regex with `^` and
+# alternatives costs ~10x more per output, and a long history has hundreds of them.
+_CODEX_EXIT_MARKERS = ('"exit_code":', "Exit code: ", "Process exited with code ")
+_GEMINI_EXIT_MARKER = "Exit Code: "
+
+
+def _exit_code(text: str, marker: str, *, last: bool = False) -> int | None:
+    i = text.rfind(marker) if last else text.find(marker)
+    if i < 0:
+        return None
+    digits = text[i + len(marker) : i + len(marker) + 12].lstrip()
+    end = 1 if digits[:1] == "-" else 0
+    while end < len(digits) and digits[end].isdigit():
+        end += 1
+    try:
+        return int(digits[:end])
+    except ValueError:
+        return None
 
 
 def codex_failed(output: Any) -> bool | None:
@@ -474,10 +491,10 @@ def codex_failed(output: Any) -> bool | None:
         output = next((p.get("text") for p in output if isinstance(p, dict) and isinstance(p.get("text"), str)), None)
     if not isinstance(output, str):
         return None
-    for part in (output[:400], output[-400:]) if len(output) > 800 else (output,):
-        m = _EXIT_CODE.search(part)
-        if m:
-            return int(next(g for g in m.groups() if g is not None)) != 0
+    for marker in _CODEX_EXIT_MARKERS:
+        code = _exit_code(output, marker, last=marker == _CODEX_EXIT_MARKERS[0])
+        if code is not None:
+            return code != 0
     return None
 
 
@@ -490,9 +507,9 @@ def gemini_failed(response: Any) -> bool | None:
         return True
     output = response.get("output")
     if isinstance(output, str):
-        m = _GEMINI_EXIT_CODE.search(output[-2000:])
-        if m:
-            return int(m.group(1)) != 0
+        code = _exit_code(output, _GEMINI_EXIT_MARKER, last=True)
+        if code is not None:
+            return code != 0
     return False
 
 
