@@ -9,7 +9,9 @@ the bounds and the scrubbing `analytics/digest.py`). It only wires:
   and before the recorder writes it (addons/server.py's order): put the delta on the event.
 
 Side calls (a title, a routing call: `RequestInfo.side_call`, or a request the attribution
-joined to a session as one) are not the session's turns: they are not scanned. Neither are
+joined to a session as one) are not the session's turns: they are not scanned; nor is an
+assistant's request that offers no tools (its turns always do; a request without them is one of
+its own checks, under the session's id). Neither are
 requests without a session, token counts, or anything with the option `llmsm_content` off
 (`llmsm proxy --no-content`): then no text of the conversation is kept at all.
 
@@ -26,6 +28,7 @@ from mitmproxy import ctx, http
 
 from llmsm.addons.hooks import EVENT_META, META, WS_META, guarded
 from llmsm.addons.providers.work import WorkScanner
+from llmsm.addons.sessions import ASSISTANT_CLIENTS
 from llmsm.analytics.apis import spec_for
 
 log = logging.getLogger("llmsm.digest")
@@ -79,6 +82,8 @@ class DigestKeeper:
             return None
         if info.side_call or identity.source == "side_call":
             return None
+        if ex.client in ASSISTANT_CLIENTS and not info.offers_tools:
+            return None  # an assistant's own side request (a title, a check of a command, a quota probe)
         try:
             return self.scanner.scan(
                 (identity.session_id, identity.agent_id), spec.module, info.items, info.instructions,

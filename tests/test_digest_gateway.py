@@ -123,7 +123,12 @@ def _claude_code_session(gateway, key: str) -> str:
                 "system": [{"type": "text", "text": "Generate a short title for this coding session."}],
                 "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
                 "messages": [{"role": "user", "content": "a different ask that must not be the goal"}]}, headers)
-    _wait_digest(gateway, sid, 4)
+        if i == 1:  # its check of a shell command: no tools offered, not a turn of the work either
+            _post(gateway, "/anthropic/v1/messages?beta=true", {
+                "model": "claude-haiku-4-5", "max_tokens": 512, "stream": False,
+                "system": [{"type": "text", "text": "Extract the command prefix."}],
+                "messages": [{"role": "user", "content": "<policy_spec>…</policy_spec> Command: pytest -q"}]}, headers)
+    _wait_digest(gateway, sid, 5)
     return sid
 
 
@@ -143,7 +148,7 @@ def test_claude_code_session_digest_and_brief(gw):
     assert d["text"].startswith("The importer now detects semicolons")
     # the title request (a side call) kept nothing; the deltas: one per request that showed something new
     rows = gw.query(f"SELECT requested_model, digest FROM events WHERE session_id = '{sid}' ORDER BY started_at")
-    assert [r["digest"] is None for r in rows if r["requested_model"] == "claude-haiku-4-5"] == [True]
+    assert [r["digest"] is None for r in rows if r["requested_model"] == "claude-haiku-4-5"] == [True, True]
     assert d["deltas"] == 3
 
     brief = json.loads(gw.cli("handoff", sid, "--json").stdout)
@@ -344,10 +349,10 @@ def test_no_content_keeps_no_text(upstream, tmp_path):
         for items in _codex_input("nc"):
             _post(g, "/openai/v1/responses", {"model": "gpt-5-codex", "stream": True, "input": items,
                                               "tools": [{"type": "function"}]}, _codex_headers(TEST_KEYS["openai"], thread))
-        g.wait_rows(7)
+        g.wait_rows(8)
         time.sleep(0.3)
         rows = g.query("SELECT session_id, digest FROM events")
-        assert len(rows) >= 7 and all(r["digest"] is None for r in rows)
+        assert len(rows) >= 8 and all(r["digest"] is None for r in rows)
         assert _digest(g, sid)["deltas"] == 0
         [s] = [s for s in json.loads(g.cli("sessions", "--json").stdout) if s["session_id"] == sid]
         assert s["project"] is None
@@ -414,11 +419,15 @@ def test_a_history_that_changed_is_read_again_only_at_its_end():
     scanner = WorkScanner()
     first = scanner.scan("s", "anthropic", history)
     assert first["goal"] == "the goal"
-    # compaction: a short new history; only its last RESCAN_TAIL messages are read, no new goal
+    # a rewind (the same start, fewer messages): only the last RESCAN_TAIL messages are read again
+    rewound = scanner.scan("s", "anthropic", history[:150])
+    assert "goal" not in rewound and len(rewound.get("commands", [])) <= RESCAN_TAIL // 2
+    # compaction: a short new history under the same session, a conversation of its own whose
+    # summary is no goal; the first one's memory is left as it was
     compacted = [{"role": "user", "content": "This session is being continued from a previous conversation."}] + history[-9:]
     again = scanner.scan("s", "anthropic", compacted)
-    assert "goal" not in again
-    assert len(again.get("commands", [])) <= RESCAN_TAIL
+    assert "goal" not in again and len(again["commands"]) == 4
+    assert scanner.scan("s", "anthropic", history[:150]) is None
     # an edit of the last message scanned: read again from the end, not from the start
     edited = history[:-1] + [{"role": "user", "content": "a different last message"}]
     assert scanner.scan("s", "anthropic", edited)["asks"][-1] == "a different last message"

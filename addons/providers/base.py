@@ -58,6 +58,7 @@ class RequestInfo:
     items: list[Any] | None = field(default=None, repr=False, compare=False)
     instructions: Any = field(default=None, repr=False, compare=False)
     items_are_new: bool = False
+    offers_tools: bool = False  # the body offers tools: an assistant's turn does, its side requests not
     _conversation: Conversation | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -6,8 +6,8 @@ which owns the bounds and the scrubbing): the project (working directory, git, b
 user's first message (the goal) and newest asks, the files the assistant read, edited or wrote,
 the shell commands it ran and whether each failed, its latest todo list or plan, its latest text.
 
-Cost: per session (and Claude Code subagent) the scanner remembers how many messages it has
-scanned and a fingerprint of the last one (bounded LRU). A request whose history extends what
+Cost: per session (and Claude Code subagent, and conversation: its first message) the scanner
+remembers how many messages it has scanned and a fingerprint of the last one (bounded LRU). A request whose history extends what
 was scanned costs what its new messages cost, whatever the length of the history; a history
 that shrank or changed (compaction, an edit, a rewind) has only its last RESCAN_TAIL messages
 read again. The goal is set only when message 0 is in the scanned part.
@@ -59,6 +59,9 @@ _NOT_THE_USER = (
     "<user_instructions>", "# AGENTS.md instructions", "<INSTRUCTIONS>", "<user_shell_command>",
     "<local-command-", "Caveat: The messages below", "<turn_aborted>",
 )
+# A history that opens with a summary of an earlier one (Claude Code's compaction): its first
+# user message is not where the work began, so it sets no goal.
+_CONTINUED = ("This session is being continued from a previous conversation",)
 _REMINDER_OPEN, _REMINDER_CLOSE = "<system-reminder>", "</system-reminder>"
 
 
@@ -106,6 +109,10 @@ class WorkScanner:
         reader = READERS.get(module)
         if reader is None or not isinstance(items, list):
             return None
+        # One memory per conversation, known by its first message: another conversation under the
+        # same session id (a compacted history, a client's own side request) does not look like
+        # a change of this one.
+        key = (key, fingerprint(items[0]) if items and not items_are_new else None)
         seen = self._seen.get(key)
         if seen is None:
             seen = self._seen[key] = _Seen()
@@ -218,6 +225,9 @@ class _Scan:
         head = text[:200].lstrip()
         if head.startswith(_CONTEXT_OPENINGS):
             self.context(text)
+            return
+        if head.startswith(_CONTINUED):
+            self.want_goal = False
             return
         if not self.asks or head.startswith(_NOT_THE_USER):
             return
