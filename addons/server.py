@@ -41,6 +41,7 @@ class GatewayConfig:
     auth_token: str = ""  # required of every client when set; mandatory off loopback
     upstream_ca: Path | None = None  # extra CA bundle to verify https upstreams (a corporate gateway)
     state_file: Path | None = None  # where a running gateway says where it listens
+    content: bool = True  # keep the session digest (scrubbed text of the conversation); --no-content: none
 
 
 def ca_dir() -> Path:
@@ -154,6 +155,7 @@ def llmsm_addons() -> list:
     has no method for a hook it has nothing to do on. Adding an addon is one line here."""
     from llmsm.addons.auth import GatewayAuth
     from llmsm.addons.budget_guard import BudgetGuard
+    from llmsm.addons.digest import DigestKeeper
     from llmsm.addons.gateway import LLMGateway
     from llmsm.addons.recorder import Recorder
 
@@ -164,6 +166,7 @@ def llmsm_addons() -> list:
         GatewayAuth(),  # the token; the proxy user name. First: a refused request goes no further
         gateway,  # route, parse, attribute; leaves each finished event in flow.metadata
         BudgetGuard(recorder),  # after the gateway, which attributed the request it checks
+        DigestKeeper(),  # what each turn showed of the work, onto its event: after attribution, before writing
         recorder,  # writes each finished event, after every addon that may still change it
     ]
 
@@ -242,6 +245,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         llmsm_db=str(config.db_path),
         llmsm_upstream_timeout=config.upstream_timeout,
         llmsm_auth_token=config.auth_token,
+        llmsm_content=config.content,
         allow_hosts=intercept_patterns(config.intercept_hosts),
     )
     if config.upstream_ca is not None:

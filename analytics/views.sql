@@ -113,12 +113,14 @@ per_session AS (
         coalesce(sum(reasoning_tokens) FILTER (WHERE api <> 'other'), 0)::BIGINT AS reasoning_tokens,
         sum(cost_usd) AS cost_usd,
         count(DISTINCT agent_id) AS agents,
-        coalesce(bool_or(usage_source = 'estimated'), false) AS estimated
+        coalesce(bool_or(usage_source = 'estimated'), false) AS estimated,
+        -- the working directory the session's requests showed last (events.digest)
+        arg_max(digest->>'$.project.cwd', started_at) FILTER (WHERE digest->>'$.project.cwd' IS NOT NULL) AS project
     FROM session_rows
     GROUP BY session_id
 ),
 latest_run AS (
-    SELECT session_id, label, command, cwd, git_branch
+    SELECT session_id, label, command, cwd, git_branch, parent_session
     FROM runs
     QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY started_at DESC) = 1
 )
@@ -148,7 +150,9 @@ SELECT
     s.estimated,
     r.command,
     r.cwd,
-    r.git_branch
+    r.git_branch,
+    coalesce(s.project, r.cwd) AS project,
+    r.parent_session
 FROM per_session AS s
 LEFT JOIN latest_run AS r USING (session_id);
 

@@ -20,7 +20,7 @@ import typer
 
 from llmsm.analytics.apis import TURN_APIS
 from llmsm.analytics.health_rules import fill_verdict
-from llmsm.cli.format import human_tokens, human_usd, quota_level, short_reason
+from llmsm.cli.format import human_tokens, human_usd, quota_level, short_path, short_reason
 from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
 from llmsm.cli.sessions import _age
 
@@ -246,6 +246,7 @@ def _reason_text(row: SessionRow, full: bool) -> str:
 # (key, header, priority: the lower, the longer the column survives a narrow terminal)
 _COLUMNS = (
     ("session", "session", 0),
+    ("project", "project", 2),
     ("status", "health", 0),
     ("reason", "why", 0),
     ("ctx", "context", 1),
@@ -275,6 +276,7 @@ def _cells(row: SessionRow, at: datetime, wide: bool) -> dict[str, Any]:
     h = row.health
     return {
         "session": Text(row.label or row.session_id[: 12 if wide else 10], style=STATE_STYLE.get(row.state, "")),
+        "project": short_path(row.project),
         "status": Text(status, style=STATUS_STYLE.get(status, "")),
         "score": Text(str(row.score), style=STATUS_STYLE.get(status, "") if status != "healthy" else ""),
         "ctx": row.context_fill,
@@ -370,9 +372,11 @@ def render_frame(
             natural[key] = ctx_width  # a bar and the percentage, or only the percentage ("ctx")
             continue
         n = max([_plain_len(c[key]) for c in cells] + [len(title)])
-        cap = {"session": 24 if wide else 12, "model": 26 if wide else 18, "client": 22 if wide else 12}.get(key)
+        cap = {"session": 24 if wide else 12, "project": 24 if wide else 16, "model": 26 if wide else 18,
+               "client": 22 if wide else 12}.get(key)
         natural[key] = min(n, cap) if cap else n
-    keep = list(_COLUMNS)
+    # no session showed its project (older rows, --no-content): no empty column for it
+    keep = [c for c in _COLUMNS if c[0] != "project" or any(cell["project"] for cell in cells)]
     reason_min = max(REASON_MIN, width // 4)
     while True:
         fixed = sum(natural[k] for k, _, _ in keep if k != "reason")
@@ -696,6 +700,10 @@ def render_session(detail: SessionDetail, *, width: int, live: bool = True) -> R
     info.add_row("models", ", ".join(row.models) or (row.model or ""))
     info.add_row("seen", f"{_local(row.first_seen, at)} → {_local(row.last_seen, at)}  "
                          f"(for {_age(row.first_seen, row.last_seen or at)}, last {_age(row.last_seen, at)} ago)")
+    if row.project:
+        info.add_row("project", row.project)
+    if row.parent_session:
+        info.add_row("parent", f"{row.parent_session}  (handed off from it)")
     if row.command or row.cwd or row.git_branch:
         run = " · ".join(x for x in (row.command, row.cwd and f"in {row.cwd}", row.git_branch and f"branch {row.git_branch}") if x)
         info.add_row("run", run)

@@ -51,6 +51,9 @@ def proxy(
         str | None,
         typer.Option("--auth-token", envvar="LLMSM_AUTH_TOKEN", help="Clients must send it: header x-llmsm-token, or as the proxy password (http://label:TOKEN@host:port).", show_default=False),
     ] = None,
+    no_content: Annotated[
+        bool, typer.Option("--no-content", help="Keep no text of the conversations at all: no session digest (project, goal, files, commands) for `llmsm handoff`.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every exchange.")] = False,
 ) -> None:
     from llmsm.addons.server import GatewayConfig, GatewayError, run, state_file_for
@@ -60,7 +63,7 @@ def proxy(
     config = GatewayConfig(
         db_path=db_path, host=host, port=port, upstreams=list(upstream or []), state_file=state_file_for(db_path),
         proxy_port=proxy_port, intercept_hosts=list(intercept_host or []), upstream_timeout=upstream_timeout,
-        auth_token=auth_token or "", upstream_ca=upstream_ca,
+        auth_token=auth_token or "", upstream_ca=upstream_ca, content=not no_content,
     )
 
     def on_ready(state: dict) -> None:

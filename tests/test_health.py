@@ -91,6 +91,9 @@ def test_nearly_full_context_is_critical_and_first():
     top = h.reasons[0]
     assert top.factor == "context_fill" and top.severity == "critical"
     assert "90%" in top.message and "/compact" in top.advice
+    assert all("llmsm handoff SESSION --start" in r.advice for r in h.reasons if r.factor.startswith("context_"))
+    named = assess_session(events, now=NOW, session_id="5f1c2a9e-1111")  # the exact command, with its id
+    assert all("llmsm handoff 5f1c2a9e-1111 --start" in r.advice for r in named.reasons if r.factor.startswith("context_"))
     assert "context_growth" in factors(h)  # 2 turns left at +10k per turn
     assert h.turns_left == 2
     # the same prompt with the 1M beta is fine
