@@ -41,6 +41,10 @@ class GatewayConfig:
     auth_token: str = ""  # required of every client when set; mandatory off loopback
     upstream_ca: Path | None = None  # extra CA bundle to verify https upstreams (a corporate gateway)
     state_file: Path | None = None  # where a running gateway says where it listens
+    team_db: str = ""  # PostgreSQL URL every event is shipped to (docs/team.md)
+    developer: str = ""  # who the shipped events belong to (default user@host)
+    team_share_content: bool = False  # ship session digests too
+    otlp_endpoint: str = ""  # OTLP/HTTP endpoint (or the OTEL_EXPORTER_OTLP_* variables)
 
 
 def ca_dir() -> Path:
@@ -156,15 +160,18 @@ def llmsm_addons() -> list:
     from llmsm.addons.budget_guard import BudgetGuard
     from llmsm.addons.gateway import LLMGateway
     from llmsm.addons.recorder import Recorder
+    from llmsm.addons.shipper import Shipper
 
     recorder = Recorder()
     gateway = LLMGateway()
     gateway.late_event = recorder.put
+    guard = BudgetGuard(recorder)
     return [
         GatewayAuth(),  # the token; the proxy user name. First: a refused request goes no further
         gateway,  # route, parse, attribute; leaves each finished event in flow.metadata
-        BudgetGuard(recorder),  # after the gateway, which attributed the request it checks
+        guard,  # after the gateway, which attributed the request it checks
         recorder,  # writes each finished event, after every addon that may still change it
+        Shipper(recorder, guard),  # no request hooks: threads ship the database to the team and OTLP
     ]
 
 
@@ -242,6 +249,10 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         llmsm_db=str(config.db_path),
         llmsm_upstream_timeout=config.upstream_timeout,
         llmsm_auth_token=config.auth_token,
+        llmsm_team_db=config.team_db,
+        llmsm_developer=config.developer,
+        llmsm_team_share_content=config.team_share_content,
+        llmsm_otlp_endpoint=config.otlp_endpoint,
         allow_hosts=intercept_patterns(config.intercept_hosts),
     )
     if config.upstream_ca is not None:

@@ -153,7 +153,7 @@ def _load_position(db: Path, target: str, timeout: float) -> int:
         return int(con.execute("SELECT position FROM ship_positions WHERE target = ?", [target]).fetchone()[0])
 
 
-def _save(db: Path, target: str, timeout: float, *, position: int | None = None, shipped: int = 0, error: str | None = None) -> None:
+def record_attempt(db: Path, target: str, timeout: float = 2.0, *, position: int | None = None, shipped: int = 0, error: str | None = None) -> None:
     now = datetime.now(timezone.utc)
     with store.write_attached(db, timeout=timeout) as con:
         con.execute("INSERT INTO ship_positions (target) VALUES (?) ON CONFLICT DO NOTHING", [target])
@@ -163,10 +163,15 @@ def _save(db: Path, target: str, timeout: float, *, position: int | None = None,
                 "last_attempt_at = ?, last_error = NULL WHERE target = ?",
                 [position, shipped, now, now, target],
             )
-        else:
+        elif error is not None:
             con.execute(
                 "UPDATE ship_positions SET last_attempt_at = ?, last_error = ?, last_error_at = ? WHERE target = ?",
                 [now, error, now, target],
+            )
+        else:  # a target without a position (the team budgets' refresh) works again
+            con.execute(
+                "UPDATE ship_positions SET last_attempt_at = ?, last_success_at = ?, last_error = NULL WHERE target = ?",
+                [now, now, target],
             )
 
 
@@ -205,7 +210,7 @@ class ShipLoop:
     share_content: bool = False
     batch_size: int = 1000
     interval: float = 1.0  # how often an idle loop looks for new events
-    max_delay: float = 30.0  # backoff ceiling while the target is away
+    max_delay: float = 10.0  # backoff ceiling while the target is away
     db_timeout: float = 0.25
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None  # after each delivered batch
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -253,7 +258,7 @@ class ShipLoop:
         if msg != self.last_error:
             log.warning("shipping to %s failed (will retry): %s", self.sink.target, msg)
             try:
-                _save(self.db, self.sink.target, self.db_timeout, error=msg)
+                record_attempt(self.db, self.sink.target, self.db_timeout, error=msg)
             except Exception:
                 pass
         self.last_error = msg
@@ -272,7 +277,7 @@ class ShipLoop:
             self._seen_state = state  # our own position write changes the file: compare after it
             return False
         new = self.sink.send(batch.rows) if batch.rows else 0
-        _save(self.db, self.sink.target, max(self.db_timeout, 2.0), position=batch.last_seq, shipped=new)
+        record_attempt(self.db, self.sink.target, max(self.db_timeout, 2.0), position=batch.last_seq, shipped=new)
         self._position = batch.last_seq
         self._last_batch_rows = len(batch.rows)
         self.shipped += new
