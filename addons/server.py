@@ -109,6 +109,8 @@ def validate(config: GatewayConfig) -> None:
             "use your API keys' sessions and read usage. Add --auth-token TOKEN (or LLMSM_AUTH_TOKEN)"
         )
     check_db_writable(config.db_path)
+    if config.team_db and not config.team_db.startswith(("postgresql://", "postgres://")):
+        raise GatewayError("--team-db must be a PostgreSQL URL: postgresql://user:password@host:5432/dbname")
     if config.upstream_ca is not None and not config.upstream_ca.is_file():
         raise GatewayError(f"--upstream-ca {config.upstream_ca}: no such file")
     check_port_free(config.host, config.port)
