@@ -42,6 +42,10 @@ class GatewayConfig:
     upstream_ca: Path | None = None  # extra CA bundle to verify https upstreams (a corporate gateway)
     state_file: Path | None = None  # where a running gateway says where it listens
     content: bool = True  # keep the session digest (scrubbed text of the conversation); --no-content: none
+    team_db: str = ""  # PostgreSQL URL every event is shipped to (docs/team.md)
+    developer: str = ""  # who the shipped events belong to (default user@host)
+    team_share_content: bool = False  # ship session digests too
+    otlp_endpoint: str = ""  # OTLP/HTTP endpoint (or the OTEL_EXPORTER_OTLP_* variables)
 
 
 def ca_dir() -> Path:
@@ -106,6 +110,8 @@ def validate(config: GatewayConfig) -> None:
             "use your API keys' sessions and read usage. Add --auth-token TOKEN (or LLMSM_AUTH_TOKEN)"
         )
     check_db_writable(config.db_path)
+    if config.team_db and not config.team_db.startswith(("postgresql://", "postgres://")):
+        raise GatewayError("--team-db must be a PostgreSQL URL: postgresql://user:password@host:5432/dbname")
     if config.upstream_ca is not None and not config.upstream_ca.is_file():
         raise GatewayError(f"--upstream-ca {config.upstream_ca}: no such file")
     check_port_free(config.host, config.port)
@@ -158,16 +164,19 @@ def llmsm_addons() -> list:
     from llmsm.addons.digest import DigestKeeper
     from llmsm.addons.gateway import LLMGateway
     from llmsm.addons.recorder import Recorder
+    from llmsm.addons.shipper import Shipper
 
     recorder = Recorder()
     gateway = LLMGateway()
     gateway.late_event = recorder.put
+    guard = BudgetGuard(recorder)
     return [
         GatewayAuth(),  # the token; the proxy user name. First: a refused request goes no further
         gateway,  # route, parse, attribute; leaves each finished event in flow.metadata
-        BudgetGuard(recorder),  # after the gateway, which attributed the request it checks
+        guard,  # after the gateway, which attributed the request it checks
         DigestKeeper(),  # what each turn showed of the work, onto its event: after attribution, before writing
         recorder,  # writes each finished event, after every addon that may still change it
+        Shipper(recorder, guard),  # no request hooks: threads ship the database to the team and OTLP
     ]
 
 
@@ -246,6 +255,10 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         llmsm_upstream_timeout=config.upstream_timeout,
         llmsm_auth_token=config.auth_token,
         llmsm_content=config.content,
+        llmsm_team_db=config.team_db,
+        llmsm_developer=config.developer,
+        llmsm_team_share_content=config.team_share_content,
+        llmsm_otlp_endpoint=config.otlp_endpoint,
         allow_hosts=intercept_patterns(config.intercept_hosts),
     )
     if config.upstream_ca is not None:

@@ -176,6 +176,33 @@ def m006_import_files(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m007_team_ship_order(con: duckdb.DuckDBPyConnection) -> None:
+    # The order events were stored in, for shippers (analytics/team/ship.py): filled in the
+    # insert's own transaction by store.insert_events. started_at is no such order: a long
+    # stream, or a journal recovered after a crash, stores an event long after it started.
+    # A table of its own, so that `events` stays column for column an ExchangeEvent.
+    con.execute("CREATE SEQUENCE event_order_seq")
+    con.execute(
+        "CREATE TABLE event_order (id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL DEFAULT nextval('event_order_seq'))"
+    )
+    con.execute("INSERT INTO event_order (id) SELECT id FROM events ORDER BY started_at, id")
+    # How far each target (a team database, an OTLP collector) has been sent, and its last error.
+    con.execute(
+        """
+        CREATE TABLE ship_positions (
+            target VARCHAR PRIMARY KEY,
+            position BIGINT NOT NULL DEFAULT 0,
+            shipped BIGINT NOT NULL DEFAULT 0,
+            last_success_at TIMESTAMPTZ,
+            last_attempt_at TIMESTAMPTZ,
+            last_error VARCHAR,
+            last_error_at TIMESTAMPTZ
+        )
+        """
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Machinery
 # --------------------------------------------------------------------------------------------

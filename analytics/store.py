@@ -377,6 +377,7 @@ class _Host:
                     appender = con.appender("events", columns=_COLUMN_LIST)
                     appender.append_rows(rows)
                     appender.flush()
+                    _order(con, "SELECT unnest($ids::VARCHAR[])", {"ids": [r[0] for r in rows]})
                 except duckdb.ConstraintException:
                     # Some ids are stored already (a journal replayed after a crash): rarely.
                     con.execute("ROLLBACK")
@@ -402,9 +403,17 @@ class _Host:
         appender = None
         con.execute("BEGIN TRANSACTION")
         res = con.execute(f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM {_STAGE} ON CONFLICT DO NOTHING").fetchone()
+        _order(con, f"SELECT id FROM {_STAGE}", {})
         con.execute("COMMIT")
         con.execute(f"DROP TABLE {_STAGE}")
         return int(res[0]) if res else 0
+
+
+def _order(con: duckdb.DuckDBPyConnection, ids_sql: str, params: dict[str, Any]) -> None:
+    """Give each newly stored event its place in `event_order` (migration m006), in the insert's
+    transaction: the order shippers read in (analytics/team/ship.py). One write transaction at a
+    time holds the file, so sequence numbers become visible in the order they were taken."""
+    con.execute(f"INSERT INTO event_order (id) {ids_sql} ON CONFLICT DO NOTHING", params)
 
 
 _host = _Host()
@@ -435,6 +444,14 @@ def read_attached(path: str | os.PathLike[str], timeout: float = 5.0) -> Iterato
     cannot change the file while it is read. Other processes can't write it either meanwhile.
     Raises DatabaseMissing, DatabaseBusy, DatabaseCorrupt or StoreError."""
     with _host.attached(Path(path).expanduser(), timeout, read_only=True) as con:
+        yield con
+
+
+@contextlib.contextmanager
+def write_attached(path: str | os.PathLike[str], timeout: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The database read-write on the process's one private DuckDB instance (as the event
+    writer uses it), for small writes from inside the gateway (a shipper's position)."""
+    with _host.attached(Path(path).expanduser(), timeout) as con:
         yield con
 
 

@@ -184,9 +184,21 @@ def budget_set(
     warn_at: Annotated[str | None, typer.Option("--warn-at", help="Warn from this share on: 80% or 0.8 (default: 80%).", show_default=False)] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
+    team: Annotated[bool, typer.Option("--team", help="A team budget, kept in the team database (--team-db): with --developer, --project or --all, and --day or --month.")] = False,
+    developer: Annotated[str | None, typer.Option("--developer", help="With --team: one developer.", show_default=False)] = None,
+    project: Annotated[str | None, typer.Option("--project", help="With --team: one project.", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="With --team: the whole team.")] = False,
+    month: Annotated[bool, typer.Option("--month", help="With --team: per calendar month (the default).")] = False,
+    team_db: Annotated[str | None, typer.Option("--team-db", envvar="LLMSM_TEAM_DB", help="With --team: the team database URL.", show_default=False)] = None,
 ) -> None:
     from llmsm.analytics import budgets
 
+    if team or developer or project or all_ or month:
+        from llmsm.cli.team import team_budget_set
+
+        if session or label or client:
+            fail("--team budgets are per --developer, --project or --all")
+        return team_budget_set(team_db, developer, project, all_, day, month, tokens, usd_limit, warn_at, as_json)
     scope, target = _one_scope(session, label, client, day)
     if tokens is None and usd_limit is None:
         fail("give a limit: --tokens N or --usd X (or both)")

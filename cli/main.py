@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from llmsm.cli import certs, cost, dashboard, handoff, imports, proxy, report, run, sessions, sql
+    from llmsm.cli import certs, cost, dashboard, handoff, imports, proxy, report, run, sessions, sql, team
 
-    for module in (proxy, run, sessions, dashboard, handoff, cost, report, imports, sql, certs):
+    for module in (proxy, run, sessions, dashboard, handoff, cost, report, imports, sql, certs, team):
         module.register(app)
 
 
