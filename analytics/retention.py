@@ -131,6 +131,9 @@ def prune(db: str | os.PathLike[str], cutoff: datetime, *, dry_run: bool = False
         try:
             row = con.execute("DELETE FROM events WHERE started_at < ?", [cutoff]).fetchone()
             deleted = int(row[0]) if row else 0
+            # The shippers' order of the deleted events goes with them (they can never be sent
+            # now); the sequence itself keeps counting, so positions stay valid.
+            con.execute("DELETE FROM event_order WHERE id NOT IN (SELECT id FROM events)")
             remaining = int(con.execute("SELECT count(*) FROM events").fetchone()[0])
             con.execute("CHECKPOINT")
             if deleted:

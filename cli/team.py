@@ -59,19 +59,15 @@ def team_connect(team_db: str | None):
 
 
 def _instant(text: str | None, option: str, *, end: bool, tz: str) -> datetime | None:
+    """A time option read by the one time grammar (analytics/timespec.py), in the zone `tz`."""
     if text is None:
         return None
-    import duckdb
+    from llmsm.analytics import timespec
 
-    from llmsm.analytics.reports import BadInput, parse_time, resolve
-
-    con = duckdb.connect(":memory:")
     try:
-        return resolve(con, parse_time(text, option=option, end=end), tz)
-    except BadInput as exc:
+        return timespec.parse_time(text, option=option, zone=timespec.zone_named(tz), end=end)
+    except timespec.BadTime as exc:
         fail(str(exc))
-    finally:
-        con.close()
 
 
 def _zone(utc: bool) -> str:
