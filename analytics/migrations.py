@@ -154,6 +154,24 @@ def m005_run_parent(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN parent_session VARCHAR")
 
 
+@migration
+def m006_notes(con: duckdb.DuckDBPyConnection) -> None:
+    # Notes kept for a project (`llmsm memory`, the MCP tool `remember`: analytics/memory.py),
+    # scrubbed of secrets before they are stored. `project` is a project's root directory.
+    con.execute(
+        """
+        CREATE TABLE notes (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL,
+            project VARCHAR NOT NULL,
+            note VARCHAR NOT NULL,
+            source VARCHAR,
+            session_id VARCHAR
+        )
+        """
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Machinery
 # --------------------------------------------------------------------------------------------
