@@ -342,7 +342,7 @@ _PARENT_SQL = "SELECT parent_session FROM runs WHERE session_id = $sid AND paren
 
 def _context(con: Any, session_id: str) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """(context, provider, model): the latest main-agent turn with usage against its window."""
-    from .dashboard import _context_windows  # the status line's window cache: no slow prices import
+    from .statusline import _context_windows  # the status line's window cache: no slow prices import
 
     row = con.execute(_TURN_SQL, {"sid": session_id}).fetchone()
     latest = con.execute(_LATEST_SQL, {"sid": session_id}).fetchone() or (None, None)

@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from llmsm.cli import certs, cost, dashboard, handoff, proxy, report, run, sessions, sql
+    from llmsm.cli import certs, cost, dashboard, handoff, mcp, memory, proxy, report, run, sessions, sql
 
-    for module in (proxy, run, sessions, dashboard, handoff, cost, report, sql, certs):
+    for module in (proxy, run, sessions, dashboard, handoff, cost, report, sql, certs, mcp, memory):
         module.register(app)
 
 
