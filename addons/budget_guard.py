@@ -1,8 +1,9 @@
 """The budget guard: a mitmproxy addon that refuses requests once their budget is used up.
 
-Added after LLMGateway (addons/server.py), so by the time its `request` hook runs the gateway has
-attributed the exchange (session, label, client). The check is a look-up in memory
-(analytics/budgets.py, BudgetBook): no database round trip on the request path.
+Added after LLMGateway (addons/server.py, `llmsm_addons`), so by the time its `request` hook runs
+the gateway has attributed the exchange (session, label, client). The check is a look-up in memory
+(analytics/budgets.py, BudgetBook): no database round trip on the request path. The budgets and
+totals are those of the database the recorder writes (addons/recorder.py), which it is given.
 
 Keeping the counters right:
 - A background thread reloads every `interval` s (1 s) if the database file changed since the
@@ -11,8 +12,15 @@ Keeping the counters right:
   already stored, and installs "database + not yet stored" as the counters. While the file is
   attached nobody can write it, so the two agree exactly. A new or removed budget therefore
   applies within about a second of `llmsm budget set/rm`; an idle gateway reads nothing.
-- Each finished exchange (flow.metadata["llmsm_event"], set by the gateway) is added at once in
-  the `response` / `error` / WebSocket hooks.
+- Each finished exchange (flow.metadata[EVENT_META], set by the gateway for the hook it finished
+  in) is added at once in the `response` / `error` / WebSocket hooks.
+
+Team budgets (`llmsm budget set --team`, analytics/team/budgets.py) live in the team database:
+with `--team-db` a second thread refreshes a second book of the same kind (`self.team`) from the
+team's totals every `team_interval` s (5 s) plus this gateway's own charges not yet shipped,
+and each request gets the worse of the two verdicts. A team database that cannot be reached
+leaves the team book as it was last read (still counting this gateway's own use) and the local
+budgets untouched; the failure is recorded for `llmsm team status`.
 
 Over budget, the request is answered here with a 429 (402 for Codex CLI: budgets.refusal_status)
 in the provider's own error format; it never reaches the provider, and the gateway records it like
@@ -23,26 +31,31 @@ forwarded, and the client gets the refusal as an `error` event with its status a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, http
 
 from llmsm.addons.hooks import EVENT_META, META, WS_META, guarded
 from llmsm.analytics import budgets
+from llmsm.analytics.apis import TURN_APIS
 from llmsm.analytics.budgets import BudgetBook, Charge, Verdict
+
+if TYPE_CHECKING:
+    from llmsm.addons.recorder import Recorder
 
 log = logging.getLogger("llmsm.budget")
 
-SEEN_META = "llmsm_budget_seen"  # ours: the id of the last event of this flow already counted
 WARN_META = "llmsm_budget_warn"
 
 
 class BudgetGuard:
-    def __init__(self, db_path: str | Path | None = None, *, interval: float = 1.0, read_timeout: float = 0.25) -> None:
-        self.db_path = Path(db_path).expanduser() if db_path else None
+    def __init__(self, recorder: Recorder, *, interval: float = 1.0, read_timeout: float = 0.25) -> None:
+        self.recorder = recorder  # its database holds the budgets and the totals so far
         self.interval = interval
         self.read_timeout = read_timeout
         self.book = BudgetBook()
@@ -51,21 +64,17 @@ class BudgetGuard:
         self._warned: set[str] = set()  # "id:state" already logged (event loop and reload thread)
         self._warned_lock = threading.Lock()
         self._last_error: str | None = None
-        self._from_option = False  # db_path came from the llmsm_db option (script use)
         self._loaded_state: tuple | None = None  # the files and day the book was last loaded from
+        self.team = BudgetBook()  # team budgets (start_team); loaded stays False without a team database
+        self.team.loaded = True
+        self.team_interval = 5.0
+        self._team_thread: threading.Thread | None = None
+        self._team_url = ""
+        self._team_con = None
+        self._team_error: str | None = None
+        self._projects: dict[str, str] = {}  # session id -> project, as the shipper saw them
 
     # -- lifecycle -----------------------------------------------------------------------
-    def configure(self, updated) -> None:
-        if self.db_path is None or ("llmsm_db" in updated and self._from_option):
-            # loaded next to LLMGateway in a user's own mitmproxy
-            from mitmproxy import ctx
-
-            from llmsm.analytics.store import default_db_path
-
-            db = getattr(ctx.options, "llmsm_db", "") if hasattr(ctx, "options") else ""
-            self.db_path = Path(db).expanduser() if db else default_db_path()
-            self._from_option = True
-
     def running(self) -> None:
         if self._thread is None:
             self._stop.clear()
@@ -77,6 +86,79 @@ class BudgetGuard:
         if self._thread is not None:
             self._thread.join(self.interval + self.read_timeout + 2)
             self._thread = None
+        if self._team_thread is not None:
+            self._team_thread.join(self.team_interval + 7)
+            self._team_thread = None
+
+    # -- team budgets --------------------------------------------------------------------
+    def start_team(self, url: str, developer: str) -> None:
+        """Refresh the team book from the team database `url` in a thread of its own."""
+        self._team_url = url
+        self.team.developer = developer
+        self.team.loaded = False
+        if self._team_thread is None:
+            self._team_thread = threading.Thread(target=self._team_loop, name="llmsm-team-budgets", daemon=True)
+            self._team_thread.start()
+
+    def team_projects_seen(self, rows: list[dict]) -> None:
+        """The shipper's batches: which project each session is in (for team project budgets)."""
+        for r in rows:
+            if r.get("session_id") and r.get("project"):
+                self._projects[r["session_id"]] = r["project"]
+
+    def _team_loop(self) -> None:
+        while not self._stop.is_set():
+            self.reload_team()
+            self._stop.wait(self.team_interval)
+
+    def reload_team(self) -> bool:
+        from llmsm.analytics.team import budgets as team_budgets
+        from llmsm.analytics.team.pg import connect
+        from llmsm.analytics.team.ship import record_attempt, redact_url
+
+        try:
+            if self._team_con is None or self._team_con.closed:
+                self._team_con = connect(self._team_url, connect_timeout=3)
+            today = budgets.today()
+            rows = team_budgets.used(self._team_con, today)
+            in_db = team_budgets.stored_ids(self._team_con, self.team.pending_ids())
+            self.team.install(rows, in_db, today)
+        except Exception as exc:
+            if self._team_con is not None:
+                try:
+                    self._team_con.close()
+                except Exception:
+                    pass
+                self._team_con = None
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if msg != self._team_error:
+                log.warning("team budgets not refreshed (local budgets still enforced): %s", msg)
+                self._record_team(record_attempt, redact_url, msg)
+            self._team_error = msg
+            return False
+        if self._team_error is not None:
+            log.info("team budgets refreshed again")
+            self._team_error = None
+            self._record_team(record_attempt, redact_url, None)
+        return True
+
+    def _record_team(self, record_attempt, redact_url, error: str | None) -> None:
+        db = self.recorder.db_path
+        if db is not None:
+            try:
+                record_attempt(db, "budgets:" + redact_url(self._team_url), error=error)
+            except Exception:
+                pass
+
+    def _check(self, session_id: str | None, label: str | None, client: str | None) -> Verdict | None:
+        """The worse of the local and the team verdict."""
+        local = self.book.check(session_id, label, client)
+        if self.team.idle:
+            return local
+        team = self.team.check(session_id, label, client, project=self._projects.get(session_id or ""))
+        if local is None or (team is not None and team.fraction > local.fraction):
+            return team
+        return local
 
     # -- the reload thread ---------------------------------------------------------------
     def _loop(self) -> None:
@@ -89,13 +171,14 @@ class BudgetGuard:
         missing): the book keeps what it had and counting goes on in memory."""
         from llmsm.analytics.store import read_attached
 
-        if self.db_path is None or not self.db_path.exists():
+        db_path = self.recorder.db_path  # None until the recorder is configured
+        if db_path is None or not db_path.exists():
             return False
-        state = _file_state(self.db_path)
+        state = (db_path, *_file_state(db_path))
         if state == self._loaded_state:
             return True  # nothing was stored or changed since: the book is up to date
         try:
-            with read_attached(self.db_path, timeout=self.read_timeout) as con:
+            with read_attached(db_path, timeout=self.read_timeout) as con:
                 rows, in_db, day = budgets.load_for_guard(con, self.book.pending_ids())
                 # still attached: no event can be stored in between
                 self.book.install(rows, in_db, day)
@@ -124,10 +207,10 @@ class BudgetGuard:
         ex = flow.metadata.get(META)
         if ex is None or flow.response is not None or getattr(ex, "answered_by_gateway", False):
             return
-        if ex.api not in budgets.GUARDED_APIS:
+        if ex.api not in TURN_APIS:  # count_tokens and 'other' requests spend nothing: they pass
             return
         identity = ex.identity
-        verdict = self.book.check(identity.session_id, identity.label, ex.client)
+        verdict = self._check(identity.session_id, identity.label, ex.client)
         if verdict is None:
             return
         if verdict.state == "exceeded":
@@ -161,13 +244,13 @@ class BudgetGuard:
     def _check_websocket_turn(self, flow: http.HTTPFlow) -> None:
         """A `response.create` the client just sent, which the gateway has made its exchange."""
         ws = flow.metadata.get(WS_META)
-        if self.book.idle or ws is None or ws.current is None or flow.websocket is None:
+        if (self.book.idle and self.team.idle) or ws is None or ws.current is None or flow.websocket is None:
             return
         message = flow.websocket.messages[-1]
         if ws.opened_by is not message:  # not the message that opened the current turn
             return
         ex = ws.current
-        verdict = self.book.check(ex.identity.session_id, ex.identity.label, ex.client)
+        verdict = self._check(ex.identity.session_id, ex.identity.label, ex.client)
         if verdict is None:
             return
         if verdict.state != "exceeded":
@@ -185,17 +268,21 @@ class BudgetGuard:
         self._count(flow)
 
     def _count(self, flow: http.HTTPFlow) -> None:
-        if self.book.idle:
+        if self.book.idle and self.team.idle:
             # No budget: nothing to add to. A budget set later is loaded with the database's
             # totals, and the events still on their way there are in it by the next reload.
             return
         event = flow.metadata.get(EVENT_META)
-        if event is None or flow.metadata.get(SEEN_META) == event.id:
+        if event is None:
             return
-        flow.metadata[SEEN_META] = event.id
         if event.usage_source == "transcript":
             return
-        for verdict in self.book.record(Charge.from_event(event)):
+        charge = Charge.from_event(event)
+        verdicts = self.book.record(charge) if not self.book.idle else []
+        if not self.team.idle:
+            project = self._projects.get(charge.session_id or "")
+            verdicts += self.team.record(dataclasses.replace(charge, project=project) if project else charge)
+        for verdict in verdicts:
             if verdict.state != "ok":
                 self._log_warning(verdict)
 
@@ -224,8 +311,3 @@ def _file_state(db_path: Path) -> tuple:
         except OSError:
             out.append(None)
     return tuple(out)
-
-
-# `mitmdump -s addons/gateway.py -s addons/budget_guard.py`: the guard reads the gateway's
-# llmsm_db option (or the default database).
-addons = [BudgetGuard()]

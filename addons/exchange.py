@@ -13,9 +13,8 @@ from typing import Any
 
 from llmsm.addons.providers.base import ParseResult, RequestInfo
 from llmsm.addons.sessions import SessionIdentity
+from llmsm.analytics.apis import TURN_APIS
 from llmsm.analytics.events import ExchangeEvent, Usage
-
-GENERATION_APIS = frozenset({"messages", "chat_completions", "responses", "generate_content"})
 
 # Response headers kept (as JSON) for quota windows; matched by lower-case prefix.
 RATELIMIT_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "x-codex-", "retry-after")
@@ -85,7 +84,7 @@ class Exchange:
 
     def needs_estimate(self, result: ParseResult) -> bool:
         """Estimate only generation calls that got an answer the provider did not count."""
-        if self.api not in GENERATION_APIS or self.status_code is None or self.status_code >= 400:
+        if self.api not in TURN_APIS or self.status_code is None or self.status_code >= 400:
             return False
         return result.usage is None or (self.streamed and not result.complete)
 

@@ -1,76 +1,72 @@
-"""The mitmproxy addon: thin hooks that route requests and hand bytes to the pure parts.
+"""The gateway addon: thin hooks that route each request, parse it and its response, and turn
+the exchange into its event (attributed to a session, priced), left in
+`flow.metadata[EVENT_META]` for the addons after it (addons/hooks.py). Also the Responses
+WebSocket (Codex) and the upstream timeout.
 
-Usable two ways: embedded by ``llmsm proxy`` (addons/server.py), or in a user's own mitmproxy
-with ``mitmdump -s addons/gateway.py`` (options ``--set llmsm_db=PATH`` etc.).
+It is one of llmsm's addons (addons/server.py, `llmsm_addons`): authentication comes before it
+(addons/auth.py), the budget guard and the recorder, which writes the events, after it. Usable
+two ways: embedded by ``llmsm proxy``, or in a user's own mitmproxy with
+``mitmdump -s addons/gateway.py`` (options ``--set llmsm_db=PATH`` etc.), which loads the same set
+(`addons` at the bottom).
 
-Every hook runs behind `_guarded`: whatever goes wrong in llmsm is logged, and the flow goes
+Every hook runs behind `guarded`: whatever goes wrong in llmsm is logged, and the flow goes
 on as if llmsm were not there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
-import hmac
 import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from llmsm.addons import routes
 from llmsm.addons.errors import error_body
-from llmsm.addons.hooks import EVENT_META, META, WS_META, guarded
+from llmsm.addons.hooks import EVENT_META, META, PROXY_USER_META, WS_META, guarded
 from llmsm.addons.exchange import (
     REQUEST_ID_HEADERS, Exchange, estimate_usage, header_dict, pick_ratelimit_headers, request_hash,
 )
 from llmsm.addons.providers import new_parser, parse_request
 from llmsm.addons.providers._common import parse_json
+from llmsm.addons.server import llmsm_addons
 from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
 from llmsm.addons.tap import MessageTap, StreamTap
-from llmsm.addons.writer import EventWriter
+from llmsm.analytics.apis import PROVIDERS
 from llmsm.analytics.prices import cost_for_event, cost_usd
 
 log = logging.getLogger("llmsm.gateway")
 
-TOKEN_HEADER = "x-llmsm-token"
 # Request bodies above this are parsed in a worker thread so other flows are not held up.
 INLINE_PARSE_LIMIT = 256 * 1024
 # Non-stream responses up to this size take mitmproxy's buffered path (cheaper than streaming).
 BUFFERED_RESPONSE_LIMIT = 256 * 1024
-# Headers of llmsm's own, taken off every request before it is forwarded.
-_GATEWAY_HEADERS = (TOKEN_HEADER, LABEL_HEADER, "proxy-authorization")
 # Request bodies above this are not parsed at all (no API accepts them; they pass untouched).
 MAX_PARSED_REQUEST = 64 * 1024 * 1024
+# What the 404 for a path outside the routes suggests: /anthropic/..., /openai/... or /gemini/...
+_ROUTE_NAMES = ", ".join(f"/{name}/..." for name in PROVIDERS[:-1]) + f" or /{PROVIDERS[-1]}/..."
 
 
 class LLMGateway:
-    def __init__(self, writer: EventWriter | None = None) -> None:
-        self.writer = writer
-        self._owns_writer = writer is None
+    def __init__(self) -> None:
         self.upstreams: dict[str, routes.Upstream] = routes.build_upstreams()
         self.overridden: set[str] = set()  # routes given with --upstream
         self.sessions = SessionAttributor()
-        self._proxy_users: dict[str, str] = {}  # client connection id -> proxy user name
-        self._authenticated: set[str] = set()  # tunnels whose CONNECT carried the token
         self.upstream_timeout = 0.0  # the llmsm_upstream_timeout option, kept by configure()
+        # Where an event finished outside a hook goes (a held side call): the recorder's put.
+        self.late_event: Callable[[Any], None] | None = None
 
     # -- options --------------------------------------------------------------------------
     def load(self, loader) -> None:
-        loader.add_option("llmsm_db", str, "", "Path of llmsm's DuckDB database (default: LLMSM_DB or the user data dir).")
         loader.add_option(
-            "llmsm_upstream", Sequence[str], [], "Route override NAME=URL (anthropic, openai, gemini); repeatable."
-        )
-        loader.add_option(
-            "llmsm_auth_token", str, "",
-            "When set, every client must present it: header x-llmsm-token, or as the proxy password.",
+            "llmsm_upstream", Sequence[str], [], f"Route override NAME=URL ({', '.join(PROVIDERS)}); repeatable."
         )
         loader.add_option(
             "llmsm_upstream_timeout", float, 600.0,
@@ -87,71 +83,25 @@ class LLMGateway:
                 raise exceptions.OptionsError(str(exc)) from None
         if "llmsm_upstream_timeout" in updated:
             self.upstream_timeout = ctx.options.llmsm_upstream_timeout
-        if self.writer is None and ("llmsm_db" in updated or not updated):
-            from llmsm.analytics.store import default_db_path
-
-            db = Path(ctx.options.llmsm_db).expanduser() if ctx.options.llmsm_db else default_db_path()
-            self.writer = EventWriter(db)
 
     def running(self) -> None:
-        if self._owns_writer and self.writer is not None:
-            self.writer.start()
         # genai-prices loads its data on first use (~0.5 s): not on the first request's loop turn.
         threading.Thread(target=_warm_up_prices, name="llmsm-prices", daemon=True).start()
 
     def done(self) -> None:
+        # Side calls still waiting for their turn are written as they stand (before the
+        # recorder, which comes later in the chain, closes its writer).
         self.sessions.release_held()
-        if self._owns_writer and self.writer is not None:
-            self.writer.close()
-
-    # -- explicit-proxy clients -----------------------------------------------------------
-    @guarded
-    def http_connect(self, flow: http.HTTPFlow) -> None:
-        """HTTPS_PROXY=http://NAME@host:port: the user name labels every request on the tunnel."""
-        auth = flow.request.headers.get("proxy-authorization")
-        if self._token_required() and not self._token_ok(proxy_password(auth)):
-            flow.response = http.Response.make(
-                407, error_body(407, "llmsm: proxy authentication required"), {"Proxy-Authenticate": 'Basic realm="llmsm"'}
-            )
-            return
-        self._authenticated.add(flow.client_conn.id)
-        user = proxy_user(auth)
-        if user:
-            self._proxy_users[flow.client_conn.id] = user
-
-    @guarded
-    def client_disconnected(self, client) -> None:
-        self._proxy_users.pop(client.id, None)
-        self._authenticated.discard(client.id)
-
-    def _token_required(self) -> bool:
-        return bool(getattr(ctx.options, "llmsm_auth_token", ""))
-
-    def _token_ok(self, presented: str | None) -> bool:
-        return presented is not None and hmac.compare_digest(presented.encode(), ctx.options.llmsm_auth_token.encode())
-
-    def _reject_unauthenticated(self, flow: http.HTTPFlow, headers: dict[str, str]) -> bool:
-        """With --auth-token, a request must carry the token (or come through an authenticated tunnel)."""
-        if not self._token_required() or flow.client_conn.id in self._authenticated:
-            return False
-        presented = headers.get(TOKEN_HEADER) or proxy_password(headers.get("proxy-authorization"))
-        if self._token_ok(presented):
-            return False
-        flow.response = http.Response.make(
-            401, error_body(401, f"llmsm: this gateway needs its token (header {TOKEN_HEADER})"), {"content-type": "application/json"}
-        )
-        return True
 
     # -- request --------------------------------------------------------------------------
     @guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:  # refused before it got here (addons/auth.py)
+            return
         req = flow.request
         headers = header_dict(req.headers.fields)
-        if self._reject_unauthenticated(flow, headers):
-            return
-        for name in _GATEWAY_HEADERS:  # llmsm's own: never forwarded
-            if name in headers:
-                del req.headers[name]
+        if LABEL_HEADER in headers:  # llmsm's own: read for attribution, never forwarded
+            del req.headers[LABEL_HEADER]
         now = time.time()
         base_url_mode = isinstance(getattr(flow.client_conn, "proxy_mode", None), ReverseMode)
         routed = routes.route_path(req.path) if base_url_mode else None
@@ -173,9 +123,6 @@ class LLMGateway:
             req.path = upstream.base_path + path
             req.host_header = upstream.host if upstream.port in (80, 443) else f"{upstream.host}:{upstream.port}"
         upstream_url = upstream.url if upstream is not None else f"{req.scheme}://{req.pretty_host}"
-        user = self._proxy_users.get(flow.client_conn.id)
-        if user is None and "proxy-authorization" in headers:  # plain-HTTP requests through the proxy port
-            user = proxy_user(headers["proxy-authorization"])
         ex = Exchange(
             started_at=now,
             method=req.method,
@@ -185,7 +132,7 @@ class LLMGateway:
             upstream=upstream_url,
             headers=headers,
             path_label=path_label,
-            proxy_user=user,
+            proxy_user=flow.metadata.get(PROXY_USER_META),
         )
         ex.client, ex.client_version = detect_client(headers)
         ex.long_context = "context-1m" in headers.get("anthropic-beta", "")
@@ -254,6 +201,7 @@ class LLMGateway:
 
     @guarded
     def response(self, flow: http.HTTPFlow):
+        flow.metadata.pop(EVENT_META, None)  # what an earlier hook finished is no news here
         ex: Exchange | None = flow.metadata.pop(META, None)
         if ex is None:
             return None
@@ -278,6 +226,7 @@ class LLMGateway:
     # -- WebSocket (Codex's Responses transport) -----------------------------------------
     @guarded
     async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        flow.metadata.pop(EVENT_META, None)  # the turn an earlier message finished is no news here
         ws = flow.metadata.get(WS_META)
         if ws is None or flow.websocket is None:
             return
@@ -301,6 +250,7 @@ class LLMGateway:
 
     @guarded
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
+        flow.metadata.pop(EVENT_META, None)
         ws = flow.metadata.pop(WS_META, None)
         if ws is None or ws.current is None:
             return
@@ -327,6 +277,7 @@ class LLMGateway:
 
     @guarded
     def error(self, flow: http.HTTPFlow):
+        flow.metadata.pop(EVENT_META, None)
         ex: Exchange | None = flow.metadata.pop(META, None)
         if ex is None:
             return None
@@ -374,13 +325,14 @@ class LLMGateway:
         return ex.tap
 
     def _finish(self, flow: http.HTTPFlow, ex: Exchange, *, failure: str | None, message: str | None):
-        """Turn the exchange into its event and hand it to the writer. Returns an awaitable only
-        when a tiktoken estimate is needed (milliseconds over a long prompt: kept off the loop)."""
+        """Turn the exchange into its event for the addons after this one. Returns an awaitable
+        only when a tiktoken estimate is needed (milliseconds over a long prompt: kept off the
+        loop); mitmproxy awaits it before it calls the next addon's hook."""
         ended = ex.tap.ended_at if ex.tap is not None and ex.tap.ended_at else time.time()
         result = ex.parse_result()
         if ex.needs_estimate(result):
             return self._finish_with_estimate(flow, ex, ended, failure, message, result)
-        self._record(flow, ex.to_event(ended_at=ended, failure=failure, failure_message=message, result=result))
+        self._publish(flow, ex.to_event(ended_at=ended, failure=failure, failure_message=message, result=result))
         return None
 
     async def _finish_with_estimate(self, flow, ex: Exchange, ended: float, failure, message, result) -> None:
@@ -388,14 +340,24 @@ class LLMGateway:
             ex.to_event, ended_at=ended, failure=failure, failure_message=message, estimate=estimate_usage,
             result=result,
         )
-        self._record(flow, event)
+        self._publish(flow, event)
 
-    def _record(self, flow: http.HTTPFlow, event) -> None:
+    def _publish(self, flow: http.HTTPFlow, event) -> None:
         if event.usage_source != "none":
             event.cost_usd = cost_for_event(event)
-        flow.metadata[EVENT_META] = event  # for addons that keep running totals (budgets)
-        if self.writer is not None:
-            self.sessions.settle(event, self.writer.put)  # a side call's event may wait for its turn
+        # Handed on in this hook: the recorder writes it, the budget guard counts it. A side
+        # call's event may wait for the turn it serves (addons/sessions.py); released later, it
+        # reaches the recorder through `late_event`.
+        in_hook = True
+
+        def hand_on(ev) -> None:
+            if in_hook:
+                flow.metadata[EVENT_META] = ev
+            elif self.late_event is not None:
+                self.late_event(ev)
+
+        self.sessions.settle(event, hand_on)
+        in_hook = False
 
     # -- helpers --------------------------------------------------------------------------
     def _answer_unrouted(self, flow: http.HTTPFlow, now: float, headers: dict[str, str]) -> None:
@@ -411,7 +373,7 @@ class LLMGateway:
         else:
             message = (
                 f"llmsm: no route for {req.path.split('?', 1)[0]!r}; "
-                "use /anthropic/..., /openai/... or /gemini/... (optionally after /s/LABEL)"
+                f"use {_ROUTE_NAMES} (optionally after /s/LABEL)"
             )
             flow.response = http.Response.make(404, error_body(404, message), {"content-type": "application/json"})
 
@@ -431,20 +393,6 @@ def _json_object(raw: bytes) -> dict:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace")
-    except ValueError:
-        return None
-    user, _, password = decoded.partition(":")
-    return unquote(user), unquote(password)
 
 
 def _warm_up_prices() -> None:
@@ -467,17 +415,6 @@ def _small_body(content_length: str) -> bool:
     return content_length.isdigit() and int(content_length) <= BUFFERED_RESPONSE_LIMIT
 
 
-def proxy_user(header: str | None) -> str | None:
-    """The user name of a Basic Proxy-Authorization header: the session label."""
-    creds = _basic_credentials(header)
-    return (creds[0] or None) if creds else None
-
-
-def proxy_password(header: str | None) -> str | None:
-    creds = _basic_credentials(header)
-    return (creds[1] or None) if creds else None
-
-
 def _parse_request_body(provider: str, api: str, raw: bytes):
     try:
         body: Any = parse_json(raw)
@@ -488,4 +425,5 @@ def _parse_request_body(provider: str, api: str, raw: bytes):
     return parse_request(provider, api, body if isinstance(body, dict) else {})
 
 
-addons = [LLMGateway()]
+# `mitmdump -s addons/gateway.py`: llmsm's whole set of addons, as `llmsm proxy` loads it.
+addons = llmsm_addons()

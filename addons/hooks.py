@@ -10,8 +10,14 @@ import logging
 log = logging.getLogger("llmsm.hooks")
 
 META = "llmsm"  # the gateway's Exchange for a flow in flight
-EVENT_META = "llmsm_event"  # the finished ExchangeEvent, for addons that keep running totals
+# The ExchangeEvent the gateway finished in the current hook (response, error, websocket_message,
+# websocket_end), for the addons after it in the same hook: the recorder writes it, the budget
+# guard counts it. The gateway clears it at the start of each of those hooks, so an event is
+# seen once although a WebSocket connection finishes several on one flow. An estimate finished
+# in a thread is there too: mitmproxy awaits a hook's awaitable before the next addon's hook.
+EVENT_META = "llmsm_event"
 WS_META = "llmsm_ws"  # a WebSocket connection's shared attribution
+PROXY_USER_META = "llmsm_proxy_user"  # the explicit-proxy user name (addons/auth.py): a session label
 
 
 def guarded(hook):

@@ -11,20 +11,12 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-DEFAULT_UPSTREAMS: dict[str, str] = {
-    "anthropic": "https://api.anthropic.com",
-    "openai": "https://api.openai.com",
-    "gemini": "https://generativelanguage.googleapis.com",
-}
+from llmsm.analytics.apis import PATH_RULES, PROVIDER_SPECS
 
-# Hosts whose TLS the explicit-proxy mode intercepts, and the route each belongs to.
-KNOWN_API_HOSTS: dict[str, str] = {
-    "api.anthropic.com": "anthropic",
-    "api.openai.com": "openai",
-    "chatgpt.com": "openai",
-    "generativelanguage.googleapis.com": "gemini",
-    "cloudcode-pa.googleapis.com": "gemini",
-}
+# From the provider table (analytics/apis.py): each route's default upstream, and the hosts
+# whose TLS the explicit-proxy mode intercepts with the route each belongs to.
+DEFAULT_UPSTREAMS: dict[str, str] = {provider.name: provider.upstream for provider in PROVIDER_SPECS}
+KNOWN_API_HOSTS: dict[str, str] = {host: provider.name for provider in PROVIDER_SPECS for host in provider.hosts}
 
 
 class RouteError(ValueError):
@@ -104,35 +96,13 @@ def route_path(path: str) -> RoutedPath | None:
     return None
 
 
-# (method, regex over the path without query) -> api; first match wins.
-_API_RULES: dict[str, list[tuple[str, re.Pattern[str], str]]] = {
-    "anthropic": [
-        ("POST", re.compile(r"^(/v1)?/messages/count_tokens$"), "count_tokens"),
-        ("POST", re.compile(r"^(/v1)?/messages$"), "messages"),
-    ],
-    "openai": [
-        ("POST", re.compile(r"^(/v1)?/chat/completions$"), "chat_completions"),
-        ("POST", re.compile(r"^(/v1)?/responses$"), "responses"),
-        ("POST", re.compile(r"^/backend-api/codex/responses$"), "responses"),
-        ("GET", re.compile(r"^(/v1)?/responses$"), "responses"),  # WebSocket upgrade (Codex)
-        ("GET", re.compile(r"^/backend-api/codex/responses$"), "responses"),
-    ],
-    "gemini": [
-        ("POST", re.compile(r"^(/v1beta|/v1|/v1alpha)?/models/[^/:]+:countTokens$"), "count_tokens"),
-        ("POST", re.compile(r"^(/v1beta|/v1|/v1alpha)?/models/[^/:]+:(stream)?[gG]enerateContent$"), "generate_content"),
-        # Code Assist (Gemini CLI with a Google login)
-        ("POST", re.compile(r"^/v1internal:countTokens$"), "count_tokens"),
-        ("POST", re.compile(r"^/v1internal:(stream)?[gG]enerateContent$"), "generate_content"),
-    ],
-}
-
-
 def classify(provider: str | None, method: str, path: str) -> str:
-    """The API an exchange speaks: messages, count_tokens, chat_completions, ... or 'other'."""
+    """The API an exchange speaks (the first of its provider's paths in analytics/apis.py that
+    matches), or 'other'."""
     if provider is None:
         return "other"
     bare = path.split("?", 1)[0].rstrip("/") or "/"
-    for rule_method, pattern, api in _API_RULES.get(provider, ()):
+    for rule_method, pattern, api in PATH_RULES.get(provider, ()):
         if method.upper() == rule_method and pattern.match(bare):
             return api
     return "other"

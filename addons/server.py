@@ -1,4 +1,6 @@
-"""Runs the gateway: mitmproxy embedded in this process, with LLMGateway and the EventWriter.
+"""Runs the gateway: mitmproxy embedded in this process, with the parts of mitmproxy it runs on
+(`mitmproxy_addons`) and llmsm's own addons (`llmsm_addons`, also what `mitmdump -s
+addons/gateway.py` loads).
 
 `llmsm proxy` calls `run()`; it returns an exit code and never raises for the user's mistakes
 (a busy port, an unwritable database): those come back as `GatewayError` with one clear line.
@@ -39,6 +41,11 @@ class GatewayConfig:
     auth_token: str = ""  # required of every client when set; mandatory off loopback
     upstream_ca: Path | None = None  # extra CA bundle to verify https upstreams (a corporate gateway)
     state_file: Path | None = None  # where a running gateway says where it listens
+    content: bool = True  # keep the session digest (scrubbed text of the conversation); --no-content: none
+    team_db: str = ""  # PostgreSQL URL every event is shipped to (docs/team.md)
+    developer: str = ""  # who the shipped events belong to (default user@host)
+    team_share_content: bool = False  # ship session digests too
+    otlp_endpoint: str = ""  # OTLP/HTTP endpoint (or the OTEL_EXPORTER_OTLP_* variables)
 
 
 def ca_dir() -> Path:
@@ -103,6 +110,8 @@ def validate(config: GatewayConfig) -> None:
             "use your API keys' sessions and read usage. Add --auth-token TOKEN (or LLMSM_AUTH_TOKEN)"
         )
     check_db_writable(config.db_path)
+    if config.team_db and not config.team_db.startswith(("postgresql://", "postgres://")):
+        raise GatewayError("--team-db must be a PostgreSQL URL: postgresql://user:password@host:5432/dbname")
     if config.upstream_ca is not None and not config.upstream_ca.is_file():
         raise GatewayError(f"--upstream-ca {config.upstream_ca}: no such file")
     check_port_free(config.host, config.port)
@@ -145,6 +154,40 @@ def mitmproxy_addons() -> list:
         tlsconfig.TlsConfig(),  # llmsm's CA, TLS interception, upstream certificate checks
         errorcheck.ErrorCheck(),  # a startup error (a port that cannot be bound) ends the run
     ]
+
+
+def llmsm_addons() -> list:
+    """llmsm's addons, in the order mitmproxy calls them on each hook. Each does one thing, and
+    has no method for a hook it has nothing to do on. Adding an addon is one line here."""
+    from llmsm.addons.auth import GatewayAuth
+    from llmsm.addons.budget_guard import BudgetGuard
+    from llmsm.addons.digest import DigestKeeper
+    from llmsm.addons.gateway import LLMGateway
+    from llmsm.addons.recorder import Recorder
+    from llmsm.addons.shipper import Shipper
+
+    recorder = Recorder()
+    gateway = LLMGateway()
+    gateway.late_event = recorder.put
+    guard = BudgetGuard(recorder)
+    return [
+        GatewayAuth(),  # the token; the proxy user name. First: a refused request goes no further
+        gateway,  # route, parse, attribute; leaves each finished event in flow.metadata
+        guard,  # after the gateway, which attributed the request it checks
+        DigestKeeper(),  # what each turn showed of the work, onto its event: after attribution, before writing
+        recorder,  # writes each finished event, after every addon that may still change it
+        Shipper(recorder, guard),  # no request hooks: threads ship the database to the team and OTLP
+    ]
+
+
+class Llmsm:
+    """llmsm's addons as one entry of mitmproxy's chain, its children (`addons`), as a script's
+    module is for `mitmdump -s addons/gateway.py`. mitmproxy dispatches every hook of every
+    request to each entry of its chain, which costs microseconds per entry whether it acts or
+    not; the children of one entry are called in order within that one dispatch."""
+
+    def __init__(self) -> None:
+        self.addons = llmsm_addons()
 
 
 class _Announce:
@@ -192,10 +235,7 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     from mitmproxy.master import Master
     from mitmproxy.options import Options
 
-    from llmsm.addons.budget_guard import BudgetGuard
     from llmsm.addons.errors import install_json_error_pages
-    from llmsm.addons.gateway import LLMGateway
-    from llmsm.addons.writer import EventWriter
 
     install_json_error_pages()
 
@@ -207,16 +247,18 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         modes.append(f"regular@{config.proxy_port}")
     opts = Options(confdir=str(ca_dir()), listen_host=config.host, mode=modes)
     master = Master(opts)
-    master.addons.add(*mitmproxy_addons())
-    writer = EventWriter(config.db_path)
-    # Order matters: the guard's request hook runs after the gateway has attributed the session.
-    master.addons.add(LLMGateway(writer), BudgetGuard(config.db_path), _Announce(config, on_ready))
+    master.addons.add(*mitmproxy_addons(), Llmsm(), _Announce(config, on_ready))
     opts.update(
         connection_strategy="lazy",
         llmsm_upstream=list(config.upstreams),
         llmsm_db=str(config.db_path),
         llmsm_upstream_timeout=config.upstream_timeout,
         llmsm_auth_token=config.auth_token,
+        llmsm_content=config.content,
+        llmsm_team_db=config.team_db,
+        llmsm_developer=config.developer,
+        llmsm_team_share_content=config.team_share_content,
+        llmsm_otlp_endpoint=config.otlp_endpoint,
         allow_hosts=intercept_patterns(config.intercept_hosts),
     )
     if config.upstream_ca is not None:
@@ -225,11 +267,9 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     loop.set_exception_handler(_quiet_cancellations)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
-    writer.start()
     try:
-        await master.run()
+        await master.run()  # the recorder's writer starts in `running` and is flushed in `done`
     finally:
-        writer.close()
         if config.state_file is not None:
             try:
                 config.state_file.unlink()

@@ -3,7 +3,9 @@
 Adding an API is one row here plus its parser module in `addons/providers/`: the routes
 (which method and path speak it), the parser registry, the event model's `api` values, and the
 sets the health model, the dashboard and the budget guard use (`TURN_APIS`) are all read from
-this table. Pure data, cheap to import (no pydantic, no duckdb), so the status line can use it.
+this table. Adding a provider is one row of `PROVIDER_SPECS` (its route, default upstream and
+the hosts the explicit proxy intercepts for it). Pure data, cheap to import (no pydantic, no
+duckdb), so the status line can use it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,31 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["APIS", "API_NAMES", "ApiSpec", "COUNT_APIS", "PROVIDERS", "TURN_APIS", "spec_for", "sql_list"]
+__all__ = [
+    "APIS", "API_NAMES", "ApiSpec", "COUNT_APIS", "PATH_RULES", "PROVIDERS", "PROVIDER_SPECS", "ProviderSpec",
+    "TURN_APIS", "spec_for", "sql_list",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    name: str  # the route (/NAME/... in base-URL mode, NAME=URL in --upstream) and events.provider
+    upstream: str  # where its route goes unless --upstream says otherwise
+    # Hosts whose TLS the explicit-proxy mode intercepts, recorded as this provider.
+    hosts: tuple[str, ...]
+
+
+PROVIDER_SPECS: tuple[ProviderSpec, ...] = (
+    ProviderSpec("anthropic", "https://api.anthropic.com", ("api.anthropic.com",)),
+    ProviderSpec("openai", "https://api.openai.com", (
+        "api.openai.com",
+        "chatgpt.com",  # Codex with a ChatGPT login
+    )),
+    ProviderSpec("gemini", "https://generativelanguage.googleapis.com", (
+        "generativelanguage.googleapis.com",
+        "cloudcode-pa.googleapis.com",  # Code Assist (Gemini CLI with a Google login)
+    )),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +48,11 @@ class ApiSpec:
     # "turn": a generation call that spends tokens (a turn of a session; budgets guard it);
     # "count": a token count, whose answer is a number and never consumption.
     kind: Literal["turn", "count"]
-    module: str  # the parser module in llmsm.addons.providers
-    parser: str  # its response parser class
+    # The parser module in llmsm.addons.providers: `parser` names its response parser class;
+    # its `parse_request` reads the request body (a count_tokens request has the shape of the
+    # provider's generation request, so one function serves both).
+    module: str
+    parser: str
     # (method, regex over the provider's path without the query string); first match wins
     # within a provider, in the order of APIS.
     paths: tuple[tuple[str, str], ...]
@@ -52,7 +81,7 @@ APIS: tuple[ApiSpec, ...] = (
     )),
 )
 
-PROVIDERS: tuple[str, ...] = tuple(dict.fromkeys(spec.provider for spec in APIS))
+PROVIDERS: tuple[str, ...] = tuple(provider.name for provider in PROVIDER_SPECS)
 # Every value events.api takes: the APIs above, and 'other' for anything else that passed.
 API_NAMES: tuple[str, ...] = (*dict.fromkeys(spec.api for spec in APIS), "other")
 TURN_APIS: frozenset[str] = frozenset(spec.api for spec in APIS if spec.kind == "turn")

@@ -26,11 +26,10 @@ from typing import Any, Iterable, Literal, Mapping
 
 Scope = Literal["session", "label", "client", "day"]
 SCOPES: tuple[str, ...] = ("session", "label", "client", "day")
+TEAM_SCOPES: tuple[str, ...] = ("developer", "project", "all")  # kept in the team database (analytics/team)
 State = Literal["ok", "warn", "exceeded"]
 
 DEFAULT_WARN_AT = 0.8
-# Calls that spend tokens; count_tokens and 'other' requests always pass.
-GUARDED_APIS = frozenset({"messages", "chat_completions", "responses", "generate_content"})
 BUDGET_HEADER = "x-llmsm-budget"
 ERROR_CODE = "llmsm_budget_exceeded"
 # Long enough that a client honouring retry-after does not hot-loop, short enough that one that
@@ -53,23 +52,40 @@ class Budget:
     max_usd: float | None = None
     warn_at: float = DEFAULT_WARN_AT
     created_at: datetime | None = None
+    period: str | None = None  # team budgets (TEAM_SCOPES): 'day' or 'month'
 
     def describe(self) -> str:
         """How the budget is named in messages: "label 'refactor'", "the daily budget"."""
+        if self.scope in TEAM_SCOPES:
+            who = "the whole team" if self.scope == "all" else f"{self.scope} {self.target!r}"
+            return f"the team's {'daily' if self.period == 'day' else 'monthly'} budget for {who}"
         if self.scope == "day":
             return "the daily budget"
         return f"{self.scope} {self.target!r}" if self.scope != "session" else f"session {self.target}"
 
     def option(self) -> str:
         """The `llmsm budget set` option that selects this budget's scope."""
+        if self.scope in TEAM_SCOPES:
+            who = "--all" if self.scope == "all" else f"--{self.scope} {shlex.quote(self.target or '')}"
+            return f"--team {who} --{self.period or 'month'}"
         if self.scope == "day":
             return "--day"
         return f"--{self.scope} {shlex.quote(self.target or '')}"
 
-    def applies(self, session_id: str | None, label: str | None, client: str | None) -> bool:
-        if self.scope == "day":
+    def window(self, on: date) -> date | None:
+        """The first day of the period `on` falls in, for budgets that start again (None: never)."""
+        if self.scope == "day" or self.period == "day":
+            return on
+        if self.period == "month":
+            return on.replace(day=1)
+        return None
+
+    def applies(self, session_id: str | None, label: str | None, client: str | None,
+                developer: str | None = None, project: str | None = None) -> bool:
+        if self.scope in ("day", "all"):
             return True
-        value = {"session": session_id, "label": label, "client": client}.get(self.scope)
+        value = {"session": session_id, "label": label, "client": client,
+                 "developer": developer, "project": project}.get(self.scope)
         return value is not None and value == self.target
 
 
@@ -135,6 +151,7 @@ class Charge:
     day: date  # local date of started_at
     tokens: int
     usd: float
+    project: str | None = None  # team project budgets: the session's project, where known
 
     @classmethod
     def from_event(cls, ev: Any) -> Charge:
@@ -295,10 +312,11 @@ class _Counter:
     day: date | None = None  # day budgets: the day these counts are for
 
     def add(self, c: Charge) -> None:
-        if self.budget.scope == "day":
-            if self.day is None or c.day > self.day:  # a new day began
-                self.day, self.tokens, self.usd = c.day, 0, 0.0
-            elif c.day < self.day:
+        window = self.budget.window(c.day)
+        if window is not None:
+            if self.day is None or window > self.day:  # a new day (or month) began
+                self.day, self.tokens, self.usd = window, 0, 0.0
+            elif window < self.day:
                 return
         self.tokens += c.tokens
         self.usd += c.usd
@@ -319,6 +337,7 @@ class BudgetBook:
     _pending: OrderedDict[str, Charge] = field(default_factory=OrderedDict)
     loaded: bool = False
     installs: int = 0
+    developer: str | None = None  # whose gateway this is (team developer budgets)
 
     def budgets(self) -> list[Budget]:
         with self._lock:
@@ -343,14 +362,15 @@ class BudgetBook:
             while len(self._pending) > MAX_PENDING:
                 self._pending.popitem(last=False)
             for ctr in self._counters:
-                if ctr.budget.applies(charge.session_id, charge.label, charge.client):
+                if ctr.budget.applies(charge.session_id, charge.label, charge.client, self.developer, charge.project):
                     ctr.add(charge)
                     v = evaluate(ctr.budget, ctr.tokens, ctr.usd)
                     if v is not None:
                         out.append(v)
         return out
 
-    def check(self, session_id: str | None, label: str | None, client: str | None, on: date | None = None) -> Verdict | None:
+    def check(self, session_id: str | None, label: str | None, client: str | None, on: date | None = None,
+              project: str | None = None) -> Verdict | None:
         """The most used budget that applies, if any is past its warning threshold; else None."""
         if not self._counters:
             return None
@@ -359,9 +379,9 @@ class BudgetBook:
         with self._lock:
             for ctr in self._counters:
                 b = ctr.budget
-                if not b.applies(session_id, label, client):
+                if not b.applies(session_id, label, client, self.developer, project):
                     continue
-                if b.scope == "day" and ctr.day != on:
+                if b.window(on) is not None and ctr.day != b.window(on):
                     tokens, usd = 0, 0.0  # a new day: nothing used yet (the reload catches up)
                 else:
                     tokens, usd = ctr.tokens, ctr.usd
@@ -379,9 +399,9 @@ class BudgetBook:
                 self._pending.pop(event_id, None)
             counters = []
             for budget, tokens, usd in rows:
-                ctr = _Counter(budget, int(tokens or 0), float(usd or 0.0), day if budget.scope == "day" else None)
+                ctr = _Counter(budget, int(tokens or 0), float(usd or 0.0), budget.window(day))
                 for c in self._pending.values():
-                    if budget.applies(c.session_id, c.label, c.client):
+                    if budget.applies(c.session_id, c.label, c.client, self.developer, c.project):
                         ctr.add(c)
                 counters.append(ctr)
             self._counters = counters
@@ -428,6 +448,14 @@ def load_for_guard(con: Any, pending_ids: list[str]) -> tuple[list[tuple[Budget,
         found = con.execute("SELECT id FROM events WHERE id IN (SELECT unnest(?::VARCHAR[]))", [pending_ids]).fetchall()
         in_db = {r[0] for r in found}
     return [(_budget(r), r["used_tokens"], r["used_usd"]) for r in rows], in_db, day
+
+
+def session_ids_starting_with(con: Any, prefix: str, limit: int = 3) -> list[str]:
+    """Up to `limit` recorded session ids that start with `prefix` (`--session` takes a prefix)."""
+    rows = con.execute(
+        "SELECT DISTINCT session_id FROM events WHERE starts_with(session_id, ?) LIMIT ?", [prefix, limit]
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def find(con: Any, scope: str, target: str | None) -> Budget | None:

@@ -139,6 +139,8 @@ class SessionRow:
     command: str | None = None
     cwd: str | None = None
     git_branch: str | None = None
+    project: str | None = None  # the working directory its requests showed last (digest), else the run's
+    parent_session: str | None = None  # the session its latest run was handed off from
     health: SessionHealth | None = None
     budgets: list[dict[str, Any]] = field(default_factory=list)  # those that apply, the tightest first
 
@@ -198,6 +200,8 @@ class SessionRow:
             "command": self.command,
             "cwd": self.cwd,
             "git_branch": self.git_branch,
+            "project": self.project,
+            "parent_session": self.parent_session,
             "budgets": [dict(b) for b in self.budgets],
             "health": self.health.to_dict() if self.health is not None else None,
         }
@@ -293,6 +297,7 @@ agg AS (
         sum(coalesce(e.input_tokens, 0) + coalesce(e.output_tokens, 0) + coalesce(e.cache_read_tokens, 0)
             + coalesce(e.cache_write_tokens, 0)) FILTER (WHERE e.api <> 'other' AND e.started_at > $burn_from) AS burn_tokens,
         sum(e.cost_usd) FILTER (WHERE e.api <> 'other' AND e.started_at > $burn_from) AS burn_usd,
+        arg_max(e.digest->>'$.project.cwd', e.started_at) FILTER (WHERE e.digest->>'$.project.cwd' IS NOT NULL) AS project,
         arg_min(e.ttft_ms, e.started_at, {BASELINE_TURNS}) FILTER (
             WHERE e.api IN {_TURNS_SQL} AND e.outcome = 'ok' AND e.ttft_ms IS NOT NULL AND e.agent_id IS NULL
         ) AS first_ttfts
@@ -301,12 +306,13 @@ agg AS (
     GROUP BY e.session_id
 ),
 run AS (
-    SELECT session_id, label, command, cwd, git_branch FROM runs
+    SELECT session_id, label, command, cwd, git_branch, parent_session FROM runs
     WHERE started_at <= $at AND session_id IN (SELECT session_id FROM scope)
     QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY started_at DESC) = 1
 ),
 cat AS ({CATALOG_SQL})
-SELECT agg.*, run.label AS run_label, run.command, run.cwd, run.git_branch, cat.n_budgets, cat.budget_view
+SELECT agg.*, run.label AS run_label, run.command, run.cwd, run.git_branch, run.parent_session, cat.n_budgets,
+    cat.budget_view
 FROM cat LEFT JOIN agg ON true LEFT JOIN run ON run.session_id = agg.session_id
 """
 
@@ -366,6 +372,8 @@ def _rows_from_agg(columns: list[str], rows: list[tuple], at: datetime) -> list[
             command=r["command"],
             cwd=r["cwd"],
             git_branch=r["git_branch"],
+            project=r["project"] or r["cwd"],
+            parent_session=r["parent_session"],
         )
         ttfts = r["first_ttfts"]
         if ttfts:

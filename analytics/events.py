@@ -7,7 +7,6 @@ the same order, so that the writer can append a row straight from a model.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import uuid
 from datetime import datetime, timezone
@@ -15,8 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Provider = Literal["anthropic", "openai", "gemini"]
-Api = Literal["messages", "count_tokens", "chat_completions", "responses", "generate_content", "other"]
+from .apis import API_NAMES, PROVIDERS
+
+# The values come from the table of APIs (analytics/apis.py); Literal[tuple] is Literal[*tuple].
+Provider = Literal[PROVIDERS]  # type: ignore[valid-type]
+Api = Literal[API_NAMES]  # type: ignore[valid-type]
 Outcome = Literal["ok", "http_error", "stream_error", "client_aborted", "upstream_aborted", "proxy_error"]
 UsageSource = Literal["reported", "estimated", "none", "transcript"]
 
@@ -137,16 +139,6 @@ class ExchangeEvent(BaseModel):
 
     def usage(self) -> Usage:
         return Usage(**{name: getattr(self, name) for name in Usage.model_fields})
-
-    def to_row(self) -> tuple[Any, ...]:
-        """The values in column order, JSON columns serialized."""
-        out = []
-        for name in EVENT_COLUMNS:
-            value = getattr(self, name)
-            if name in JSON_COLUMNS and value is not None:
-                value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-            out.append(value)
-        return tuple(out)
 
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(ExchangeEvent.model_fields)

@@ -107,7 +107,7 @@ class TranscriptNotes:
 
 def claude_transcript(session_id: str) -> Path | None:
     """Claude Code's transcript of `session_id`, if there is one."""
-    from .transcripts import default_projects_dir  # the one place that knows CLAUDE_CONFIG_DIR
+    from .transcripts_claude import default_projects_dir  # the one place that knows CLAUDE_CONFIG_DIR
 
     if not _SAFE_ID.match(session_id):
         return None

@@ -23,6 +23,7 @@ analytics/health_rules.py; this module applies them and writes the reasons' mess
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -67,6 +68,7 @@ __all__ = [
     "TURN_APIS",
     "assess_all",
     "assess_session",
+    "handoff_command",
 ]
 
 _UTC = timezone.utc
@@ -474,11 +476,17 @@ def _walk_compactions(urows: list[HealthRow], ps: list[int], t: Thresholds) -> t
 
 
 _FILL_ADVICE = {
-    "critical": "{what}: compact now (/compact) or start a fresh session; answers degrade and auto-compaction "
-    "or a 'prompt too long' error is close",
-    "warn": "{what}: compact (/compact) at the next natural break, or start a fresh session for the next task",
-    "info": "keep tasks focused; start a fresh session for unrelated work",
+    "critical": "{what}: compact now (/compact) or carry the work into a fresh session: {handoff}; answers "
+    "degrade and auto-compaction or a 'prompt too long' error is close",
+    "warn": "{what}: compact (/compact) at the next natural break, or start the next task in a fresh session "
+    "from a brief of this one: {handoff}",
+    "info": "keep tasks focused; start a fresh session for unrelated work (with this one's brief: {handoff})",
 }
+
+
+def handoff_command(session_id: str | None) -> str:
+    """The command that starts a fresh session from a brief of this one (docs/handoff.md)."""
+    return f"llmsm handoff {shlex.quote(session_id) if session_id else 'SESSION'} --start"
 
 
 def _context(h: SessionHealth, t: Thresholds, fill: float, ctx: int, window: int) -> None:
@@ -486,7 +494,8 @@ def _context(h: SessionHealth, t: Thresholds, fill: float, ctx: int, window: int
     if verdict is not None:
         severity, pen = verdict
         what = f"context {fill:.0%} full ({_k(ctx)} of {_k(window)} tokens)"
-        h.reasons.append(Reason("context_fill", severity, pen, what, _FILL_ADVICE[severity].format(what=what)))
+        advice = _FILL_ADVICE[severity].format(what=what, handoff=handoff_command(h.session_id))
+        h.reasons.append(Reason("context_fill", severity, pen, what, advice))
     left = h.turns_left
     if left is not None and left <= t.turns_left_info and fill < 1.0:
         growth = h.growth_per_turn or 0.0
@@ -497,7 +506,8 @@ def _context(h: SessionHealth, t: Thresholds, fill: float, ctx: int, window: int
                 severity,
                 t.growth_penalty_warn if severity == "warn" else t.growth_penalty_info,
                 f"~{left} turns left at +{_k(growth)} tokens per turn",
-                "compact (/compact) before the window fills: a forced compaction in the middle of a task loses detail",
+                "compact (/compact) before the window fills, or move to a fresh session with this one's brief: "
+                f"{handoff_command(h.session_id)}; a forced compaction in the middle of a task loses detail",
             )
         )
 
@@ -521,7 +531,7 @@ def _rot(h: SessionHealth, t: Thresholds) -> None:
             pen,
             f"{turns} turns / {_dur(minutes)} {since}",
             "long histories dilute the model's attention (context rot): /compact with a note on the current goal, "
-            "or start a fresh session for the next task",
+            f"or carry the work into a fresh session: {handoff_command(h.session_id)}",
         )
     )
 

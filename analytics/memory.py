@@ -1,6 +1,6 @@
 """What carries over between sessions: notes kept for a project, and search over past sessions.
 
-- Notes (`notes` table, migration m006_notes): `add_note`, `list_notes`, `remove_note`. A note
+- Notes (`notes` table, migration m008_notes): `add_note`, `list_notes`, `remove_note`. A note
   belongs to a project, a project is its root directory (`project_root`: the top of the git work
   tree a path is in, else the directory itself). Every note is scrubbed of secrets
   (analytics/scrub.py) before it is stored, like the digests.
@@ -199,7 +199,7 @@ def _note_dict(row: tuple) -> dict[str, Any]:
 
 
 def _no_notes_table(exc: BaseException) -> bool:
-    """A database from before m006_notes, read-only and not migrated (the gateway held it)."""
+    """A database from before m008_notes, read-only and not migrated (the gateway held it)."""
     import duckdb
 
     return isinstance(exc, duckdb.CatalogException) and "notes" in str(exc)

@@ -155,7 +155,56 @@ def m005_run_parent(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @migration
-def m006_notes(con: duckdb.DuckDBPyConnection) -> None:
+def m006_import_files(con: duckdb.DuckDBPyConnection) -> None:
+    # How far `llmsm import` read each transcript file, so that the next import reads only what
+    # was appended (analytics/transcript_files.py). `source` is the format (claude-code, codex).
+    con.execute(
+        """
+        CREATE TABLE import_files (
+            source VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            size BIGINT NOT NULL,
+            mtime_ns BIGINT NOT NULL,
+            read_bytes BIGINT NOT NULL,
+            fingerprint VARCHAR NOT NULL,
+            earliest TIMESTAMPTZ,
+            carry JSON,
+            imported_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (source, path)
+        )
+        """
+    )
+
+
+@migration
+def m007_team_ship_order(con: duckdb.DuckDBPyConnection) -> None:
+    # The order events were stored in, for shippers (analytics/team/ship.py): filled in the
+    # insert's own transaction by store.insert_events. started_at is no such order: a long
+    # stream, or a journal recovered after a crash, stores an event long after it started.
+    # A table of its own, so that `events` stays column for column an ExchangeEvent.
+    con.execute("CREATE SEQUENCE event_order_seq")
+    con.execute(
+        "CREATE TABLE event_order (id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL DEFAULT nextval('event_order_seq'))"
+    )
+    con.execute("INSERT INTO event_order (id) SELECT id FROM events ORDER BY started_at, id")
+    # How far each target (a team database, an OTLP collector) has been sent, and its last error.
+    con.execute(
+        """
+        CREATE TABLE ship_positions (
+            target VARCHAR PRIMARY KEY,
+            position BIGINT NOT NULL DEFAULT 0,
+            shipped BIGINT NOT NULL DEFAULT 0,
+            last_success_at TIMESTAMPTZ,
+            last_attempt_at TIMESTAMPTZ,
+            last_error VARCHAR,
+            last_error_at TIMESTAMPTZ
+        )
+        """
+    )
+
+
+@migration
+def m008_notes(con: duckdb.DuckDBPyConnection) -> None:
     # Notes kept for a project (`llmsm memory`, the MCP tool `remember`: analytics/memory.py),
     # scrubbed of secrets before they are stored. `project` is a project's root directory.
     con.execute(

@@ -1,33 +1,24 @@
-"""Usage reports, reconciliation with transcripts, export and retention (`llmsm report|reconcile|export|prune`).
+"""Usage reports and reconciliation with transcripts (`llmsm report|reconcile`).
 
-Counting rules (docs/reports.md):
-
-* Only API calls count: rows with ``api = 'other'`` (preflights, unknown paths) never do.
-* Wire rows (``usage_source`` reported / estimated / none) always count; estimated rows are
-  included and counted separately in ``estimated_requests``.
-* A transcript row (``usage_source = 'transcript'``, from ``llmsm import claude-code``) counts only
-  when no wire row has the same ``message_id``: **the wire wins** where both saw a message, so a
-  session recorded both ways is never counted twice, and history from before llmsm ran still counts.
-* Period boundaries (daily/weekly/monthly) are taken in one time zone: the user's local zone by
-  default (DuckDB's ``TimeZone``, i.e. the ``TZ`` environment variable or the system zone), UTC with
-  ``utc=True``, or any IANA zone by name. Weeks start on Monday (ISO weeks).
+What counts is the `counted_events(since, until)` macro of views.sql, the one home of the
+counting rule (docs/reports.md): API calls only, the wire winning over imported transcripts;
+estimated rows are included and counted separately in ``estimated_requests``. Period
+boundaries (daily/weekly/monthly) are taken in one time zone: the user's local zone by default
+(DuckDB's ``TimeZone``, i.e. the ``TZ`` environment variable or the system zone), UTC, or any
+IANA zone by name. Weeks start on Monday (ISO weeks). Times given on the command line are read
+by analytics/timespec.py.
 
 Nothing here imports mitmproxy or typer.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 
 import duckdb
 
-from .store import DatabaseMissing, StoreError, connect
+from .store import BadInput, StoreError
 
 __all__ = [
     "REPORT_SCHEMA",
@@ -35,21 +26,10 @@ __all__ = [
     "METRICS",
     "TOKEN_KINDS",
     "REPORT_KINDS",
-    "EXPORT_FORMATS",
-    "BadInput",
-    "TimeSpec",
-    "parse_time",
-    "parse_age",
     "local_timezone",
     "check_timezone",
-    "resolve",
-    "counted_events_sql",
-    "TranscriptScope",
-    "transcript_scope",
     "build_report",
     "reconcile",
-    "export",
-    "prune",
 ]
 
 REPORT_SCHEMA = "llmsm.report/1"
@@ -67,88 +47,11 @@ METRICS = (
     "unpriced_requests",
 )
 REPORT_KINDS = ("daily", "weekly", "monthly", "sessions", "models")
-EXPORT_FORMATS = ("parquet", "csv", "jsonl")
-
-
-class BadInput(StoreError):
-    """A value the user gave that cannot be used (one clear line)."""
 
 
 # --------------------------------------------------------------------------------------------
-# Time bounds: dates, ISO times, relative ages
+# Time zones
 # --------------------------------------------------------------------------------------------
-
-_AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days|w|wk|wks|week|weeks)\s*$", re.I)
-_AGE_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-TIME_HELP = "a date (2026-11-01), an ISO time (2026-11-01T09:30, 2026-11-01T09:30+02:00), a relative age (7d, 12h, 30m, 2w), today or yesterday"
-
-
-@dataclass(frozen=True)
-class TimeSpec:
-    """A parsed time argument: an instant, or a wall-clock time to read in the report's zone."""
-
-    instant: datetime | None = None  # aware
-    local: datetime | None = None  # naive: wall-clock time in the report's time zone
-
-
-def parse_age(text: str) -> timedelta | None:
-    """'90d' -> timedelta(days=90); None when `text` is not a relative age."""
-    m = _AGE_RE.match(text or "")
-    if not m:
-        return None
-    unit = m.group(2).lower()
-    key = "m" if unit.startswith("mi") or unit == "m" else unit[0]
-    return timedelta(seconds=float(m.group(1)) * _AGE_UNIT[key])
-
-
-def parse_time(text: str, *, option: str, end: bool = False, now: datetime | None = None) -> TimeSpec:
-    """Parse a --since/--until value. `end=True` makes a bare date mean the end of that day.
-
-    A date is a whole day in the report's time zone (so `--until 2026-11-30` includes Nov 30);
-    an ISO time without an offset is a wall-clock time in the report's zone; a relative age is
-    that long before now. Raises BadInput with one line naming the option.
-    """
-    raw = (text or "").strip()
-    now = now or datetime.now(timezone.utc)
-    if not raw:
-        raise BadInput(f"{option} is empty: use {TIME_HELP}")
-    low = raw.lower()
-    if low == "now":
-        return TimeSpec(instant=now)
-    if low in ("today", "yesterday"):
-        return TimeSpec(local=_today_marker(low, end))
-    age = parse_age(raw)
-    if age is not None:
-        return TimeSpec(instant=now - age)
-    if _DATE_RE.match(raw):
-        try:
-            d = date.fromisoformat(raw)
-        except ValueError:
-            raise BadInput(f"{option}: {raw!r} is not a valid date") from None
-        start = datetime(d.year, d.month, d.day)
-        return TimeSpec(local=start + timedelta(days=1) if end else start)
-    try:
-        dt = datetime.fromisoformat(raw)
-    except ValueError:
-        raise BadInput(f"{option}: cannot read {raw!r}: use {TIME_HELP}") from None
-    if dt.tzinfo is None:
-        return TimeSpec(local=dt)
-    return TimeSpec(instant=dt)
-
-
-# today/yesterday need the report's zone: resolved in resolve() via these sentinels
-_TODAY = datetime(1, 1, 1)
-_TODAY_END = datetime(1, 1, 2)
-_YESTERDAY = datetime(1, 1, 3)
-_YESTERDAY_END = datetime(1, 1, 4)
-
-
-def _today_marker(word: str, end: bool) -> datetime:
-    if word == "today":
-        return _TODAY_END if end else _TODAY
-    return _YESTERDAY_END if end else _YESTERDAY
 
 
 def local_timezone(con: duckdb.DuckDBPyConnection) -> str:
@@ -174,90 +77,9 @@ def check_timezone(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return str(row[0])
 
 
-def resolve(con: duckdb.DuckDBPyConnection, spec: TimeSpec | None, tz: str) -> datetime | None:
-    """The instant a TimeSpec names, wall-clock times read in zone `tz` (by DuckDB's ICU)."""
-    if spec is None:
-        return None
-    if spec.instant is not None:
-        return spec.instant
-    local = spec.local
-    assert local is not None
-    if local in (_TODAY, _TODAY_END, _YESTERDAY, _YESTERDAY_END):
-        row = con.execute("SELECT timezone(?, now())::DATE", [tz]).fetchone()
-        today: date = row[0]
-        offset = {_TODAY: 0, _TODAY_END: 1, _YESTERDAY: -1, _YESTERDAY_END: 0}[local]
-        d = today + timedelta(days=offset)
-        local = datetime(d.year, d.month, d.day)
-    row = con.execute("SELECT timezone(?, ?::TIMESTAMP)", [tz, local]).fetchone()
-    value: datetime = row[0]
-    return value.astimezone(timezone.utc)
-
-
 # --------------------------------------------------------------------------------------------
-# What counts
+# Adding up the counted events
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TranscriptScope:
-    """The time span of the imported transcript rows: a wire row can only repeat one of them if
-    it is within a day of that span (the wire and the transcript time the same response within
-    seconds or minutes), so older wire rows need no checking."""
-
-    first: datetime
-    last: datetime
-
-
-def transcript_scope(con: duckdb.DuckDBPyConnection) -> TranscriptScope | None:
-    """None when the database holds no transcript rows (reports then skip the de-duplication).
-    One scan of two small columns (a few ms on a million rows)."""
-    try:
-        row = con.execute("SELECT min(started_at), max(started_at) FROM events WHERE usage_source = 'transcript'").fetchone()
-    except duckdb.Error as exc:
-        raise StoreError(f"report query failed: {exc}") from exc
-    if not row or row[0] is None:
-        return None
-    return TranscriptScope(row[0], row[1])
-
-
-def counted_events_sql(where: str = "", scope: TranscriptScope | None | bool = True) -> str:
-    """A WITH clause defining `counted`: the events reports add up (see the module docstring).
-
-    `where` is extra SQL (starting with AND) applied to the counted rows. Wire rows and
-    transcript rows are two branches of a UNION ALL, so only transcript rows are checked against
-    the (small) set of messages the wire also saw. `scope` (from transcript_scope) narrows the
-    wire rows that need checking; None (no transcript rows) leaves the check out; True checks
-    every wire row.
-    """
-    if scope is None or scope is False:
-        return f"""
-WITH counted AS (
-    SELECT * FROM events WHERE api <> 'other' {where}
-)"""
-    narrow = ""
-    if isinstance(scope, TranscriptScope):
-        lo = scope.first - timedelta(days=1)
-        hi = scope.last + timedelta(days=1)
-        narrow = f"AND started_at BETWEEN {_ts_literal(lo)} AND {_ts_literal(hi)}"
-    return f"""
-WITH _transcript_msgs AS (
-    SELECT DISTINCT message_id FROM events
-    WHERE usage_source = 'transcript' AND message_id IS NOT NULL
-),
-_wire_msgs AS (
-    SELECT message_id FROM events
-    WHERE usage_source IS DISTINCT FROM 'transcript' {narrow}
-      AND message_id IN (SELECT message_id FROM _transcript_msgs)
-),
-counted AS (
-    SELECT * FROM events
-    WHERE api <> 'other' AND usage_source IS DISTINCT FROM 'transcript' {where}
-    UNION ALL
-    SELECT * FROM events AS t
-    WHERE api <> 'other' AND usage_source = 'transcript' {where}
-      AND NOT EXISTS (SELECT 1 FROM _wire_msgs AS w WHERE w.message_id = t.message_id)
-)"""
-
 
 _AGGREGATES = """
     count(*) AS requests,
@@ -326,20 +148,6 @@ def _utc_iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat()
 
 
-def _filters(since: datetime | None, until: datetime | None, client: str | None) -> tuple[str, dict[str, Any]]:
-    where, params = [], {}
-    if since is not None:
-        where.append("AND started_at >= $since")
-        params["since"] = since
-    if until is not None:
-        where.append("AND started_at < $until")
-        params["until"] = until
-    if client is not None:
-        where.append("AND client = $client")
-        params["client"] = client
-    return " ".join(where), params
-
-
 def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     try:
         cur = con.execute(sql, params)
@@ -368,8 +176,11 @@ def build_report(
     """
     if kind not in REPORT_KINDS:
         raise BadInput(f"unknown report {kind!r}: one of {', '.join(REPORT_KINDS)}")
-    where, params = _filters(since, until, client)
-    head = counted_events_sql(where, transcript_scope(con))
+    params: dict[str, Any] = {"since": since, "until": until}
+    where = ""
+    if client is not None:
+        where = "WHERE client = $client"
+        params["client"] = client
 
     if kind in _PERIOD_UNIT:
         unit, key = _PERIOD_UNIT[kind]
@@ -387,7 +198,12 @@ def build_report(
     max(started_at) FILTER (WHERE client IS NOT NULL AND client <> 'unknown') AS client_at"""
     else:
         key, key_sql, extra_sql = "model", "NULL AS k", ""
-    groups = _run(con, f"{head}\nSELECT {key_sql}, provider, model, {_AGGREGATES}{extra_sql}\nFROM counted GROUP BY ALL", params)
+    groups = _run(
+        con,
+        f"SELECT {key_sql}, provider, model, {_AGGREGATES}{extra_sql}\n"
+        f"FROM counted_events($since, $until) {where} GROUP BY ALL",
+        params,
+    )
 
     if kind == "models":
         out_rows = [{"provider": g["provider"], "model": g["model"], **_metrics(g), "breakdown": None} for g in groups]
@@ -563,147 +379,3 @@ def reconcile(con: duckdb.DuckDBPyConnection, session: str | None = None) -> dic
             for k in TOKEN_KINDS:
                 totals[part][k] += item[part][k]
     return {"schema": RECONCILE_SCHEMA, "session": session, "sessions": sessions, "totals": totals}
-
-
-# --------------------------------------------------------------------------------------------
-# Export
-# --------------------------------------------------------------------------------------------
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ts_literal(value: datetime) -> str:
-    return f"TIMESTAMPTZ {_sql_string(value.astimezone(timezone.utc).isoformat())}"
-
-
-def export(
-    db: str | os.PathLike[str],
-    fmt: str,
-    output: str | os.PathLike[str],
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    timeout: float = 5.0,
-) -> int:
-    """Write every row of the `requests` view (all its columns, in order, oldest first) to
-    `output` with DuckDB's COPY; returns the number of rows.
-
-    The file appears atomically (written next to it, then renamed). Timestamps in CSV/JSONL are
-    written in UTC. The connection is read-only on the database but may write files, so it is
-    not the locked-down query connection.
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise BadInput(f"unknown format {fmt!r}: one of {', '.join(EXPORT_FORMATS)}")
-    out = Path(output).expanduser()
-    if out.is_dir():
-        raise BadInput(f"--output {out} is a directory: give a file name")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInput(f"--output: directory {parent} does not exist")
-    options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true", "jsonl": "FORMAT json"}[fmt]
-    where = []
-    if since is not None:
-        where.append(f"started_at >= {_ts_literal(since)}")
-    if until is not None:
-        where.append(f"started_at < {_ts_literal(until)}")
-    clause = ("WHERE " + " AND ".join(where)) if where else ""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        con = connect(db, read_only=True, timeout=timeout)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            row = con.execute(
-                f"COPY (SELECT * FROM requests {clause} ORDER BY started_at, id) TO {_sql_string(str(tmp))} ({options})"
-            ).fetchone()
-        except duckdb.Error as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"export failed: {text}") from exc
-        finally:
-            con.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return int(row[0]) if row else 0
-
-
-# --------------------------------------------------------------------------------------------
-# Retention
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PruneResult:
-    cutoff: datetime
-    matched: int  # events older than the cutoff (deleted unless dry_run)
-    remaining: int
-    dry_run: bool
-    size_before: int
-    size_after: int
-
-
-def prune(db: str | os.PathLike[str], cutoff: datetime, *, dry_run: bool = False, timeout: float = 5.0) -> PruneResult:
-    """Delete events with started_at strictly before `cutoff`, then compact the file.
-
-    An event exactly at the cutoff is kept. `dry_run` only counts (read-only connection).
-    """
-    path = Path(db).expanduser()
-    if not path.exists():
-        raise DatabaseMissing.at(path)
-    size_before = _size(path)
-    if dry_run:
-        con = connect(path, read_only=True, timeout=timeout)
-        try:
-            row = con.execute(
-                "SELECT count(*) FILTER (WHERE started_at < ?), count(*) FILTER (WHERE started_at >= ?) FROM events",
-                [cutoff, cutoff],
-            ).fetchone()
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot count events in {path}: {exc}") from exc
-        finally:
-            con.close()
-        return PruneResult(cutoff, int(row[0]), int(row[1]), True, size_before, size_before)
-    con = connect(path, timeout=timeout)
-    try:
-        try:
-            row = con.execute("DELETE FROM events WHERE started_at < ?", [cutoff]).fetchone()
-            deleted = int(row[0]) if row else 0
-            remaining = int(con.execute("SELECT count(*) FROM events").fetchone()[0])
-            con.execute("CHECKPOINT")
-            if deleted:
-                _compact_into_place(con, path)
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot prune {path}: {exc}") from exc
-    finally:
-        con.close()
-    return PruneResult(cutoff, deleted, remaining, False, size_before, _size(path))
-
-
-def _compact_into_place(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """DuckDB reuses deleted space but never gives it back: copy the database into a new file
-    and move that over the old one. `con` holds the file's lock throughout, so a running gateway
-    keeps its events (memory and journal) until this is done, then writes them into the new file."""
-    fresh = path.with_name(path.name + ".compact")
-    fresh.unlink(missing_ok=True)
-    name = con.execute("SELECT current_database()").fetchone()[0]
-    quoted = str(fresh).replace("'", "''")
-    con.execute(f"ATTACH '{quoted}' AS llmsm_compact")
-    try:
-        con.execute(f'COPY FROM DATABASE "{name.replace(chr(34), chr(34) * 2)}" TO llmsm_compact')
-    finally:
-        con.execute("DETACH llmsm_compact")
-    os.replace(fresh, path)
-
-
-def _size(path: Path) -> int:
-    total = 0
-    for p in (path, Path(str(path) + ".wal")):
-        try:
-            total += p.stat().st_size
-        except OSError:
-            pass
-    return total

@@ -15,10 +15,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import platformdirs
@@ -32,9 +32,11 @@ __all__ = [
     "DatabaseCorrupt",
     "DatabaseMissing",
     "InvalidEvents",
+    "BadInput",
     "default_db_path",
     "connect",
     "open_for_query",
+    "open_db",
     "insert_events",
     "insert_run",
     "end_run",
@@ -69,6 +71,10 @@ class DatabaseMissing(StoreError):
 
 class InvalidEvents(StoreError):
     """The rows themselves were rejected (a value out of range, a wrong type): retrying won't help."""
+
+
+class BadInput(StoreError):
+    """A value the user gave that cannot be used (one clear line)."""
 
 
 def _one_line(msg: object) -> str:
@@ -126,22 +132,30 @@ def _classify_open_error(path: Path, exc: BaseException, read_only: bool) -> Sto
     return StoreError(f"cannot open database {path}: {_one_line(exc)}")
 
 
-def _open_raw(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
-    """duckdb.connect with retries on lock conflicts until `timeout` seconds have passed."""
+T = TypeVar("T")
+
+
+def _retry_busy(path: Path, read_only: bool, timeout: float, attempt: Callable[[], T]) -> T:
+    """attempt() again while it fails on a lock another process holds, until `timeout` seconds
+    have passed (backing off from 10 ms to 200 ms); any other failure at once. DuckDB errors
+    come out as StoreErrors (DatabaseBusy when the time is up)."""
     deadline = time.monotonic() + max(0.0, timeout)
     delay = 0.01
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return attempt()
         except duckdb.Error as exc:
             err = _classify_open_error(path, exc, read_only)
-            if not isinstance(err, DatabaseBusy):
-                raise err from exc
             left = deadline - time.monotonic()
-            if left <= 0:
+            if not isinstance(err, DatabaseBusy) or left <= 0:
                 raise err from exc
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.2)
+
+
+def _open_raw(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect with retries on lock conflicts until `timeout` seconds have passed."""
+    return _retry_busy(path, read_only, timeout, lambda: duckdb.connect(str(path), read_only=read_only))
 
 
 def _prepare_parent(path: Path) -> None:
@@ -235,6 +249,36 @@ def open_for_query(path: str | os.PathLike[str], timeout: float = 5.0) -> duckdb
     return con
 
 
+@contextlib.contextmanager
+def open_db(
+    path: str | os.PathLike[str], *, missing_ok: bool = False, write: bool = False, timeout: float = 5.0
+) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """The database for one command, closed when the block ends: how every command opens it.
+
+    Read-only by default, locked down like `llmsm sql`'s connection (open_for_query). A missing
+    file raises DatabaseMissing ("no database at ... yet"), or with `missing_ok` yields None, for
+    commands whose answer is then simply empty. `write=True` opens read-write (creating and
+    migrating the file). A DuckDB error that leaves the block becomes a one-line StoreError, so
+    callers handle StoreError only.
+    """
+    if write:
+        con = connect(path, timeout=timeout)
+    else:
+        try:
+            con = open_for_query(path, timeout=timeout)
+        except DatabaseMissing:
+            if not missing_ok:
+                raise
+            yield None
+            return
+    try:
+        yield con
+    except duckdb.Error as exc:
+        raise StoreError(_one_line(exc)) from exc
+    finally:
+        _close_quietly(con)
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
@@ -302,19 +346,8 @@ class _Host:
         with self.lock:
             con = self._connection()
             quoted = str(path).replace("'", "''")
-            deadline = time.monotonic() + max(0.0, timeout)
-            delay = 0.01
-            while True:
-                try:
-                    con.execute(f"ATTACH '{quoted}' AS {_ALIAS}" + (" (READ_ONLY)" if read_only else ""))
-                    break
-                except duckdb.Error as exc:
-                    err = _classify_open_error(path, exc, read_only)
-                    left = deadline - time.monotonic()
-                    if not isinstance(err, DatabaseBusy) or left <= 0:
-                        raise err from exc
-                    time.sleep(min(delay, left))
-                    delay = min(delay * 2, 0.2)
+            attach = f"ATTACH '{quoted}' AS {_ALIAS}" + (" (READ_ONLY)" if read_only else "")
+            _retry_busy(path, read_only, timeout, lambda: con.execute(attach))
             try:
                 con.execute(f"USE {_ALIAS}")
                 if not read_only:
@@ -344,6 +377,7 @@ class _Host:
                     appender = con.appender("events", columns=_COLUMN_LIST)
                     appender.append_rows(rows)
                     appender.flush()
+                    _order(con, "SELECT unnest($ids::VARCHAR[])", {"ids": [r[0] for r in rows]})
                 except duckdb.ConstraintException:
                     # Some ids are stored already (a journal replayed after a crash): rarely.
                     con.execute("ROLLBACK")
@@ -369,9 +403,17 @@ class _Host:
         appender = None
         con.execute("BEGIN TRANSACTION")
         res = con.execute(f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM {_STAGE} ON CONFLICT DO NOTHING").fetchone()
+        _order(con, f"SELECT id FROM {_STAGE}", {})
         con.execute("COMMIT")
         con.execute(f"DROP TABLE {_STAGE}")
         return int(res[0]) if res else 0
+
+
+def _order(con: duckdb.DuckDBPyConnection, ids_sql: str, params: dict[str, Any]) -> None:
+    """Give each newly stored event its place in `event_order` (migration m006), in the insert's
+    transaction: the order shippers read in (analytics/team/ship.py). One write transaction at a
+    time holds the file, so sequence numbers become visible in the order they were taken."""
+    con.execute(f"INSERT INTO event_order (id) {ids_sql} ON CONFLICT DO NOTHING", params)
 
 
 _host = _Host()
@@ -402,6 +444,14 @@ def read_attached(path: str | os.PathLike[str], timeout: float = 5.0) -> Iterato
     cannot change the file while it is read. Other processes can't write it either meanwhile.
     Raises DatabaseMissing, DatabaseBusy, DatabaseCorrupt or StoreError."""
     with _host.attached(Path(path).expanduser(), timeout, read_only=True) as con:
+        yield con
+
+
+@contextlib.contextmanager
+def write_attached(path: str | os.PathLike[str], timeout: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The database read-write on the process's one private DuckDB instance (as the event
+    writer uses it), for small writes from inside the gateway (a shipper's position)."""
+    with _host.attached(Path(path).expanduser(), timeout) as con:
         yield con
 
 

@@ -1,388 +1,324 @@
-"""Claude Code transcripts (``~/.claude/projects/**/*.jsonl``) as historical events.
+"""Importing assistants' own usage logs (transcripts) as historical events, incrementally.
 
-Each line of a transcript is a JSON object. The lines that carry usage are assistant entries::
+The formats live in their own modules — `transcripts_claude` (Claude Code's
+``~/.claude/projects/**/*.jsonl``) and `transcripts_codex` (Codex's rollout files) — and each
+gives `run_import` a reader: a function that turns the new lines of one file into event rows.
+What is shared is here: `run_import` lists the files, keeps only what is new since the last
+import (`transcript_files`), reads it — in worker processes when there is much to read — and
+hands the rows and the new file states to `transcript_db`, which stores both in one transaction.
 
-    {"type": "assistant", "sessionId": "...", "requestId": "req_...", "timestamp": "...Z",
-     "version": "2.0.46", "cwd": "...", "gitBranch": "...",
-     "message": {"id": "msg_...", "model": "claude-...", "stop_reason": "...",
-                 "usage": {"input_tokens": 7, "cache_creation_input_tokens": 162,
-                           "cache_read_input_tokens": 17545, "output_tokens": 230,
-                           "cache_creation": {"ephemeral_5m_input_tokens": 162,
-                                              "ephemeral_1h_input_tokens": 0}}}}
-
-One API response is written once per content block, so the same (message.id, requestId) pair
-appears on several lines: it is counted once, the first line seen, files read in the order of
-their earliest timestamp (the rule ccusage uses, so totals agree with it). Lines missing either
-id are each counted (as ccusage does). Entries of the ``<synthetic>`` model (written by Claude
-Code itself, never sent to the API) are skipped.
-
-The event id is derived from (message id, request id) — or from the line's ``uuid`` when one is
-missing — so importing the same files again inserts nothing.
+De-duplication across files happens in that load: of several rows with the same event id the
+first one wins, files in the order of the `earliest` timestamp their reader returned (then by
+path), lines in file order; rows whose id is in the database already are left alone (imported
+before). Event ids are deterministic (derived from the entry), so a file read again inserts
+nothing.
 
 Nothing here imports mitmproxy or typer.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import duckdb
+from .store import StoreError
+from .transcript_db import Spool, load_states, write_import
+from .transcript_files import CompleteLines, FilePart, FileState, fingerprint, list_jsonl, plan
 
-from .events import ExchangeEvent
-from .store import StoreError, connect, insert_events
+__all__ = ["ImportStats", "Emit", "Reader", "run_import", "find_files", "count", "timestamp", "text", "MAX_COUNT"]
 
-__all__ = [
-    "ImportStats",
-    "default_projects_dir",
-    "transcript_files",
-    "event_id",
-    "parse_file",
-    "read_transcripts",
-    "import_claude_code",
-]
-
-SYNTHETIC_MODEL = "<synthetic>"
-BATCH = 20_000
-_USAGE_KEY = b'"usage"'
-# the entry's own timestamp: in Claude Code's key order it precedes any nested object that has one
-_TS_RE = re.compile(rb'"timestamp"\s*:\s*"([^"\\]{10,40})"')
-# hints to recognise a repeated content block without parsing it (the parsed ids decide the rest)
-_REQ_RE = re.compile(rb'"requestId"\s*:\s*"([^"\\]+)"')
-_MSG_RE = re.compile(rb'"id"\s*:\s*"(msg_[^"\\]+)"')
+MAX_COUNT = (1 << 63) - 1  # a BIGINT column
+# Reading is CPU-bound Python: with this much to read, files are read by worker processes (one
+# per CPU, up to MAX_WORKERS), in batches of about BATCH_BYTES. Below it the start of the
+# workers (~0.3 s) would cost more than it saves.
+PARALLEL_MIN_BYTES = 128 << 20
+BATCH_BYTES = 32 << 20
+MAX_WORKERS = 4
 
 
 @dataclass
 class ImportStats:
-    files: int = 0
-    bytes: int = 0
-    lines: int = 0
-    usage_entries: int = 0  # lines carrying message.usage (before de-duplication)
-    duplicates: int = 0  # repeated (message id, request id) pairs, counted once
-    synthetic: int = 0  # <synthetic> model entries, skipped
+    files: int = 0  # files found
+    files_read: int = 0  # of those, read now (new, grown or changed)
+    files_unchanged: int = 0  # of those, unchanged since the last import: not opened
+    files_reread: int = 0  # of the files read, read again from the start (shrunk or rewritten)
+    bytes_read: int = 0
+    lines: int = 0  # non-empty lines read
+    usage_entries: int = 0  # lines carrying usage (before de-duplication)
+    duplicates: int = 0  # repeated entries, counted once
+    synthetic: int = 0  # Claude Code's <synthetic> model entries, skipped
     malformed: int = 0  # lines that are not JSON objects, or usage entries with unusable fields
     unreadable_files: list[str] = field(default_factory=list)
-    events: int = 0  # unique events found
+    events: int = 0  # unique events in what was read
     inserted: int = 0  # new rows in the database
-    priced: int = 0
+    priced: int = 0  # of the new rows, those with a cost
 
     @property
     def already_present(self) -> int:
         return self.events - self.inserted
 
+    def add_reading(self, other: "ImportStats") -> None:
+        """Add the counters of reading some files (a worker's) to these."""
+        for name in ("files_read", "files_reread", "bytes_read", "lines", "usage_entries", "duplicates",
+                     "synthetic", "malformed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.unreadable_files += other.unreadable_files
 
-def default_projects_dir() -> Path:
-    """$CLAUDE_CONFIG_DIR/projects when that variable is set (first entry), else ~/.claude/projects."""
-    env = (os.environ.get("CLAUDE_CONFIG_DIR") or "").strip()
-    if env:
-        first = env.split(",")[0].strip()
-        if first:
-            return Path(first).expanduser() / "projects"
-    return Path.home() / ".claude" / "projects"
+    def as_dict(self) -> dict[str, Any]:
+        """The summary of `llmsm import ... --json` (docs/reports.md), without its `path`."""
+        return {
+            "files": self.files,
+            "files_read": self.files_read,
+            "files_unchanged": self.files_unchanged,
+            "files_reread": self.files_reread,
+            "bytes_read": self.bytes_read,
+            "lines": self.lines,
+            "usage_entries": self.usage_entries,
+            "duplicates": self.duplicates,
+            "synthetic": self.synthetic,
+            "malformed": self.malformed,
+            "unreadable_files": list(self.unreadable_files),
+            "events": self.events,
+            "inserted": self.inserted,
+            "already_present": self.already_present,
+            "priced": self.priced,
+        }
 
 
-def transcript_files(root: Path) -> list[Path]:
-    """`root` itself if it is a file, else every *.jsonl below it (sorted)."""
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*.jsonl") if p.is_file())
+# --------------------------------------------------------------------------------------------
+# Field readers shared by the formats (ValueError for an unusable value)
+# --------------------------------------------------------------------------------------------
 
 
-def event_id(message_id: str | None, request_id: str | None, fallback: str) -> str:
-    """Deterministic id: the same transcript entry always maps to the same event."""
-    if message_id and request_id:
-        key = f"claude-code\0{message_id}\0{request_id}"
-    else:
-        key = f"claude-code-line\0{fallback}"
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def _count(value: Any, required: bool) -> int | None:
-    """A token count: a non-negative integer (an integral float is accepted); ValueError otherwise."""
+def count(value: Any, required: bool) -> int | None:
+    """A token count: a non-negative integer that fits a BIGINT (an integral float is accepted)."""
     if value is None:
         if required:
             raise ValueError("missing")
         return None
     if isinstance(value, bool):
         raise ValueError("bool")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("negative")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_COUNT:
         return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
     raise ValueError("not a count")
 
 
-def _timestamp(value: Any) -> datetime:
+def timestamp(value: Any) -> datetime:
+    """An ISO 8601 time (``...Z`` or with an offset; naive is UTC)."""
     if not isinstance(value, str) or not value:
         raise ValueError("timestamp")
-    ts = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    ts = datetime.fromisoformat(value)  # Python >= 3.11 reads a trailing Z
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
     return ts
 
 
-def _str(value: Any) -> str | None:
+def text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _entry_event(obj: dict[str, Any], raw_line: bytes) -> dict[str, Any] | None:
-    """The event fields of one usage entry, or None if the line carries no message.usage.
+# --------------------------------------------------------------------------------------------
+# The reader interface
+# --------------------------------------------------------------------------------------------
 
-    Raises ValueError when the entry has usage but unusable fields.
-    """
-    message = obj.get("message")
-    if not isinstance(message, dict):
-        return None
-    usage = message.get("usage")
-    if usage is None:
-        return None
-    if not isinstance(usage, dict):
-        raise ValueError("usage")
-    inp = _count(usage.get("input_tokens"), True)
-    out = _count(usage.get("output_tokens"), True)
-    cw = _count(usage.get("cache_creation_input_tokens"), False)
-    cr = _count(usage.get("cache_read_input_tokens"), False)
-    cw1h = None
-    creation = usage.get("cache_creation")
-    if isinstance(creation, dict):
-        cw1h = _count(creation.get("ephemeral_1h_input_tokens"), False)
-    started = _timestamp(obj.get("timestamp"))
-    model = _str(message.get("model"))
-    message_id = _str(message.get("id"))
-    request_id = _str(obj.get("requestId"))
-    fallback = _str(obj.get("uuid")) or hashlib.sha256(raw_line).hexdigest()
-    return {
-        "id": event_id(message_id, request_id, fallback),
-        "started_at": started,
-        "session_id": _str(obj.get("sessionId")),
-        "session_source": "claude_code_transcript",
-        "agent_id": _str(obj.get("agentId")),
-        "client": "claude-code",
-        "client_version": _str(obj.get("version")),
-        "provider": "anthropic",
-        "api": "messages",
-        "method": "POST",
-        "path": "/v1/messages",
-        "requested_model": model,
-        "model": model,
-        "outcome": "ok",
-        "stop_reason": _str(message.get("stop_reason")),
-        "request_id": request_id,
-        "message_id": message_id,
-        "input_tokens": inp,
-        "output_tokens": out,
-        "cache_read_tokens": cr if cr is not None else 0,
-        "cache_write_tokens": cw if cw is not None else 0,
-        "cache_write_1h_tokens": cw1h,
-        "reasoning_tokens": None,  # transcripts do not report thinking tokens separately
-        "usage_source": "transcript",
-        "usage_raw": usage,
-        "_dedup": (message_id, request_id) if message_id and request_id else None,
-    }
+Emit = Callable[[dict[str, Any]], None]
 
 
-def parse_file(path: Path, stats: ImportStats, progress: Callable[[int], None] | None = None) -> tuple[datetime | None, list[dict[str, Any]]]:
-    """The usage entries of one transcript (in file order) and its earliest timestamp (of any line,
-    as ccusage orders files).
+class Reader(Protocol):
+    def __call__(self, part: FilePart, lines: Iterable[bytes], carry: dict[str, Any], emit: Emit, stats: ImportStats) -> datetime | None:
+        """Turn the lines of one file (from part.start on) into event rows given to `emit` (one
+        dict per event with transcript_db.IMPORTED_COLUMNS' names but `cost_usd`, which the
+        spool fills in). `carry` holds the state left by the previous import of this file (empty
+        when reading from the start) and is updated in place. Returns the earliest entry
+        timestamp of these lines."""
+        ...
 
-    Only lines with a ``"usage"`` key are parsed as JSON, and of those only the first line of
-    each (message id, request id) pair in this file (later ones repeat it: one line per content
-    block). Other lines are only checked to be one JSON object and have their timestamp read,
-    which keeps the import fast on large tool outputs.
-    """
-    entries: list[dict[str, Any]] = []
-    earliest: datetime | None = None
-    seen: set[tuple[bytes, bytes]] = set()
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+_FAR = datetime.max.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class _Batch:
+    """What reading some files gave: their rows in a spool file, counters, and per file (by its
+    index in the import) the new state (None: unreadable) and its de-duplication order key."""
+
+    spool: Path
+    rows: int
+    stats: ImportStats
+    files: list[tuple[int, FileState | None, tuple[bool, datetime, str]]]
+
+
+def _read_batch(reader: Reader, items: list[tuple[int, FilePart]], spool_dir: Path | None,
+                on_bytes: Callable[[int], None] | None = None) -> _Batch:
+    """Read the parts `items` (index, part) with `reader` into a spool of their own. Runs in the
+    importing process or in a worker (then everything here is sent back pickled)."""
+    stats = ImportStats()
+
+    def counted(n: int) -> None:
+        stats.bytes_read += n
+        if on_bytes is not None:
+            on_bytes(n)
+
+    spool = Spool(spool_dir)
     try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        stats.unreadable_files.append(f"{path}: {exc.strerror or exc}")
-        return None, entries
-    with fh:
-        pending = 0
-        for raw in fh:
-            stats.bytes += len(raw)
-            if progress is not None:
-                pending += len(raw)
-                if pending >= 1 << 20:
-                    progress(pending)
-                    pending = 0
-            line = raw.strip()
-            if not line:
-                continue
-            stats.lines += 1
-            if _USAGE_KEY not in line:
-                if not (line.startswith(b"{") and line.endswith(b"}")):
-                    stats.malformed += 1
-                    continue
-                m = _TS_RE.search(line)
-                if m:
-                    try:
-                        ts = _timestamp(m.group(1).decode("ascii"))
-                    except ValueError:
-                        continue
-                    if earliest is None or ts < earliest:
-                        earliest = ts
-                continue
-            req = _REQ_RE.search(line)
-            msg = _MSG_RE.search(line) if req else None
-            if req and msg:
-                key = (msg.group(1), req.group(1))
-                if key in seen:  # another content block of a response already read
-                    stats.usage_entries += 1
-                    stats.duplicates += 1
-                    continue
-            else:
-                key = None
+        files = []
+        for index, part in items:
+            prev = part.previous
+            carry = dict(prev.carry) if prev is not None else {}
+            spool.file, spool.seq = index, 0
             try:
-                obj = json.loads(line)
-            except ValueError:
-                stats.malformed += 1
+                with open(part.path, "rb") as fh:
+                    lines = CompleteLines(fh, part.start, counted)
+                    earliest = reader(part, lines, carry, spool.add, stats)
+                    fp = fingerprint(fh, lines.end)
+            except OSError as exc:
+                stats.unreadable_files.append(f"{part.path}: {exc.strerror or exc}")
+                files.append((index, None, (True, _FAR, str(part.path))))  # its rows (if any) rank last
                 continue
-            if not isinstance(obj, dict):
-                stats.malformed += 1
-                continue
-            try:
-                ev = _entry_event(obj, line)
-            except (ValueError, TypeError, OverflowError):
-                stats.malformed += 1
-                continue
-            if ev is None:
-                try:
-                    ts = _timestamp(obj.get("timestamp"))
-                except ValueError:
-                    continue
-                if earliest is None or ts < earliest:
-                    earliest = ts
-                continue
-            stats.usage_entries += 1
-            if key is not None and ev["_dedup"] is not None:
-                seen.add(key)
-            if earliest is None or ev["started_at"] < earliest:
-                earliest = ev["started_at"]
-            if ev["model"] == SYNTHETIC_MODEL:
-                stats.synthetic += 1
-                continue
-            entries.append(ev)
-        if progress is not None and pending:
-            progress(pending)
-    return earliest, entries
+            if prev is not None and prev.earliest is not None and (earliest is None or prev.earliest < earliest):
+                earliest = prev.earliest
+            stats.files_read += 1
+            stats.files_reread += part.reread
+            state = FileState(str(part.path), part.size, part.mtime_ns, lines.end, fp, earliest, carry)
+            files.append((index, state, (earliest is None, earliest or _FAR, str(part.path))))
+        spool.close()
+        return _Batch(spool.path, spool.rows, stats, files)
+    except BaseException:
+        spool.remove()
+        raise
 
 
-def read_transcripts(
-    files: Iterable[Path],
-    stats: ImportStats,
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Unique usage entries across all files: files in order of their earliest timestamp (files
-    without one last), the first line of each (message id, request id) pair wins."""
-    parsed: list[tuple[datetime | None, str, list[dict[str, Any]]]] = []
-    for path in files:
-        stats.files += 1
-        earliest, entries = parse_file(path, stats, progress)
-        parsed.append((earliest, str(path), entries))
-    far = datetime.max.replace(tzinfo=timezone.utc)
-    parsed.sort(key=lambda item: (item[0] is None, item[0] or far, item[1]))
-    seen: set[tuple[str, str]] = set()
-    ids: set[str] = set()
-    for _, _, entries in parsed:
-        for ev in entries:
-            key = ev.pop("_dedup")
-            if key is not None:
-                if key in seen:
-                    stats.duplicates += 1
-                    continue
-                seen.add(key)
-            if ev["id"] in ids:  # the same line twice (a copied file): count it once
-                stats.duplicates += 1
-                continue
-            ids.add(ev["id"])
-            stats.events += 1
-            yield ev
+def _batches(parts: list[FilePart]) -> list[list[tuple[int, FilePart]]]:
+    out: list[list[tuple[int, FilePart]]] = [[]]
+    size = 0
+    for index, part in enumerate(parts):
+        if size >= BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append((index, part))
+        size += max(0, part.size - part.start)
+    return out
 
 
-def _pricer() -> Callable[[ExchangeEvent], float | None] | None:
+def _workers(to_read: int) -> int:
+    if to_read < PARALLEL_MIN_BYTES:
+        return 1
     try:
-        from .prices import cost_for_event
-    except Exception:  # prices unavailable: rows stay unpriced (cost_usd NULL)
-        return None
-    return cost_for_event
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_WORKERS))
 
 
-def _imported_ids(db: Path, timeout: float) -> set[str]:
-    """Ids of the transcript rows already in the database (empty if there is no database yet)."""
-    if not db.exists():
-        return set()
-    con = connect(db, read_only=True, timeout=timeout)
-    try:
-        return {r[0] for r in con.execute("SELECT id FROM events WHERE usage_source = 'transcript'").fetchall()}
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot read {db}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
-    finally:
-        con.close()
+def _read_all(reader: Reader, parts: list[FilePart], spool_dir: Path | None, workers: int,
+              progress: Callable[[int], None] | None) -> list[_Batch]:
+    if workers <= 1:
+        return [_read_batch(reader, list(enumerate(parts)), spool_dir, progress)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    done: list[_Batch] = []
+    # spawn, not fork: the importing process may run threads (a progress bar, DuckDB's)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_read_batch, reader, batch, spool_dir): sum(max(0, p.size - p.start) for _, p in batch)
+                   for batch in _batches(parts)}
+        try:
+            for future in as_completed(futures):
+                done.append(future.result())
+                if progress is not None:
+                    progress(futures[future])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future in futures:  # the spools of every batch that finished
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    future.result().spool.unlink(missing_ok=True)
+            raise
+    return done
 
 
-def import_claude_code(
+# --------------------------------------------------------------------------------------------
+# The import
+# --------------------------------------------------------------------------------------------
+
+
+def run_import(
     db: str | os.PathLike[str],
-    root: str | os.PathLike[str],
+    source: str,
+    files: list[tuple[Path, os.stat_result]],
+    reader: Reader,
     *,
+    full: bool = False,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     timeout: float = 5.0,
+    workers: int | None = 1,
 ) -> ImportStats:
-    """Import every transcript under `root` into the database `db` (idempotent).
+    """Read what is new in `files` (from find_files) with `reader` and import it into `db`.
 
-    `on_total(bytes)` is called once with the total size, `progress(n)` as bytes are read.
-    Raises StoreError for an unusable path or database.
+    `source` names the format in the file-state table. `full` reads every file from the start.
+    `on_total(bytes)` is called once with the number of bytes to read, `progress(n)` as they are.
+    `workers` is the number of reading processes; None: one per CPU (up to MAX_WORKERS) when
+    there is much to read. Worker processes are started with "spawn", which imports the
+    caller's main module again: a script needs the ``if __name__ == "__main__":`` guard (the
+    `llmsm` command has it), hence the default of 1.
+    Raises StoreError for an unusable database.
     """
-    root_path = Path(root).expanduser()
-    if not root_path.exists():
-        raise StoreError(f"no Claude Code transcripts at {root_path} (no such file or directory)")
-    try:
-        files = transcript_files(root_path)
-    except OSError as exc:
-        raise StoreError(f"cannot list {root_path}: {exc.strerror or exc}") from exc
-    stats = ImportStats()
+    db_path = Path(db).expanduser()
+    stats = ImportStats(files=len(files))
+    states = {} if full else load_states(db_path, source, timeout)
+    parts, stats.files_unchanged = plan(files, states, full)
+    to_read = sum(max(0, p.size - p.start) for p in parts)
     if on_total is not None:
-        total = 0
-        for p in files:
-            try:
-                total += p.stat().st_size
-            except OSError:
-                pass
-        on_total(total)
-    known = _imported_ids(Path(db).expanduser(), timeout)
-    price = _pricer()
-    batch: list[ExchangeEvent] = []
-    for fields in read_transcripts(files, stats, progress):
-        if fields["id"] in known:  # imported before: nothing to price or write
-            continue
-        try:
-            ev = ExchangeEvent(**fields)  # validation is cheaper than model_construct here
-        except ValueError:
-            stats.malformed += 1
-            stats.events -= 1
-            continue
-        if price is not None:
-            try:
-                ev.cost_usd = price(ev)
-            except Exception:
-                ev.cost_usd = None
-            if ev.cost_usd is not None:
-                stats.priced += 1
-        batch.append(ev)
-        if len(batch) >= BATCH:
-            stats.inserted += insert_events(db, batch, timeout=timeout)
-            batch = []
-    if batch:
-        stats.inserted += insert_events(db, batch, timeout=timeout)
+        on_total(to_read)
+    if not parts:
+        return stats
+    spool_dir = db_path.parent if db_path.parent.is_dir() else None
+    batches = _read_all(reader, parts, spool_dir, _workers(to_read) if workers is None else workers, progress)
+    try:
+        order: list[tuple[bool, datetime, str]] = [(True, _FAR, "")] * len(parts)
+        states_read: list[FileState] = []
+        rows = 0
+        for batch in batches:
+            stats.add_reading(batch.stats)
+            rows += batch.rows
+            for index, state, key in batch.files:
+                order[index] = key
+                if state is not None:
+                    states_read.append(state)
+        ranks = [0] * len(order)
+        for rank, index in enumerate(sorted(range(len(order)), key=order.__getitem__)):
+            ranks[index] = rank
+        unique, stats.inserted, stats.priced = write_import(
+            db_path, source, [b.spool for b in batches if b.rows], rows, ranks, states_read, timeout
+        )
+        stats.events = unique
+        stats.duplicates += rows - unique
+    finally:
+        for batch in batches:
+            batch.spool.unlink(missing_ok=True)
     return stats
+
+
+def find_files(root: Path, what: str, suffix: str = ".jsonl") -> list[tuple[Path, os.stat_result]]:
+    """The files to import under `root` (resolved, so that a symlinked folder and its target
+    share one file state). Raises StoreError when root does not exist or cannot be listed."""
+    try:
+        resolved = root.expanduser().resolve()
+    except OSError:
+        resolved = root.expanduser()
+    if not resolved.exists():
+        raise StoreError(f"no {what} at {root} (no such file or directory)")
+    try:
+        return list_jsonl(resolved, lambda name: name.endswith(suffix))
+    except OSError as exc:
+        raise StoreError(f"cannot list {root}: {exc.strerror or exc}") from exc

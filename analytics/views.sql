@@ -1,8 +1,9 @@
 -- llmsm views: what users query with `llmsm sql` (and what the CLI reads).
 --
 -- Applied by analytics/migrations.py:migrate() after the migrations, whenever this file changes
--- (its sha256 is kept in _llmsm_meta). Every statement must be CREATE OR REPLACE VIEW, so the
--- whole file can run again on any database. Views may use views defined above them.
+-- (its sha256 is kept in _llmsm_meta). Every statement must be CREATE OR REPLACE VIEW (or MACRO),
+-- so the whole file can run again on any database. Views may use views and macros defined above
+-- them.
 --
 -- Token rules (see analytics/events.py, Usage):
 --   * input_tokens is the uncached input; the whole prompt is input + cache_read + cache_write.
@@ -29,23 +30,69 @@ FROM events AS e;
 
 
 -- ============================================================================================
+-- The wire wins: THE home of the rule that an imported row (usage_source = 'transcript', from
+-- `llmsm import ...`) is left out when the gateway recorded the same response, so nothing is
+-- counted twice and history from before llmsm ran still counts. counted_events (every report,
+-- `llmsm cost`, the daily view) and the sessions view both apply it through this macro.
+--
+-- imported_seen_on_wire(since, until): the ids of the imported rows started in [since, until)
+--   (NULL or left out: unbounded) whose response a wire row also has: the same message_id
+--   (Claude Code transcripts keep the response id). The wire and a transcript time the same
+--   response within minutes, so only wire rows within a day of the range are looked at: every
+--   scan is bounded by the range (fast reports over the last days of a big table). Another way
+--   of recognising the same response (an import whose rows carry no response id) is one more
+--   SELECT here, UNION ALL.
+-- ============================================================================================
+CREATE OR REPLACE MACRO imported_seen_on_wire(since := NULL, until := NULL) AS TABLE
+WITH imported AS (
+    SELECT id, message_id FROM events
+    WHERE usage_source = 'transcript'
+      AND started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ)
+      AND started_at < coalesce(until, 'infinity'::TIMESTAMPTZ)
+)
+SELECT id FROM imported WHERE message_id IN (
+    SELECT message_id FROM events
+    WHERE usage_source IS DISTINCT FROM 'transcript'
+      AND started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ) - INTERVAL 1 DAY
+      AND started_at < coalesce(until, 'infinity'::TIMESTAMPTZ) + INTERVAL 1 DAY
+      -- (IS NOT NULL: an id-less row matches nothing; it also makes DuckDB hash the imported
+      -- side, so that with nothing imported the wire rows are not even read)
+      AND message_id IN (SELECT message_id FROM imported WHERE message_id IS NOT NULL)
+);
+
+
+-- ============================================================================================
+-- counted_events(since, until): the rows that usage adds up, started in [since, until) (NULL
+--   or left out: unbounded), with every column of `requests`: API calls only (rows with
+--   api = 'other', preflights and unknown paths, carry no usage), and an imported row only when
+--   the wire did not record its response (imported_seen_on_wire above).
+-- ============================================================================================
+CREATE OR REPLACE MACRO counted_events(since := NULL, until := NULL) AS TABLE
+SELECT * FROM requests
+WHERE api <> 'other' AND usage_source IS DISTINCT FROM 'transcript'
+  AND started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ)
+  AND started_at < coalesce(until, 'infinity'::TIMESTAMPTZ)
+UNION ALL
+SELECT * FROM requests
+WHERE api <> 'other' AND usage_source = 'transcript'
+  AND started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ)
+  AND started_at < coalesce(until, 'infinity'::TIMESTAMPTZ)
+  AND id NOT IN (SELECT id FROM imported_seen_on_wire(since, until));
+
+
+-- ============================================================================================
 -- sessions: one row per session_id (NULL session_id excluded), joined with its latest run
 --   status: 'active' if last seen within 5 minutes, 'idle' within 1 hour, else 'ended'
---   requests and errors count API calls only (api <> 'other': preflights and the like are not)
+--   requests, errors and tokens count what counted_events counts (API calls, the wire winning
+--   over imported transcripts); first_seen, last_seen, label and client take other calls too
 -- ============================================================================================
 CREATE OR REPLACE VIEW sessions AS
-WITH transcript_msgs AS (
-    SELECT message_id FROM events WHERE usage_source = 'transcript' AND message_id IS NOT NULL
-),
--- an imported transcript row whose response also passed the gateway: the wire row wins
-superseded AS (
-    SELECT DISTINCT message_id FROM events
-    WHERE usage_source IS DISTINCT FROM 'transcript' AND message_id IN (SELECT message_id FROM transcript_msgs)
-),
-counted AS (
-    SELECT * FROM events
+WITH session_rows AS (
+    -- each response once: an imported row the gateway also recorded is left out (the wire
+    -- wins, as in counted_events); 'other' calls stay, as activity (first_seen, last_seen...)
+    SELECT * FROM requests
     WHERE session_id IS NOT NULL
-      AND NOT (usage_source = 'transcript' AND message_id IN (SELECT message_id FROM superseded))
+      AND NOT (usage_source = 'transcript' AND id IN (SELECT id FROM imported_seen_on_wire()))
 ),
 per_session AS (
     SELECT
@@ -66,12 +113,14 @@ per_session AS (
         coalesce(sum(reasoning_tokens) FILTER (WHERE api <> 'other'), 0)::BIGINT AS reasoning_tokens,
         sum(cost_usd) AS cost_usd,
         count(DISTINCT agent_id) AS agents,
-        coalesce(bool_or(usage_source = 'estimated'), false) AS estimated
-    FROM counted
+        coalesce(bool_or(usage_source = 'estimated'), false) AS estimated,
+        -- the working directory the session's requests showed last (events.digest)
+        arg_max(digest->>'$.project.cwd', started_at) FILTER (WHERE digest->>'$.project.cwd' IS NOT NULL) AS project
+    FROM session_rows
     GROUP BY session_id
 ),
 latest_run AS (
-    SELECT session_id, label, command, cwd, git_branch
+    SELECT session_id, label, command, cwd, git_branch, parent_session
     FROM runs
     QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY started_at DESC) = 1
 )
@@ -101,7 +150,9 @@ SELECT
     s.estimated,
     r.command,
     r.cwd,
-    r.git_branch
+    r.git_branch,
+    coalesce(s.project, r.cwd) AS project,
+    r.parent_session
 FROM per_session AS s
 LEFT JOIN latest_run AS r USING (session_id);
 
@@ -347,30 +398,12 @@ FROM windows;
 -- ============================================================================================
 -- daily: one row per UTC day, provider, model and client: what reports add up
 --   day is the UTC date of started_at (`llmsm report daily` uses the local zone instead).
---   Only API calls count (api <> 'other'). Estimated rows count and are also counted in
---   estimated_requests. Imported transcript rows (usage_source = 'transcript') count only when no
---   wire row has the same message_id: the wire wins, so nothing is counted twice.
+--   The rows of counted_events (API calls; an imported transcript row only when the wire did not
+--   see the same response). Estimated rows count and are also counted in estimated_requests.
 --   cost_usd is NULL when no request of the group is priced; unpriced_requests counts requests
 --   with tokens but no price.
 -- ============================================================================================
 CREATE OR REPLACE VIEW daily AS
-WITH transcript_msgs AS (
-    SELECT DISTINCT message_id FROM events
-    WHERE usage_source = 'transcript' AND message_id IS NOT NULL
-),
-wire_msgs AS (
-    SELECT message_id FROM events
-    WHERE usage_source IS DISTINCT FROM 'transcript'
-      AND message_id IN (SELECT message_id FROM transcript_msgs)
-),
-counted AS (
-    SELECT * FROM events
-    WHERE api <> 'other' AND usage_source IS DISTINCT FROM 'transcript'
-    UNION ALL
-    SELECT * FROM events AS t
-    WHERE api <> 'other' AND usage_source = 'transcript'
-      AND NOT EXISTS (SELECT 1 FROM wire_msgs AS w WHERE w.message_id = t.message_id)
-)
 SELECT
     timezone('UTC', started_at)::DATE AS day,
     provider,
@@ -390,7 +423,7 @@ SELECT
     sum(cost_usd) AS cost_usd,
     count(*) FILTER (WHERE cost_usd IS NULL AND (input_tokens > 0 OR output_tokens > 0
         OR cache_read_tokens > 0 OR cache_write_tokens > 0)) AS unpriced_requests
-FROM counted
+FROM counted_events()
 GROUP BY ALL;
 
 

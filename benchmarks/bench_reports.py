@@ -1,8 +1,9 @@
 """Benchmark: `llmsm sessions` and `llmsm report daily` over 1M (and 10M) events, and the
 transcript import rate.
 
-    .venv/bin/python benchmarks/bench_reports.py            # 1M events + transcript import
+    .venv/bin/python benchmarks/bench_reports.py            # 1M events (with and without transcript rows) + transcript import
     .venv/bin/python benchmarks/bench_reports.py --10m      # also 10M events (~1 GB, slow to generate)
+    .venv/bin/python benchmarks/bench_reports.py --no-import --repeat 3   # the quickest: queries only
 
 Databases and transcripts are generated under benchmarks/out/ (gitignored) with DuckDB SQL
 (INSERT ... SELECT FROM range()), kept between runs (--regenerate to rebuild). Times are whole
@@ -34,10 +35,11 @@ TARGET_1M = 0.5
 sys.path.insert(0, str(REPO))
 
 
-def generate_events(path: Path, n: int) -> float:
+def generate_events(path: Path, n: int, transcripts: bool = True) -> float:
     """n synthetic events over one year, in time order: sessions of ~250 requests, 4 clients and
     models, 2 % preflights (api 'other'), 2.5 % errors, 1 % estimated, 2 % transcript rows (half of
-    them repeating a wire message, to exercise the de-duplication)."""
+    them repeating a wire message, to exercise the de-duplication). `transcripts=False`: those 2 %
+    are wire rows too, as in a database where nothing was ever imported (the common case)."""
     import duckdb
 
     from llmsm.analytics.store import connect
@@ -64,7 +66,8 @@ def generate_events(path: Path, n: int) -> float:
             CASE WHEN i % 100 = 7 THEN 'msg_' || (i - 1) ELSE 'msg_' || i END,
             (i * 7) % 3000, (i * 13) % 2000, (i * 31) % 90000, (i * 17) % 5000,
             CASE WHEN (i // 250) % 4 = 0 THEN NULL ELSE (i * 3) % 500 END,
-            CASE WHEN i % 100 = 3 THEN 'estimated' WHEN i % 100 IN (7, 8) THEN 'transcript' ELSE 'reported' END,
+            CASE WHEN i % 100 = 3 THEN 'estimated' WHEN i % 100 IN (7, 8) THEN {"'transcript'" if transcripts else "'reported'"}
+                 ELSE 'reported' END,
             CASE WHEN i % 9 = 0 THEN NULL ELSE ((i * 7) % 1000) / 10000.0 END, 1500
         FROM (
             SELECT i, TIMESTAMPTZ '2025-11-25 00:00:00+00' + to_microseconds(i * {step_us}) AS ts,
@@ -140,6 +143,7 @@ def main() -> None:
     ap.add_argument("--10m", dest="ten", action="store_true", help="also benchmark 10M events")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per command (median and best shown)")
     ap.add_argument("--regenerate", action="store_true", help="rebuild the databases and transcripts")
+    ap.add_argument("--no-import", action="store_true", help="skip the transcript import (queries only)")
     ap.add_argument("--transcript-sessions", type=int, default=200)
     ap.add_argument("--transcript-messages", type=int, default=250)
     args = ap.parse_args()
@@ -155,12 +159,13 @@ def main() -> None:
     results.append(("llmsm --version (start-up)", "-", *time_cli(["--version"], env, args.repeat), ""))
 
     sizes = [1_000_000] + ([10_000_000] if args.ten else [])
-    for n in sizes:
-        label = f"{n // 1_000_000}M"
-        db = OUT / f"bench-{label}.duckdb"
+    dbs = [(n, transcripts) for n in sizes for transcripts in (True, False)]
+    for n, transcripts in dbs:
+        label = f"{n // 1_000_000}M" + ("" if transcripts else " wire")
+        db = OUT / f"bench-{n // 1_000_000}M{'' if transcripts else '-wire'}.duckdb"
         if args.regenerate or not db.exists():
             print(f"generating {label} events ...", file=sys.stderr, flush=True)
-            secs = generate_events(db, n)
+            secs = generate_events(db, n, transcripts)
             print(f"  {secs:.1f} s, {db.stat().st_size / 1e6:.0f} MB", file=sys.stderr, flush=True)
         target = f"< {TARGET_1M} s" if n == 1_000_000 else ""
         for name, cmd in (
@@ -168,10 +173,15 @@ def main() -> None:
             ("llmsm report daily", ["report", "daily", "--db", str(db)]),
             ("llmsm report daily --json", ["report", "daily", "--json", "--db", str(db)]),
             ("llmsm report models --since 30d", ["report", "models", "--since", "30d", "--db", str(db)]),
+            ("llmsm cost", ["cost", "--db", str(db)]),
+            ("llmsm cost --by day --since 30d", ["cost", "--by", "day", "--since", "30d", "--db", str(db)]),
         ):
             med, best = time_cli(cmd, env, args.repeat)
             results.append((name, label, med, best, target))
 
+    if args.no_import:
+        print_results(results, args.repeat)
+        return
     # transcript import
     troot = OUT / "transcripts"
     marker = troot / ".shape"
@@ -189,23 +199,28 @@ def main() -> None:
     first = run_cli(["import", "claude-code", str(troot), "--db", str(idb)], env)
     again = run_cli(["import", "claude-code", str(troot), "--db", str(idb)], env)
 
+    print_results(results, args.repeat)
+    print(f"transcript import: {unique:,} unique requests ({lines:,} lines, {size_mb:.0f} MB, "
+          f"{args.transcript_sessions} files): {first:.2f} s -> {unique / first:,.0f} requests/s, "
+          f"{size_mb / first:.0f} MB/s; re-import (nothing new): {again:.2f} s")
+
+
+def print_results(results: list[tuple[str, str, float, float, str]], repeat: int) -> None:
     print()
     print(f"llmsm report benchmarks — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"duckdb {__import__('duckdb').__version__}")
-    print(f"whole-process wall time, median (best) of {args.repeat} runs after a warm-up")
+    print(f"whole-process wall time, median (best) of {repeat} runs after a warm-up; load average "
+          f"{os.getloadavg()[0]:.2f}")
     print()
     w = max(len(r[0]) for r in results) + 2
-    print(f"{'command':<{w}}{'rows':>6}{'median s':>10}{'best s':>9}  target")
+    print(f"{'command':<{w}}{'rows':>8}{'median s':>10}{'best s':>9}  target")
     for name, rows, med, best, target in results:
         verdict = ""
         if target:
             verdict = f"{target}  {'OK' if med < TARGET_1M else 'MISSED'}"
-        print(f"{name:<{w}}{rows:>6}{med:>10.3f}{best:>9.3f}  {verdict}")
+        print(f"{name:<{w}}{rows:>8}{med:>10.3f}{best:>9.3f}  {verdict}")
     print()
-    print(f"transcript import: {unique:,} unique requests ({lines:,} lines, {size_mb:.0f} MB, "
-          f"{args.transcript_sessions} files): {first:.2f} s -> {unique / first:,.0f} requests/s, "
-          f"{size_mb / first:.0f} MB/s; re-import (nothing new): {again:.2f} s")
 
 
 if __name__ == "__main__":

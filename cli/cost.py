@@ -8,15 +8,14 @@ See docs/cost.md.
 
 from __future__ import annotations
 
-import re
-from datetime import date, datetime, timedelta
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from rich.markup import escape
 
+from llmsm.analytics import costs, timespec
 from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
 from llmsm.cli.format import human_tokens, human_usd
 
@@ -45,75 +44,14 @@ def usd(value: float | None) -> str:
     return human_usd(value, missing="n/a")
 
 
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|min|h|d|w)$", re.IGNORECASE)
-
-
-def parse_when(text: str | None, option: str, *, end: bool = False) -> datetime | None:
-    """--since/--until: 2026-11-01 (local day; as --until the whole day is included),
-    2026-11-01T09:00, 7d / 12h / 30m / 2w ago, today, yesterday, now."""
-    if text is None:
-        return None
-    raw = text.strip()
-    now = datetime.now().astimezone()
-    low = raw.lower()
-    if low == "now":
-        return now
-    if low in ("today", "yesterday"):
-        d = now.date() - timedelta(days=1 if low == "yesterday" else 0)
-        return _local_midnight(d + timedelta(days=1) if end else d)
-    if m := _AGE.match(raw):
-        n, unit = float(m.group(1)), m.group(2).lower()
-        seconds = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[unit]
-        return now - timedelta(seconds=n * seconds)
-    if re.match(r"^\d{4}-\d{2}-\d{2}$", raw):
-        try:
-            d = date.fromisoformat(raw)
-        except ValueError:
-            fail(f"{option}: {raw!r} is not a valid date")
-        return _local_midnight(d + timedelta(days=1) if end else d)
-    try:
-        dt = datetime.fromisoformat(raw)
-    except ValueError:
-        fail(f"{option}: cannot read {raw!r}: use a date (2026-11-01), a time (2026-11-01T09:00), an age (7d, 12h) or today")
-    return dt if dt.tzinfo else dt.astimezone()
-
-
-def _local_midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day).astimezone()
-
-
-def _open_query(db):
-    from llmsm.analytics.store import DatabaseMissing, StoreError, open_for_query
-
-    try:
-        return open_for_query(resolve_db(db))
-    except DatabaseMissing:
-        return None
-    except StoreError as exc:
-        fail(str(exc))
-
-
 def _read(db, query):
     """`query(con)` on a read-only connection; [] when there is no database yet; one clear
     error line when the database or the query fails."""
-    import duckdb
-
-    con = _open_query(db)
-    if con is None:
-        return []
-    try:
-        return query(con)
-    except duckdb.Error as exc:
-        fail(str(exc).splitlines()[0])
-    finally:
-        con.close()
-
-
-def _open_write(db):
-    from llmsm.analytics.store import StoreError, connect
+    from llmsm.analytics.store import StoreError, open_db
 
     try:
-        return connect(resolve_db(db), timeout=10.0)
+        with open_db(resolve_db(db), missing_ok=True) as con:
+            return query(con) if con is not None else []
     except StoreError as exc:
         fail(str(exc))
 
@@ -123,116 +61,24 @@ def _open_write(db):
 # --------------------------------------------------------------------------------------------
 
 
-class By(str, Enum):
-    session = "session"
-    model = "model"
-    client = "client"
-    day = "day"
-
-
-# Imported transcript rows count only when no wire row has the same message id (the wire wins),
-# the rule of the `daily` view; 'other' calls (preflights, unknown paths) carry no usage.
-COUNTED_SQL = """
-WITH transcript_msgs AS (
-    SELECT DISTINCT message_id FROM events WHERE usage_source = 'transcript' AND message_id IS NOT NULL
-),
-wire_msgs AS (
-    SELECT DISTINCT message_id FROM events
-    WHERE usage_source IS DISTINCT FROM 'transcript' AND message_id IN (SELECT message_id FROM transcript_msgs)
-),
-counted AS (
-    SELECT * FROM requests
-    WHERE api <> 'other'
-      AND NOT (usage_source = 'transcript' AND coalesce(message_id IN (SELECT message_id FROM wire_msgs), false))
-      AND (?::TIMESTAMPTZ IS NULL OR started_at >= ?::TIMESTAMPTZ)
-      AND (?::TIMESTAMPTZ IS NULL OR started_at < ?::TIMESTAMPTZ)
-)
-"""
-
-_GROUP = {
-    By.session: ("coalesce(session_id, '(no session)')", "arg_max(label, started_at) FILTER (WHERE label IS NOT NULL)"),
-    By.model: ("coalesce(model, requested_model, '(unknown)')", "string_agg(DISTINCT provider, ', ')"),
-    By.client: ("coalesce(client, 'unknown')", "NULL"),
-    By.day: ("CAST(CAST(started_at AS DATE) AS VARCHAR)", "NULL"),
-}
-
-_SUMS = """
-    count(*) AS requests,
-    coalesce(sum(input_tokens), 0)::BIGINT AS input_tokens,
-    coalesce(sum(output_tokens), 0)::BIGINT AS output_tokens,
-    coalesce(sum(cache_read_tokens), 0)::BIGINT AS cache_read_tokens,
-    coalesce(sum(cache_write_tokens), 0)::BIGINT AS cache_write_tokens,
-    coalesce(sum(total_tokens), 0)::BIGINT AS total_tokens,
-    sum(cost_usd) AS cost_usd,
-    count(*) FILTER (WHERE cost_usd IS NULL AND total_tokens > 0) AS unpriced_requests
-"""
-
-
-def cost_data(con, by: By, since: datetime | None, until: datetime | None) -> dict[str, Any]:
-    key, extra = _GROUP[by]
-    params = [since, since, until, until]
-    order = "key" if by == By.day else "cost_usd DESC NULLS LAST, total_tokens DESC, key"
-    cur = con.execute(
-        COUNTED_SQL + f"SELECT {key} AS key, {extra} AS detail, {_SUMS} FROM counted GROUP BY 1 ORDER BY {order}",
-        params,
-    )
-    cols = [d[0] for d in cur.description]
-    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-    cur = con.execute(COUNTED_SQL + f"SELECT {_SUMS} FROM counted", params)
-    total = dict(zip([d[0] for d in cur.description], cur.fetchone()))
-    cur = con.execute(
-        COUNTED_SQL
-        + """
-        SELECT provider, coalesce(model, requested_model, '(unknown)') AS model, count(*) AS requests,
-               sum(total_tokens)::BIGINT AS total_tokens, min(started_at) AS first_seen, max(started_at) AS last_seen
-        FROM counted WHERE cost_usd IS NULL AND total_tokens > 0
-        GROUP BY ALL ORDER BY total_tokens DESC
-        """,
-        params,
-    )
-    unpriced = [dict(zip([d[0] for d in cur.description], r)) for r in cur.fetchall()]
-    for r in rows:
-        r[by.value] = r.pop("key")
-        detail = r.pop("detail")
-        if by == By.session:
-            r["label"] = detail
-        elif by == By.model:
-            r["provider"] = detail
-    return {
-        "by": by.value,
-        "since": since,
-        "until": until,
-        "currency": "USD",
-        "rows": rows,
-        "total": total,
-        "unpriced_models": unpriced,
-    }
+By = Enum("By", {name: name for name in costs.GROUPINGS}, type=str)  # --by: session, model, client, day
 
 
 def cost(
     by: Annotated[By, typer.Option("--by", help="Group by session, model, client or day (local date).")] = By.model,
-    since: Annotated[str | None, typer.Option("--since", help="From (inclusive): 2026-11-01, 2026-11-01T09:00, 7d, 12h, today.", show_default=False)] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Up to (a date includes that whole day): 2026-11-30, 1d, yesterday.", show_default=False)] = None,
+    since: Annotated[str | None, typer.Option("--since", help=timespec.SINCE_HELP, show_default=False)] = None,
+    until: Annotated[str | None, typer.Option("--until", help=timespec.UNTIL_HELP, show_default=False)] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    s = parse_when(since, "--since")
-    u = parse_when(until, "--until", end=True)
-    if s is not None and u is not None and s >= u:
-        fail(f"--since ({since}) is not before --until ({until}): the period is empty")
-    con = _open_query(db)
-    if con is None:
-        data = {"by": by.value, "since": s, "until": u, "currency": "USD", "rows": [], "total": None, "unpriced_models": []}
-    else:
-        from llmsm.analytics.store import StoreError
-        import duckdb
+    from llmsm.analytics.store import StoreError, open_db
 
-        try:
-            data = cost_data(con, by, s, u)
-        except (duckdb.Error, StoreError) as exc:
-            fail(str(exc).splitlines()[0])
-        finally:
-            con.close()
+    try:
+        s, u = timespec.parse_period(since, until)
+        with open_db(resolve_db(db), missing_ok=True) as con:
+            data = costs.cost_report(con, by.value, s, u)
+    except (StoreError, timespec.BadTime) as exc:
+        fail(str(exc))
     if as_json:
         print_json(data)
         if data["unpriced_models"]:
@@ -338,9 +184,21 @@ def budget_set(
     warn_at: Annotated[str | None, typer.Option("--warn-at", help="Warn from this share on: 80% or 0.8 (default: 80%).", show_default=False)] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
+    team: Annotated[bool, typer.Option("--team", help="A team budget, kept in the team database (--team-db): with --developer, --project or --all, and --day or --month.")] = False,
+    developer: Annotated[str | None, typer.Option("--developer", help="With --team: one developer.", show_default=False)] = None,
+    project: Annotated[str | None, typer.Option("--project", help="With --team: one project.", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="With --team: the whole team.")] = False,
+    month: Annotated[bool, typer.Option("--month", help="With --team: per calendar month (the default).")] = False,
+    team_db: Annotated[str | None, typer.Option("--team-db", envvar="LLMSM_TEAM_DB", help="With --team: the team database URL.", show_default=False)] = None,
 ) -> None:
     from llmsm.analytics import budgets
 
+    if team or developer or project or all_ or month:
+        from llmsm.cli.team import team_budget_set
+
+        if session or label or client:
+            fail("--team budgets are per --developer, --project or --all")
+        return team_budget_set(team_db, developer, project, all_, day, month, tokens, usd_limit, warn_at, as_json)
     scope, target = _one_scope(session, label, client, day)
     if tokens is None and usd_limit is None:
         fail("give a limit: --tokens N or --usd X (or both)")
@@ -350,18 +208,18 @@ def budget_set(
         warn = budgets.parse_warn_at(warn_at) if warn_at is not None else None
     except ValueError as exc:
         fail(str(exc))
-    import duckdb
+    from llmsm.analytics.store import StoreError, open_db
 
-    con = _open_write(db)
     try:
-        if scope == "session":
-            target = _resolve_session(con, target)
-        budget, created = budgets.set_budget(con, scope, target, max_tokens=max_tokens, max_usd=max_usd, warn_at=warn)
-        row = next((r for r in budgets.status(con) if r["id"] == budget.id), None)
-    except (duckdb.Error, ValueError) as exc:
-        fail(str(exc).splitlines()[0])
-    finally:
-        con.close()
+        with open_db(resolve_db(db), write=True, timeout=10.0) as con:
+            if scope == "session":
+                target = _resolve_session(con, target.strip())
+            elif target is not None:
+                target = target.strip()
+            budget, created = budgets.set_budget(con, scope, target, max_tokens=max_tokens, max_usd=max_usd, warn_at=warn)
+            row = next((r for r in budgets.status(con) if r["id"] == budget.id), None)
+    except (StoreError, ValueError) as exc:
+        fail(str(exc))
     if as_json:
         print_json(dict(row or {}, created=created))
         return
@@ -378,10 +236,9 @@ def budget_set(
 
 def _resolve_session(con, target: str) -> str:
     """An exact session id as given; else the one session id starting with it."""
-    rows = con.execute(
-        "SELECT DISTINCT session_id FROM events WHERE starts_with(session_id, ?) LIMIT 3", [target]
-    ).fetchall()
-    ids = [r[0] for r in rows]
+    from llmsm.analytics.budgets import session_ids_starting_with
+
+    ids = session_ids_starting_with(con, target)
     if target in ids or not ids:
         return target
     if len(ids) == 1:
@@ -452,9 +309,8 @@ def budget_rm(
     day: DayScope = False,
     db: DbOption = None,
 ) -> None:
-    import duckdb
-
     from llmsm.analytics import budgets
+    from llmsm.analytics.store import StoreError, open_db
 
     scoped = day or any(v is not None for v in (session, label, client))
     if budget_id is not None and scoped:
@@ -462,13 +318,11 @@ def budget_rm(
     if budget_id is None and not scoped:
         fail("give a budget ID, or the scope it was set with: --session ID, --label NAME, --client NAME or --day")
     scope = _one_scope(session, label, client, day) if scoped else None
-    con = _open_write(db)
     try:
-        removed = budgets.remove_budget(con, budget_id) if scope is None else budgets.remove_scoped_budget(con, *scope)
-    except (duckdb.Error, ValueError) as exc:
-        fail(str(exc).splitlines()[0])
-    finally:
-        con.close()
+        with open_db(resolve_db(db), write=True, timeout=10.0) as con:
+            removed = budgets.remove_budget(con, budget_id) if scope is None else budgets.remove_scoped_budget(con, *scope)
+    except (StoreError, ValueError) as exc:
+        fail(str(exc))
     if removed is None:
         what = repr(budget_id) if scope is None else "for " + budgets.Budget("", *scope).option()
         fail(f"no budget {what} (see `llmsm budget list`)")

@@ -20,7 +20,7 @@ import typer
 
 from llmsm.analytics.apis import TURN_APIS
 from llmsm.analytics.health_rules import fill_verdict
-from llmsm.cli.format import human_tokens, human_usd, quota_level, short_reason
+from llmsm.cli.format import human_tokens, human_usd, quota_level, short_path, short_reason
 from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
 from llmsm.cli.sessions import _age
 
@@ -57,33 +57,15 @@ QUOTA_ACCOUNTS = 3  # quota lines under the totals (the most used accounts); `ll
 # --at
 # --------------------------------------------------------------------------------------------
 
-_REL = re.compile(r"^([+-])\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days|w)$")
-_UNIT_S = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600,
-           "d": 86400, "day": 86400, "days": 86400, "w": 604800}
-
-
 def parse_at(text: str | None, now: datetime | None = None) -> datetime | None:
-    """`--at`: None (now), "now", a relative offset (+10m, -1h) or an ISO time (naive = local time).
+    """`--at`: None (now), or a moment in the one time grammar (analytics/timespec.py: now, an
+    ISO time, naive = local time, a date, today...); an offset needs its sign, +10m or -1h.
     Raises ValueError with a message for users."""
     if text is None:
         return None
-    t = text.strip()
-    now = now or datetime.now(UTC)
-    if t.lower() == "now":
-        return now
-    m = _REL.match(t.lower())
-    if m:
-        seconds = float(m.group(2)) * _UNIT_S[m.group(3)]
-        return now + timedelta(seconds=seconds if m.group(1) == "+" else -seconds)
-    try:
-        value = datetime.fromisoformat(t)
-    except ValueError:
-        raise ValueError(
-            f"--at {text!r}: not a time; use an ISO time (2026-11-25T14:30) or an offset from now (+10m, -1h, -2d)"
-        ) from None
-    if value.tzinfo is None:
-        value = value.astimezone()  # local time
-    return value.astimezone(UTC)
+    from llmsm.analytics.timespec import parse_time
+
+    return parse_time(text, option="--at", now=now, ago=False)
 
 
 def _at_or_fail(text: str | None) -> datetime | None:
@@ -264,6 +246,7 @@ def _reason_text(row: SessionRow, full: bool) -> str:
 # (key, header, priority: the lower, the longer the column survives a narrow terminal)
 _COLUMNS = (
     ("session", "session", 0),
+    ("project", "project", 2),
     ("status", "health", 0),
     ("reason", "why", 0),
     ("ctx", "context", 1),
@@ -293,6 +276,7 @@ def _cells(row: SessionRow, at: datetime, wide: bool) -> dict[str, Any]:
     h = row.health
     return {
         "session": Text(row.label or row.session_id[: 12 if wide else 10], style=STATE_STYLE.get(row.state, "")),
+        "project": short_path(row.project),
         "status": Text(status, style=STATUS_STYLE.get(status, "")),
         "score": Text(str(row.score), style=STATUS_STYLE.get(status, "") if status != "healthy" else ""),
         "ctx": row.context_fill,
@@ -388,9 +372,11 @@ def render_frame(
             natural[key] = ctx_width  # a bar and the percentage, or only the percentage ("ctx")
             continue
         n = max([_plain_len(c[key]) for c in cells] + [len(title)])
-        cap = {"session": 24 if wide else 12, "model": 26 if wide else 18, "client": 22 if wide else 12}.get(key)
+        cap = {"session": 24 if wide else 12, "project": 24 if wide else 16, "model": 26 if wide else 18,
+               "client": 22 if wide else 12}.get(key)
         natural[key] = min(n, cap) if cap else n
-    keep = list(_COLUMNS)
+    # no session showed its project (older rows, --no-content): no empty column for it
+    keep = [c for c in _COLUMNS if c[0] != "project" or any(cell["project"] for cell in cells)]
     reason_min = max(REASON_MIN, width // 4)
     while True:
         fixed = sum(natural[k] for k, _, _ in keep if k != "reason")
@@ -604,15 +590,6 @@ def resolve_session(con: Any, ref: str, at: datetime | None) -> str:
     fail("\n".join(lines))
 
 
-def _open(path: Path, timeout: float = 5.0):
-    from llmsm.analytics.store import StoreError, open_for_query
-
-    try:
-        return open_for_query(path, timeout=timeout)
-    except StoreError as exc:
-        fail(str(exc))
-
-
 def show(
     session: Annotated[str, typer.Argument(help="Session id, a unique prefix of one, or its label.", show_default=False)],
     db: DbOption = None,
@@ -627,18 +604,16 @@ def show(
     SESSION is a full id, a unique prefix of one, or a label (the latest session with that label).
     """
     from llmsm.analytics.dashboard import load_session
-    from llmsm.analytics.store import StoreError
+    from llmsm.analytics.store import StoreError, open_db
 
     path = resolve_db(db)
     when = _at_or_fail(at)
-    con = _open(path)
     try:
-        sid = resolve_session(con, session, when)
-        detail = load_session(con, sid, at=when, limit=limit)
+        with open_db(path) as con:
+            sid = resolve_session(con, session, when)
+            detail = load_session(con, sid, at=when, limit=limit)
     except StoreError as exc:
         fail(str(exc))
-    finally:
-        con.close()
     if detail is None:
         fail(f"session {sid} has no requests before {when}")
     if as_json:
@@ -725,6 +700,10 @@ def render_session(detail: SessionDetail, *, width: int, live: bool = True) -> R
     info.add_row("models", ", ".join(row.models) or (row.model or ""))
     info.add_row("seen", f"{_local(row.first_seen, at)} → {_local(row.last_seen, at)}  "
                          f"(for {_age(row.first_seen, row.last_seen or at)}, last {_age(row.last_seen, at)} ago)")
+    if row.project:
+        info.add_row("project", row.project)
+    if row.parent_session:
+        info.add_row("parent", f"{row.parent_session}  (handed off from it)")
     if row.command or row.cwd or row.git_branch:
         run = " · ".join(x for x in (row.command, row.cwd and f"in {row.cwd}", row.git_branch and f"branch {row.git_branch}") if x)
         info.add_row("run", run)
@@ -871,7 +850,7 @@ def health(
     Exit code: 2 when any session shown is critical, 0 otherwise, 1 on errors, so scripts and status lines can react: `llmsm health >/dev/null; [ $? = 2 ] && notify-send "llmsm: a session needs attention"`. --json prints a list of the health model's output per session, with session_id and label.
     """
     from llmsm.analytics.dashboard import load_frame
-    from llmsm.analytics.store import DatabaseMissing, StoreError
+    from llmsm.analytics.store import DatabaseMissing, StoreError, open_db
 
     path = resolve_db(db)
     when = _at_or_fail(at)
@@ -886,14 +865,12 @@ def health(
         except StoreError as exc:
             fail(str(exc))
     else:
-        con = _open(path)
         try:
-            sid = resolve_session(con, session, when)
-            rows = load_frame(con, at=when, session_ids=[sid]).sessions
+            with open_db(path) as con:
+                sid = resolve_session(con, session, when)
+                rows = load_frame(con, at=when, session_ids=[sid]).sessions
         except StoreError as exc:
             fail(str(exc))
-        finally:
-            con.close()
     critical = any(r.status == "critical" for r in rows)
     if as_json:
         out = []

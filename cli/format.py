@@ -23,6 +23,7 @@ __all__ = [
     "human_usd",
     "paint",
     "quota_level",
+    "short_path",
     "short_reason",
     "statusline_reason",
 ]
@@ -41,6 +42,15 @@ def human_tokens(n: int | float | None) -> str:
             value = n / size
             return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
     return str(int(n))
+
+
+def short_path(path: str | None, parts: int = 2) -> str:
+    """A project directory as people recognise it: its last `parts` path parts
+    (/home/u/work/shop -> work/shop); "" for none."""
+    if not path:
+        return ""
+    kept = [p for p in path.replace("\\", "/").split("/") if p][-parts:]
+    return "/".join(kept) or path
 
 
 def human_usd(value: float | None, missing: str = "") -> str:

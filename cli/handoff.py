@@ -54,22 +54,18 @@ def handoff(
         fail("--model is for --summarize", 2)
 
     from llmsm.analytics.handoff import Brief, compose_brief, handoff_json, load_handoff
-    from llmsm.analytics.store import StoreError
-    from llmsm.cli.dashboard import _open, resolve_session
-
-    import duckdb
+    from llmsm.analytics.store import DatabaseBusy, DatabaseMissing, StoreError, open_db
+    from llmsm.cli.dashboard import resolve_session
 
     path = resolve_db(db)
-    con = _open(path)
     try:
-        sid = resolve_session(con, session, None)
-        h = load_handoff(con, sid, goal=goal)
-    except StoreError as exc:
+        with open_db(path) as con:
+            sid = resolve_session(con, session, None)
+            h = load_handoff(con, sid, goal=goal)
+    except (DatabaseMissing, DatabaseBusy) as exc:
         fail(str(exc))
-    except duckdb.Error as exc:  # e.g. a database of an older llmsm that could not be migrated just now
-        fail(f"cannot read session {session!r} from {path}: {str(exc).strip().splitlines()[0]}")
-    finally:
-        con.close()
+    except StoreError as exc:  # e.g. a database of an older llmsm that could not be migrated just now
+        fail(f"cannot read session {session!r} from {path}: {exc}")
 
     summarized_by = None
     if summarize:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from llmsm.analytics.apis import PROVIDERS
 from llmsm.cli.common import DbOption, fail, resolve_db
 
 
@@ -28,7 +29,7 @@ def proxy(
     db: DbOption = None,
     upstream: Annotated[
         list[str] | None,
-        typer.Option("--upstream", "-u", help="Point a route elsewhere: NAME=URL (anthropic, openai, gemini). Repeatable.", metavar="NAME=URL"),
+        typer.Option("--upstream", "-u", help=f"Point a route elsewhere: NAME=URL ({', '.join(PROVIDERS)}). Repeatable.", metavar="NAME=URL"),
     ] = None,
     proxy_port: Annotated[
         int | None,
@@ -50,6 +51,21 @@ def proxy(
         str | None,
         typer.Option("--auth-token", envvar="LLMSM_AUTH_TOKEN", help="Clients must send it: header x-llmsm-token, or as the proxy password (http://label:TOKEN@host:port).", show_default=False),
     ] = None,
+    no_content: Annotated[
+        bool, typer.Option("--no-content", help="Keep no text of the conversations at all: no session digest (project, goal, files, commands) for `llmsm handoff`.")
+    ] = False,
+    team_db: Annotated[
+        str | None,
+        typer.Option("--team-db", envvar="LLMSM_TEAM_DB", help="PostgreSQL URL of the team database: every event is shipped there in the background (docs/team.md).", show_default=False),
+    ] = None,
+    developer: Annotated[
+        str | None, typer.Option("--developer", envvar="LLMSM_DEVELOPER", help="Your name in the team database (default user@host).", show_default=False)
+    ] = None,
+    team_share_content: Annotated[bool, typer.Option("--team-share-content", help="Also ship session digests (content); by default only usage leaves the machine.")] = False,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option("--otlp-endpoint", help="OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318): one span per exchange. The OTEL_EXPORTER_OTLP_* variables work too.", show_default=False),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every exchange.")] = False,
 ) -> None:
     from llmsm.addons.server import GatewayConfig, GatewayError, run, state_file_for
@@ -59,7 +75,9 @@ def proxy(
     config = GatewayConfig(
         db_path=db_path, host=host, port=port, upstreams=list(upstream or []), state_file=state_file_for(db_path),
         proxy_port=proxy_port, intercept_hosts=list(intercept_host or []), upstream_timeout=upstream_timeout,
-        auth_token=auth_token or "", upstream_ca=upstream_ca,
+        auth_token=auth_token or "", upstream_ca=upstream_ca, content=not no_content,
+        team_db=team_db or "", developer=developer or "",
+        team_share_content=team_share_content, otlp_endpoint=otlp_endpoint or "",
     )
 
     def on_ready(state: dict) -> None:

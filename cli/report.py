@@ -1,7 +1,8 @@
-"""`llmsm report ...`, `llmsm export`, `llmsm import claude-code`, `llmsm reconcile`, `llmsm prune`.
+"""`llmsm report ...`, `llmsm export`, `llmsm reconcile`, `llmsm prune`.
 
-The work is in `llmsm.analytics.reports` and `llmsm.analytics.transcripts`; this module parses
-options, opens the database and renders (rich tables on a terminal, JSON with --json).
+The work is in `llmsm.analytics.reports` and `.retention` (export, prune), times are read by
+`.timespec`; this module parses options, opens the database and renders (rich tables on a
+terminal, JSON with --json).
 See docs/reports.md for the counting rules and the JSON schemas.
 """
 
@@ -11,28 +12,23 @@ import os
 import shutil
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from llmsm.cli.common import DbOption, JsonOption, console, err_console, fail, print_json, resolve_db
+from llmsm.analytics import timespec
+from llmsm.cli.common import DbOption, JsonOption, console, fail, print_json, resolve_db
 from llmsm.cli.format import human_tokens, human_usd
 
 # --------------------------------------------------------------------------------------------
 # Shared options
 # --------------------------------------------------------------------------------------------
 
-SinceOption = Annotated[
-    str | None,
-    typer.Option("--since", help="From this time on (inclusive): 2026-11-01, 2026-11-01T09:00, 7d, 12h, today.", show_default=False),
-]
-UntilOption = Annotated[
-    str | None,
-    typer.Option("--until", help="Up to this time (a date includes that whole day): 2026-11-30, 1d, yesterday.", show_default=False),
-]
+SinceOption = Annotated[str | None, typer.Option("--since", help=timespec.SINCE_HELP, show_default=False)]
+UntilOption = Annotated[str | None, typer.Option("--until", help=timespec.UNTIL_HELP, show_default=False)]
 ClientOption = Annotated[
     str | None, typer.Option("--client", help="Only this client (claude-code, codex, gemini-cli, ...).", show_default=False)
 ]
@@ -61,19 +57,6 @@ def register(app: typer.Typer) -> None:
         report_app.command(kind, help=help_text)(_report_command(kind))
     app.add_typer(report_app, name="report")
 
-    import_app = typer.Typer(
-        name="import",
-        help="Bring in usage recorded before llmsm ran.",
-        no_args_is_help=True,
-        context_settings={"help_option_names": ["-h", "--help"]},
-    )
-    import_app.command(
-        "claude-code",
-        help="Import Claude Code's JSONL transcripts (default ~/.claude/projects) as usage_source='transcript' rows. "
-        "Safe to run again: entries already imported are skipped.",
-    )(import_claude_code)
-    app.add_typer(import_app, name="import")
-
     app.command("export", help="Export every request row (the `requests` view) as Parquet, CSV or JSON lines.")(export)
     app.command(
         "reconcile",
@@ -87,36 +70,19 @@ def register(app: typer.Typer) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _open_query(db: Path | None):
-    from llmsm.analytics.store import StoreError, open_for_query
-
-    try:
-        return open_for_query(resolve_db(db))
-    except StoreError as exc:
-        fail(str(exc))
-
-
-def _zone(con, utc: bool, tz: str | None) -> str:
+def _zone(con, utc: bool, tz: str | None) -> tuple[str, tzinfo | None]:
+    """The report's time zone: its name (period boundaries, in DuckDB) and the zone that times
+    given on the command line are read in (None: the local zone, the one DuckDB reads too)."""
     from llmsm.analytics.reports import check_timezone, local_timezone
 
     if utc and tz:
         fail("give either --utc or --tz, not both")
     if utc:
-        return "UTC"
+        return "UTC", timezone.utc
     if tz:
-        return check_timezone(con, tz)
-    return local_timezone(con)
-
-
-def _bounds(con, since: str | None, until: str | None, tz: str) -> tuple[datetime | None, datetime | None]:
-    from llmsm.analytics.reports import parse_time, resolve
-
-    now = datetime.now(timezone.utc)
-    s = resolve(con, parse_time(since, option="--since", now=now), tz) if since is not None else None
-    u = resolve(con, parse_time(until, option="--until", end=True, now=now), tz) if until is not None else None
-    if s is not None and u is not None and s >= u:
-        fail(f"--since ({since}) is not before --until ({until}): the period is empty")
-    return s, u
+        name = check_timezone(con, tz)
+        return name, timespec.zone_named(name)
+    return local_timezone(con), None
 
 
 def _cost(value: float | None, unpriced: int = 0) -> str:
@@ -164,17 +130,14 @@ def _report_command(kind: str):
 
 def run_report(kind: str, *, since, until, client, breakdown, utc, tz, as_json, db) -> None:
     from llmsm.analytics.reports import build_report
-    from llmsm.analytics.store import StoreError
+    from llmsm.analytics.store import StoreError, open_db
 
-    con = _open_query(db)
     try:
-        try:
-            zone = _zone(con, utc, tz)
-            s, u = _bounds(con, since, until, zone)
-            data = build_report(con, kind, tz=zone, since=s, until=u, client=client, breakdown=breakdown)
-        finally:
-            con.close()
-    except StoreError as exc:
+        with open_db(resolve_db(db)) as con:
+            name, zone = _zone(con, utc, tz)
+            s, u = timespec.parse_period(since, until, zone=zone)
+            data = build_report(con, kind, tz=name, since=s, until=u, client=client, breakdown=breakdown)
+    except (StoreError, timespec.BadTime) as exc:
         fail(str(exc))
     if as_json:
         print_json(data)
@@ -342,20 +305,17 @@ def export(
     tz: TzOption = None,
     db: DbOption = None,
 ) -> None:
-    from llmsm.analytics.reports import export as do_export
-    from llmsm.analytics.store import StoreError
+    from llmsm.analytics.retention import export as do_export
+    from llmsm.analytics.store import StoreError, open_db
 
     to_stdout = output is None or str(output) == "-"
     if fmt is ExportFormat.parquet and to_stdout:
         fail("parquet is a binary format: give --output FILE.parquet")
     path = resolve_db(db)
-    con = _open_query(path)
     try:
-        try:
-            zone = _zone(con, utc, tz)
-            s, u = _bounds(con, since, until, zone)
-        finally:
-            con.close()
+        with open_db(path) as con:
+            _, zone = _zone(con, utc, tz)
+        s, u = timespec.parse_period(since, until, zone=zone)
         if to_stdout:
             with tempfile.TemporaryDirectory(prefix="llmsm-export-") as tmpdir:
                 target = Path(tmpdir) / f"export.{fmt.value}"
@@ -370,7 +330,7 @@ def export(
             return
         assert output is not None
         n = do_export(path, fmt.value, output, since=s, until=u)
-    except StoreError as exc:
+    except (StoreError, timespec.BadTime) as exc:
         fail(str(exc))
     print(f"wrote {n} request row{'s' if n != 1 else ''} to {output}", file=sys.stderr)
 
@@ -386,72 +346,6 @@ def _quiet_broken_pipe() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# llmsm import claude-code
-# --------------------------------------------------------------------------------------------
-
-
-def import_claude_code(
-    path: Annotated[
-        Path | None,
-        typer.Argument(help="A transcript folder or .jsonl file (default: ~/.claude/projects, or $CLAUDE_CONFIG_DIR/projects).",
-                       show_default=False),
-    ] = None,
-    as_json: JsonOption = False,
-    db: DbOption = None,
-) -> None:
-    from llmsm.analytics.store import StoreError
-    from llmsm.analytics.transcripts import default_projects_dir, import_claude_code as do_import
-
-    root = path.expanduser() if path is not None else default_projects_dir()
-    show_progress = err_console.is_terminal and not as_json
-    try:
-        if show_progress:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-            with Progress(
-                TextColumn("reading transcripts"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                console=err_console, transient=True,
-            ) as bar:
-                task = bar.add_task("read", total=None)
-                stats = do_import(
-                    resolve_db(db), root,
-                    on_total=lambda n: bar.update(task, total=n),
-                    progress=lambda n: bar.advance(task, n),
-                )
-        else:
-            stats = do_import(resolve_db(db), root)
-    except StoreError as exc:
-        fail(str(exc))
-    summary = {
-        "path": str(root),
-        "files": stats.files,
-        "lines": stats.lines,
-        "usage_entries": stats.usage_entries,
-        "duplicates": stats.duplicates,
-        "synthetic": stats.synthetic,
-        "malformed": stats.malformed,
-        "unreadable_files": stats.unreadable_files,
-        "events": stats.events,
-        "inserted": stats.inserted,
-        "already_present": stats.already_present,
-        "priced": stats.priced,
-    }
-    if as_json:
-        print_json(summary)
-        return
-    console.print(
-        f"imported {stats.inserted} new request{'s' if stats.inserted != 1 else ''} from {stats.files} "
-        f"transcript file{'s' if stats.files != 1 else ''} in {root}", highlight=False, markup=False, soft_wrap=True,
-    )
-    console.print(f"  {stats.events} unique requests, {stats.already_present} of them imported before", highlight=False)
-    console.print(f"  {stats.duplicates} repeated entries counted once, {stats.synthetic} synthetic skipped", highlight=False)
-    if stats.malformed:
-        console.print(f"  [yellow]{stats.malformed} malformed line{'s' if stats.malformed != 1 else ''} skipped[/]")
-    for item in stats.unreadable_files:
-        console.print(f"  [yellow]unreadable: {item}[/]")
-
-
-# --------------------------------------------------------------------------------------------
 # llmsm reconcile
 # --------------------------------------------------------------------------------------------
 
@@ -462,14 +356,11 @@ def reconcile(
     db: DbOption = None,
 ) -> None:
     from llmsm.analytics.reports import TOKEN_KINDS, reconcile as do_reconcile
-    from llmsm.analytics.store import StoreError
+    from llmsm.analytics.store import StoreError, open_db
 
-    con = _open_query(db)
     try:
-        try:
+        with open_db(resolve_db(db)) as con:
             data = do_reconcile(con, session)
-        finally:
-            con.close()
     except StoreError as exc:
         fail(str(exc))
     if session is not None and not data["sessions"]:
@@ -513,41 +404,24 @@ def reconcile(
 def prune(
     older_than: Annotated[
         str | None,
-        typer.Option("--older-than", help="Delete events older than this: an age (90d, 12w, 48h) or a date/ISO time.",
-                     show_default=False),
+        typer.Option("--older-than", help="Delete events older than this: an age (90d, 12w, 48h) or a date / ISO time "
+                     "(the forms of --since).", show_default=False),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
     db: DbOption = None,
 ) -> None:
-    from llmsm.analytics.reports import parse_age, parse_time, prune as do_prune
-    from llmsm.analytics.store import StoreError, connect
+    from llmsm.analytics.retention import prune as do_prune
+    from llmsm.analytics.store import StoreError
 
     if older_than is None:
         fail("give --older-than, e.g. llmsm prune --older-than 90d")
     now = datetime.now(timezone.utc)
-    path = resolve_db(db)
     try:
-        age = parse_age(older_than)
-        if age is not None:
-            if age.total_seconds() <= 0:
-                fail("--older-than must be a positive age, e.g. 90d")
-            cutoff = now - age
-        else:
-            spec = parse_time(older_than, option="--older-than", now=now)
-            if spec.instant is not None:
-                cutoff = spec.instant
-            else:
-                from llmsm.analytics.reports import local_timezone, resolve
-
-                con = connect(path, read_only=True)
-                try:
-                    cutoff = resolve(con, spec, local_timezone(con))
-                finally:
-                    con.close()
-            if cutoff > now:
-                fail(f"--older-than {older_than} is in the future: that would delete everything")
-        result = do_prune(path, cutoff, dry_run=dry_run)
-    except StoreError as exc:
+        cutoff = timespec.parse_time(older_than, option="--older-than", now=now)
+        if cutoff >= now:
+            fail(f"--older-than {older_than!r} is not in the past: that would delete every event; give an age such as 90d")
+        result = do_prune(resolve_db(db), cutoff, dry_run=dry_run)
+    except (StoreError, timespec.BadTime) as exc:
         fail(str(exc))
     when = result.cutoff.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     n = result.matched

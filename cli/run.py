@@ -141,13 +141,14 @@ def launch(
 
 def _resolve_parent(ref: str, db: Path | None) -> str:
     """The full id of the session `ref` names, or one clear error (as `llmsm show` resolves it)."""
-    from llmsm.cli.dashboard import _open, resolve_session
+    from llmsm.analytics.store import StoreError, open_db
+    from llmsm.cli.dashboard import resolve_session
 
-    con = _open(resolve_db(db))
     try:
-        return resolve_session(con, ref, None)
-    finally:
-        con.close()
+        with open_db(resolve_db(db)) as con:
+            return resolve_session(con, ref, None)
+    except StoreError as exc:
+        fail(str(exc))
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from llmsm.cli.common import DbOption, JsonOption, console, fail, print_json, resolve_db, rows_as_dicts
-from llmsm.cli.format import human_tokens, human_usd
+from llmsm.cli.format import human_tokens, human_usd, short_path
 
 # Every column of the view, so `--json` shows a new one by itself; the table picks what fits.
 QUERY = """
@@ -20,7 +20,7 @@ LIMIT {limit}
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sessions", help="List sessions: client, status, age, requests, errors, tokens.")(sessions)
+    app.command("sessions", help="List sessions: project, client, status, age, requests, errors, tokens.")(sessions)
 
 
 def sessions(
@@ -71,7 +71,7 @@ def render(records: list[dict]) -> None:
         return
     now = datetime.now(timezone.utc)
     wide = console.width >= 120  # at 80 columns: the columns that decide, nothing else
-    columns = ["session", "client", "status", "age", "last", "req", "err", "in", "out"]
+    columns = ["session", "project", "client", "status", "age", "last", "req", "err", "in", "out"]
     if wide:
         columns += ["cache r/w", "model"]
     else:
@@ -80,9 +80,10 @@ def render(records: list[dict]) -> None:
     # One space between columns: at 80 columns every cell fits whole.
     table = Table(header_style="bold", box=None, pad_edge=False, padding=(0, 1, 0, 0))
     for col in columns:
-        left = col in ("session", "client", "status", "model")
+        left = col in ("session", "project", "client", "status", "model")
+        narrow_width = {"session": 14, "project": 14}.get(col)
         table.add_column(col, justify="left" if left else "right", no_wrap=True, overflow="ellipsis",
-                         max_width=None if wide or col != "session" else 16)
+                         max_width=None if wide else narrow_width)
     for r in records:
         client = r["client"] or ""
         if wide and r.get("client_version"):
@@ -90,6 +91,7 @@ def render(records: list[dict]) -> None:
         cost = r.get("cost_usd")
         cells = {
             "session": r["label"] or (r["session_id"] or "")[:13],
+            "project": short_path(r.get("project")),
             "client": client,
             "status": f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
             "age": _age(r["first_seen"], now),

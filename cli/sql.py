@@ -21,7 +21,7 @@ class Format(str, Enum):
 def register(app: typer.Typer) -> None:
     app.command(
         "sql",
-        help="Run a read-only SQL query over the event log (views: requests, sessions). "
+        help="Run a read-only SQL query over the event log (views: requests, sessions, daily; counted_events(since, until)). "
         "Reads the query from standard input when QUERY is '-' or omitted.",
     )(sql)
 
@@ -31,7 +31,7 @@ def sql(
     db: DbOption = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
 ) -> None:
-    from llmsm.analytics.store import StoreError, open_for_query, run_query
+    from llmsm.analytics.store import StoreError, open_db, run_query
 
     if query is None or query == "-":
         if sys.stdin.isatty():
@@ -40,11 +40,8 @@ def sql(
     if not query.strip():
         fail("the query is empty")
     try:
-        con = open_for_query(resolve_db(db))
-        try:
+        with open_db(resolve_db(db)) as con:
             columns, rows = run_query(con, query)
-        finally:
-            con.close()
     except StoreError as exc:
         fail(str(exc))
     if fmt is Format.json:

@@ -115,7 +115,7 @@ def test_export_bad_inputs(source, tmp_path):
     one_error_line(llmsm("export", "--format", "parquet", "--db", str(db)), "give --output")
     one_error_line(llmsm("export", "--format", "csv", "--output", str(tmp_path / "no" / "dir.csv"), "--db", str(db)),
                    "does not exist")
-    one_error_line(llmsm("export", "--since", "soon", "--db", str(db)), "--since: cannot read")
+    one_error_line(llmsm("export", "--since", "soon", "--db", str(db)), "--since 'soon': not a time")
     one_error_line(llmsm("export", "--db", str(tmp_path / "missing.duckdb")), "no database at")
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -176,9 +176,11 @@ def test_prune_relative_age(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ((), "give --older-than"),
-    (("--older-than", "banana"), "--older-than: cannot read"),
-    (("--older-than", "0d"), "positive age"),
-    (("--older-than", "2999-01-01"), "in the future"),
+    (("--older-than", "banana"), "--older-than 'banana': not a time"),
+    (("--older-than", "0d"), "not in the past"),
+    (("--older-than", "now"), "not in the past"),
+    (("--older-than", "+1d"), "not in the past"),
+    (("--older-than", "2999-01-01"), "not in the past"),
 ])
 def test_prune_bad_inputs(tmp_path, args, message):
     db = tmp_path / "b.duckdb"
@@ -195,7 +197,7 @@ def test_prune_missing_database(tmp_path):
 def test_prune_compacts_the_file_and_keeps_schema_and_rows(tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    from llmsm.analytics import reports, store
+    from llmsm.analytics import retention, store
     from llmsm.analytics.events import ExchangeEvent
 
     db = tmp_path / "big.duckdb"
@@ -207,7 +209,7 @@ def test_prune_compacts_the_file_and_keeps_schema_and_rows(tmp_path):
                           usage_source="reported")]
     store.insert_events(db, events + keep, timeout=30)
     before = db.stat().st_size
-    result = reports.prune(db, datetime.now(timezone.utc) - timedelta(days=90))
+    result = retention.prune(db, datetime.now(timezone.utc) - timedelta(days=90))
     assert result.matched == 60_000 and result.remaining == 1
     assert db.stat().st_size < before / 2
     con = store.open_for_query(db)

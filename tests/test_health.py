@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from llmsm.analytics import prices
+from llmsm.analytics import prices, store
 from llmsm.analytics.events import ExchangeEvent
 from llmsm.analytics.health import DEFAULT_THRESHOLDS, SessionHealth, Thresholds, assess_all, assess_session
 
@@ -51,6 +51,18 @@ def session(prompts: list[int], *, end: datetime = NOW - timedelta(seconds=30), 
     return [turn(start + timedelta(seconds=step_s * i), p, **kw) for i, p in enumerate(prompts)]
 
 
+def stored_rows(db, events: list[ExchangeEvent]) -> list[tuple]:
+    """The events as `SELECT * FROM events` gives them back from a real database, in their order."""
+    store.insert_events(db, events)
+    con = store.open_for_query(db)
+    try:
+        rows = con.execute("SELECT * FROM events").fetchall()
+    finally:
+        con.close()
+    order = {event.id: i for i, event in enumerate(events)}
+    return sorted((row for row in rows if row[0] in order), key=lambda row: order[row[0]])
+
+
 def factors(h: SessionHealth) -> list[str]:
     return [r.factor for r in h.reasons]
 
@@ -79,6 +91,9 @@ def test_nearly_full_context_is_critical_and_first():
     top = h.reasons[0]
     assert top.factor == "context_fill" and top.severity == "critical"
     assert "90%" in top.message and "/compact" in top.advice
+    assert all("llmsm handoff SESSION --start" in r.advice for r in h.reasons if r.factor.startswith("context_"))
+    named = assess_session(events, now=NOW, session_id="5f1c2a9e-1111")  # the exact command, with its id
+    assert all("llmsm handoff 5f1c2a9e-1111 --start" in r.advice for r in named.reasons if r.factor.startswith("context_"))
     assert "context_growth" in factors(h)  # 2 turns left at +10k per turn
     assert h.turns_left == 2
     # the same prompt with the 1M beta is fine
@@ -130,7 +145,7 @@ def test_side_call_dip_is_not_a_compaction():
     assert h3.context_tokens == 123_000 and h3.model == SONNET
 
 
-def test_compaction_from_usage_iterations():
+def test_compaction_from_usage_iterations(tmp_path):
     events = session([150_000, 160_000, 170_000])
     raw = {"input_tokens": 9_000, "iterations": [
         {"type": "compaction", "input_tokens": 171_000, "output_tokens": 3_000},
@@ -142,8 +157,7 @@ def test_compaction_from_usage_iterations():
     assert h.compactions == 1 and h.context_tokens == 9_000 and h.turns_since_compaction == 0
     assert "context_fill" not in factors(h)
     # the same from a DB row where usage_raw is JSON text
-    row = comp.to_row()
-    h_rows = assess_session([e.to_row() for e in events] + [row], now=NOW)
+    h_rows = assess_session(stored_rows(tmp_path / "h.duckdb", [*events, comp]), now=NOW)
     assert h_rows.compactions == 1 and h_rows.context_tokens == 9_000
 
 
@@ -310,12 +324,12 @@ def test_subagents_do_not_set_the_context():
     assert h.context_tokens == 154_000 and h.compactions == 0
 
 
-def test_input_kinds_and_order_agree():
+def test_input_kinds_and_order_agree(tmp_path):
     events = session([60_000, 70_000, 80_000, 150_000, 160_000])
     events[-1].tool_errors = 3
     ref = assess_session(events, now=NOW).to_dict()
     dicts = [e.model_dump() for e in events]
-    rows = [e.to_row() for e in events]
+    rows = stored_rows(tmp_path / "h.duckdb", events)
     assert assess_session(dicts, now=NOW).to_dict() == ref
     assert assess_session(rows, now=NOW).to_dict() == ref
     assert assess_session(list(reversed(events)), now=NOW).to_dict() == ref
@@ -351,14 +365,16 @@ def test_thresholds_are_configurable():
     assert h.status == "critical"
 
 
-def test_assess_all_and_speed():
+def test_assess_all_and_speed(tmp_path):
     sessions = {}
     for i in range(1_000):
         prompts = [20_000 + 3_000 * k + 500 * (i % 7) for k in range(20)]
         evs = session(prompts, end=NOW - timedelta(seconds=5 + i % 900), session_id=f"s{i}")
         if i % 10 == 0:
             evs[-1] = failed(evs[-1].started_at, 529)
-        sessions[f"s{i}"] = [e.to_row() for e in evs]
+        sessions[f"s{i}"] = evs
+    rows = iter(stored_rows(tmp_path / "h.duckdb", [e for evs in sessions.values() for e in evs]))
+    sessions = {sid: [next(rows) for _ in evs] for sid, evs in sessions.items()}  # as the dashboard reads them
     agg = {"s1": {"first_seen": NOW - timedelta(hours=6), "total_turns": 300}}
     out = assess_all(sessions, NOW, aggregates=agg)
     assert len(out) == 1_000 and out["s1"].turns_since_compaction == 300

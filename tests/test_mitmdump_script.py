@@ -1,4 +1,5 @@
-"""The addon in a user's own mitmproxy: `mitmdump -s addons/gateway.py` records into the database."""
+"""llmsm's addons in a user's own mitmproxy: `mitmdump -s addons/gateway.py` records into the
+database and applies its budgets."""
 
 from __future__ import annotations
 
@@ -50,9 +51,16 @@ def test_mitmdump_with_the_addon_script(upstream, tmp_path):
         client = anthropic.Anthropic(api_key=TEST_KEYS["anthropic"], base_url=f"http://127.0.0.1:{port}/anthropic",
                                      max_retries=0, default_headers={"x-llmsm-session": label})
         client.messages.create(model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
-        reader = Gateway(tmp_path, upstream.url, db=db)  # only its query helpers are used
+        reader = Gateway(tmp_path, upstream.url, db=db)  # only its query and CLI helpers are used
         [row] = reader.wait_rows(1, f"session_id = '{label}'")
         assert row["input_tokens"] == 21 and row["output_tokens"] == 42
+        # The whole set is loaded: the budget guard reads the budgets of the database recorded into.
+        reader.cli("budget", "set", "--label", label, "--tokens", "10")
+        deadline = time.time() + 10  # the guard reloads within about a second
+        with pytest.raises(anthropic.RateLimitError):
+            while time.time() < deadline:
+                client.messages.create(model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+                time.sleep(0.2)
     finally:
         proc.terminate()
         proc.wait(20)

@@ -54,11 +54,13 @@ def make_events(seed: int = 7, n: int = 400) -> list[ExchangeEvent]:
             outcome=outcome, usage_source=source, message_id=f"msg_{i}", request_id=f"req_{i}",
             cost_usd=None if rnd.random() < 0.2 else round(rnd.random(), 4), **tokens,
         ))
-    # transcript rows: some duplicate wire messages (must not count), some only in transcripts (must count)
+    # transcript rows: some duplicate wire messages (must not count), some only in transcripts (must count);
+    # a duplicate is timed like its wire row, give or take two minutes (the same response)
     for i in range(60):
         dup = i % 2 == 0
         events.append(ExchangeEvent(
-            started_at=start + timedelta(minutes=rnd.randint(0, 20 * 24 * 60)),
+            started_at=(events[i * 3].started_at + timedelta(seconds=rnd.randint(-120, 120)) if dup
+                        else start + timedelta(minutes=rnd.randint(0, 20 * 24 * 60))),
             session_id=f"sess-{rnd.randint(0, 12)}", client="claude-code", provider="anthropic", api="messages",
             model="claude-sonnet-4-5", usage_source="transcript",
             message_id=f"msg_{i * 3}" if dup else f"msg_t{i}", request_id=f"req_{i * 3}" if dup else f"req_t{i}",
@@ -191,18 +193,73 @@ def test_since_until_client_and_breakdown(data):
 
 
 def test_relative_ages_and_today(tmp_path):
+    """The same time grammar for `report` and `cost` (`cost --since 90s` was refused once)."""
     db = tmp_path / "rel.duckdb"
     now = datetime.now(timezone.utc)
-    ages = {"8d": timedelta(days=8), "6d": timedelta(days=6), "2h": timedelta(hours=2), "10m": timedelta(minutes=10)}
+    ages = {"8d": timedelta(days=8), "6d": timedelta(days=6), "2h": timedelta(hours=2), "10m": timedelta(minutes=10),
+            "20s": timedelta(seconds=20)}
     insert_events(db, [ExchangeEvent(started_at=now - age, api="messages", provider="anthropic", model=name,
                                      input_tokens=1, usage_source="reported") for name, age in ages.items()])
-    got = ok_json("report", "models", "--db", str(db), "--since", "7d")
-    assert {r["model"] for r in got["rows"]} == {"6d", "2h", "10m"}
-    got = ok_json("report", "models", "--db", str(db), "--since", "1w", "--until", "1h")
-    assert {r["model"] for r in got["rows"]} == {"6d", "2h"}
+    for command, since, until, want in (
+        ("report", "7d", None, {"6d", "2h", "10m", "20s"}), ("report", "1w", "1h", {"6d", "2h"}),
+        ("report", "90s", None, {"20s"}), ("cost", "90s", None, {"20s"}), ("cost", "-3h", "-1s", {"2h", "10m", "20s"}),
+    ):
+        period = ("--since", since) + (("--until", until) if until else ())
+        args = ("report", "models") if command == "report" else ("cost", "--by", "model")
+        got = ok_json(*args, "--db", str(db), *period)
+        assert {r["model"] for r in got["rows"]} == want, (command, period)
     got = ok_json("report", "daily", "--db", str(db), "--since", "today", "--utc")
     want = {name for name, age in ages.items() if (now - age).date() == now.date()}
     assert got["totals"]["requests"] == len(want)
+
+
+def test_since_the_year_one_means_from_the_beginning(data):
+    """`--since 0001-01-01` once reported from today (a placeholder date stood for "today")."""
+    db, events = data
+    everything = sums(counted(events))
+    for zone in (("--tz", "Asia/Tokyo"), ()):  # ahead of UTC: year 1 at midnight there is before year 1 in UTC
+        got = ok_json("report", "models", "--db", str(db), "--since", "0001-01-01", *zone)
+        assert_metrics(got["totals"], everything)
+    got = ok_json("report", "daily", "--db", str(db), "--since", "0001-01-01", "--until", "9999-12-31",
+                  "--tz", "America/Los_Angeles")
+    assert_metrics(got["totals"], everything)
+    got = ok_json("cost", "--db", str(db), "--since", "0001-01-01", "--until", "9999-12-31")
+    assert got["total"]["requests"] == everything["requests"]
+    assert got["total"]["input_tokens"] == everything["input_tokens"]
+
+
+def test_the_wire_wins_across_a_period_boundary(tmp_path):
+    """A response seen by the wire just before midnight and imported from a transcript just after
+    counts once, on the wire's day, in every report, the views and `llmsm cost`."""
+    db = tmp_path / "edge.duckdb"
+    midnight = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    common = dict(api="messages", provider="anthropic", model="claude-sonnet-4-5", session_id="s")
+    insert_events(db, [
+        ExchangeEvent(id="wire", started_at=midnight - timedelta(seconds=2), message_id="msg_edge", input_tokens=10,
+                      usage_source="reported", **common),
+        ExchangeEvent(id="twin", started_at=midnight + timedelta(seconds=3), message_id="msg_edge", input_tokens=9,
+                      usage_source="transcript", **common),
+        ExchangeEvent(id="only", started_at=midnight + timedelta(seconds=5), message_id="msg_only", input_tokens=4,
+                      usage_source="transcript", **common),
+    ])
+    daily = ok_json("report", "daily", "--db", str(db), "--utc")
+    assert [(r["date"], r["requests"], r["input_tokens"], r["transcript_requests"]) for r in daily["rows"]] == [
+        ("2026-11-01", 1, 10, 0), ("2026-11-02", 1, 4, 1)]
+    after = ok_json("report", "models", "--db", str(db), "--since", "2026-11-02", "--utc")["totals"]
+    before = ok_json("report", "models", "--db", str(db), "--until", "2026-11-01", "--utc")["totals"]
+    assert (after["requests"], after["input_tokens"], before["requests"], before["input_tokens"]) == (1, 4, 1, 10)
+    cost = ok_json("cost", "--by", "day", "--db", str(db), "--since", "2026-11-02T00:00Z")
+    assert (cost["total"]["requests"], cost["total"]["input_tokens"]) == (1, 4)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT day::VARCHAR, requests, input_tokens FROM daily ORDER BY day").fetchall() == [
+            ("2026-11-01", 1, 10), ("2026-11-02", 1, 4)]
+        assert con.execute("SELECT requests, input_tokens FROM sessions").fetchall() == [(2, 14)]
+        assert con.execute("SELECT id FROM counted_events(since := TIMESTAMPTZ '2026-11-02 00:00:00+00')").fetchall() == [
+            ("only",)]
+        assert sorted(con.execute("SELECT id FROM counted_events()").fetchall()) == [("only",), ("wire",)]
+    finally:
+        con.close()
 
 
 def test_daily_view_matches_independent_sums(data):
@@ -233,7 +290,7 @@ def test_table_fits_80_columns(data):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("report", "daily", "--since", "last tuesday"), "--since: cannot read"),
+    (("report", "daily", "--since", "last tuesday"), "--since 'last tuesday': not a time"),
     (("report", "daily", "--until", "2026-02-30"), "not a valid date"),
     (("report", "weekly", "--tz", "Mars/Olympus"), "unknown time zone"),
     (("report", "monthly", "--utc", "--tz", "UTC"), "either --utc or --tz"),

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmsm.addons import routes
-from llmsm.addons.providers.base import RequestInfo
+from llmsm.addons.providers import PARSERS, REQUEST_PARSERS, new_parser
+from llmsm.addons.providers.base import ParseResult, RequestInfo
+from llmsm.analytics.apis import API_NAMES, APIS, COUNT_APIS, PROVIDERS, TURN_APIS
 from llmsm.addons.sessions import SessionAttributor, account_fingerprint, detect_client
 
 
@@ -45,6 +49,38 @@ def test_unrouted(path):
 ])
 def test_classify(provider, method, path, api):
     assert routes.classify(provider, method, path) == api
+
+
+# -- the table of APIs (analytics/apis.py): a row without a parser or a route fails here ----------
+@pytest.mark.parametrize("spec", APIS, ids=lambda spec: f"{spec.provider}/{spec.api}")
+def test_every_api_has_its_parsers_and_a_route(spec):
+    key = (spec.provider, spec.api)
+    parser = new_parser(*key)
+    assert type(parser).__name__ == spec.parser and parser.result() == ParseResult()
+    assert type(parser).__module__ == f"llmsm.addons.providers.{spec.module}"
+    assert isinstance(REQUEST_PARSERS[key]({}), RequestInfo)
+    assert spec.provider in PROVIDERS and spec.provider in routes.DEFAULT_UPSTREAMS
+    assert routes.route_path(f"/{spec.provider}/v1/x").route == spec.provider  # its base-URL route
+    assert spec.paths and spec.api != "other" and (spec.api in TURN_APIS) != (spec.api in COUNT_APIS)
+    assert spec.api in API_NAMES
+
+
+def test_the_registry_holds_the_apis_of_the_table_and_nothing_else():
+    assert set(PARSERS) == set(REQUEST_PARSERS) == {(spec.provider, spec.api) for spec in APIS}
+    assert set(routes.KNOWN_API_HOSTS.values()) == set(PROVIDERS) == {spec.provider for spec in APIS}
+
+
+_PATHS = [(spec, method, regex) for spec in APIS for method, regex in spec.paths]
+
+
+@given(data=st.data())
+@pytest.mark.parametrize("spec,method,regex", _PATHS, ids=[f"{s.api}:{m}:{r}" for s, m, r in _PATHS])
+def test_every_path_of_the_table_classifies_as_its_api(spec, method, regex, data):
+    # Paths as the regex describes them (no query, no trailing slash: classify strips those).
+    path = data.draw(st.from_regex(regex, fullmatch=True).filter(lambda p: "?" not in p and not p.endswith("/")))
+    assert routes.classify(spec.provider, method, path) == spec.api
+    assert routes.classify(spec.provider, method, path + "?alt=sse") == spec.api
+    assert routes.classify(spec.provider, "PUT", path) == "other"
 
 
 def test_upstream_option_parsing():

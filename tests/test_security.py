@@ -67,3 +67,26 @@ def test_proxy_port_needs_the_token_as_password(token_gateway):
     with socket.create_connection(("127.0.0.1", token_gateway.proxy_port), timeout=10) as s:
         s.sendall(b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n")
         assert b" 407 " in s.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_the_token_as_proxy_password_opens_the_tunnel_and_the_user_names_the_session(token_gateway, upstream):
+    """HTTPS_PROXY=http://NAME:TOKEN@host:port: the CONNECT carries the token, every request in
+    the tunnel passes, NAME labels the session, and neither reaches the upstream."""
+    from tests.test_explicit_proxy import CLIENT, _ca_env
+
+    label = "tok-user-" + uuid.uuid4().hex[:6]
+    env = dict(token_gateway.env, SSL_CERT_FILE=_ca_env(token_gateway)["SSL_CERT_FILE"],
+               HTTPS_PROXY=f"http://{label}:{TOKEN}@127.0.0.1:{token_gateway.proxy_port}")
+    env.pop("NO_PROXY", None)
+    p = subprocess.run([sys.executable, "-c", CLIENT, "anthropic", TEST_KEYS["anthropic"]],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    [row] = token_gateway.wait_rows(1, f"session_id = '{label}'")
+    assert row["session_source"] == "label_proxy_user"
+    assert not [q for q in upstream.requests if TOKEN.encode() in b"".join(
+        k.encode() + str(v).encode() for k, v in q["headers"].items())]
+    # a wrong password is refused at the CONNECT
+    env["HTTPS_PROXY"] = f"http://{label}:wrong@127.0.0.1:{token_gateway.proxy_port}"
+    p = subprocess.run([sys.executable, "-c", CLIENT, "anthropic", TEST_KEYS["anthropic"]],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode != 0 and "407" in p.stderr

@@ -15,7 +15,6 @@ from llmsm.analytics import migrations, store
 from llmsm.analytics.events import EVENT_COLUMNS, ExchangeEvent
 
 CHILD = Path(__file__).with_name("helpers_writer_child.py")
-NOW = datetime.now(timezone.utc)
 
 
 def ev(**kw) -> ExchangeEvent:
@@ -161,7 +160,10 @@ def test_read_only_connect_migrates_an_old_database(db: Path) -> None:
 
 
 def test_requests_and_sessions_views_sum_correctly(db: Path) -> None:
-    t0 = NOW - timedelta(minutes=2)
+    # times relative to when this test runs: the status is measured against the clock at query
+    # time (a moment taken when the module was imported could be minutes old in a full run)
+    now = datetime.now(timezone.utc)
+    t0 = now - timedelta(minutes=2)
     events = [
         ev(id="a1", session_id="s1", label=None, client="claude-code", client_version="1.0", model="claude-b",
            started_at=t0, ended_at=t0 + timedelta(seconds=3), agent_id="main",
@@ -178,10 +180,10 @@ def test_requests_and_sessions_views_sum_correctly(db: Path) -> None:
            outcome="stream_error", input_tokens=1, output_tokens=2, label=None, client="claude-code",
            client_version=None),
         ev(id="b1", session_id="s2", client="codex", model="gpt-5", api="responses", provider="openai",
-           started_at=NOW - timedelta(minutes=30), input_tokens=7, output_tokens=3),
+           started_at=now - timedelta(minutes=30), input_tokens=7, output_tokens=3),
         ev(id="c1", session_id="s3", client="codex", model="gpt-5", api="responses", provider="openai",
-           started_at=NOW - timedelta(hours=3), input_tokens=1),
-        ev(id="n1", session_id=None, input_tokens=50, started_at=NOW),
+           started_at=now - timedelta(hours=3), input_tokens=1),
+        ev(id="n1", session_id=None, input_tokens=50, started_at=now),
     ]
     assert store.insert_events(db, events) == len(events)
     store.insert_run(db, session_id="s1", command="claude old", cwd="/old", git_branch="old",
@@ -346,6 +348,34 @@ def test_corrupt_and_missing_databases(tmp_path: Path) -> None:
         store.insert_events(under_file / "db.duckdb", [ev()])
 
 
+def test_open_db_for_every_command(tmp_path: Path) -> None:
+    """The one way commands open the database: a missing file is an error or (missing_ok) None,
+    never created by a read; write=True creates it; a failed query leaves as one StoreError line;
+    the connection is closed after the block."""
+    db = tmp_path / "sub" / "cmd.duckdb"
+    with pytest.raises(store.DatabaseMissing, match="no database at"):
+        with store.open_db(db):
+            pass
+    with store.open_db(db, missing_ok=True) as con:
+        assert con is None
+    assert not db.parent.exists()
+
+    with store.open_db(db, write=True) as con:
+        con.execute("INSERT INTO budgets (id, scope, max_usd, created_at) VALUES ('b1', 'day', 1, now())")
+    with store.open_db(db, missing_ok=True) as con:
+        assert con.execute("SELECT id FROM budgets").fetchall() == [("b1",)]
+        with pytest.raises(duckdb.Error):  # read-only and locked down, like `llmsm sql`
+            con.execute("DELETE FROM budgets")
+        kept = con
+    with pytest.raises(duckdb.Error):
+        kept.execute("SELECT 1")  # closed
+    with pytest.raises(store.StoreError) as info:
+        with store.open_db(db) as con:
+            con.execute("SELECT no_such_column FROM events")
+    assert "no_such_column" in str(info.value) and "\n" not in str(info.value)
+    assert not isinstance(info.value.__cause__, store.StoreError)
+
+
 def test_default_db_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LLMSM_DB", str(tmp_path / "x.duckdb"))
     assert store.default_db_path() == tmp_path / "x.duckdb"
@@ -432,8 +462,9 @@ def test_budget_status_totals_each_scope(db: Path) -> None:
     never count, a day budget counts today only, a budget nothing matched uses 0."""
     from llmsm.analytics import budgets
 
-    local_midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
-    today = max(NOW - timedelta(minutes=1), local_midnight + timedelta(seconds=1))
+    now = datetime.now(timezone.utc)
+    local_midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = max(now - timedelta(minutes=1), local_midnight + timedelta(seconds=1))
     yesterday = local_midnight - timedelta(hours=2)
     rows = [  # (id, session, label, client, started_at, api, usage_source, tokens, usd)
         ("e1", "s1", "feat", "claude-code", today, "messages", "reported", 100, 0.5),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import zlib
 
-import brotli
 import pytest
+from mitmproxy.net import encoding as mitmproxy_encoding
 
 from llmsm.addons.providers import new_parser
 from llmsm.addons.tap import StreamTap, make_decoder
@@ -25,11 +25,8 @@ def _encode(data: bytes, encoding: str) -> bytes:
         return gzip.compress(data)
     if encoding == "deflate":
         return zlib.compress(data)
-    if encoding == "br":
-        return brotli.compress(data)
-    if encoding == "zstd":
-        from backports import zstd
-        return zstd.compress(data)
+    if encoding in ("br", "zstd"):  # as mitmproxy itself encodes them
+        return mitmproxy_encoding.encode(data, encoding)
     return data
 
 

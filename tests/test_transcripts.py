@@ -13,7 +13,7 @@ import pytest
 
 from llmsm.analytics.events import ExchangeEvent
 from llmsm.analytics.store import insert_events
-from llmsm.analytics.transcripts import event_id
+from llmsm.analytics.transcripts_claude import event_id
 from tests.conftest import run_cli
 
 KINDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
@@ -172,10 +172,16 @@ def test_import_dedups_counts_malformed_and_is_idempotent(projects, tmp_path):
     assert sum(r["cache_write_1h_tokens"] for r in by_session[S1]) == sum(m % 2 for m in range(5))
     assert rows[0]["started_at"] == T0 + timedelta(seconds=2)  # the first block's timestamp
 
-    # the second import inserts nothing
+    # the second import opens no file: nothing changed since the first
     p = run_cli("import", "claude-code", str(projects), "--db", str(db), "--json")
     again = json.loads(p.stdout)
+    assert p.returncode == 0 and again["inserted"] == 0 and again["events"] == 0
+    assert again["files"] == again["files_unchanged"] == 3 and again["files_read"] == 0 and again["bytes_read"] == 0
+    # --full reads everything again and still inserts nothing
+    p = run_cli("import", "claude-code", str(projects), "--db", str(db), "--json", "--full")
+    again = json.loads(p.stdout)
     assert p.returncode == 0 and again["inserted"] == 0 and again["already_present"] == want["requests"]
+    assert again["files_read"] == 3 and again["duplicates"] == first["duplicates"]
     assert query(db, "SELECT count(*) AS n FROM events")[0]["n"] == want["requests"]
 
     # the report shows them as transcript requests, and matches the independent sums
@@ -259,3 +265,121 @@ def test_reconcile_and_no_double_counting(projects, tmp_path):
     total = query(db, "SELECT sum(requests) AS n, sum(input_tokens) AS i FROM daily")[0]
     assert total["n"] == rep["totals"]["requests"] == 5 + 3 + n + 1
     assert total["i"] == rep["totals"]["input_tokens"]
+
+
+def _import(root: Path, db: Path, *extra: str) -> dict:
+    p = run_cli("import", "claude-code", str(root), "--db", str(db), "--json", *extra)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def _rows(db: Path) -> set[tuple]:
+    return {tuple(r.values()) for r in query(db, "SELECT id, session_id, started_at, input_tokens, output_tokens, "
+                                                 "cache_write_tokens, cache_read_tokens, cost_usd FROM events")}
+
+
+def _append(path: Path, entries: list, raw: bytes = b"") -> int:
+    data = b"".join((json.dumps(e) + "\n").encode() for e in entries) + raw
+    with open(path, "ab") as fh:
+        fh.write(data)
+    return len(data)
+
+
+def test_incremental_import_reads_only_appended_bytes(projects, tmp_path):
+    db = tmp_path / "inc.duckdb"
+    first = _import(projects, db)
+    f1 = projects / "-work-proj" / f"{S1}.jsonl"
+    # two new responses of S1; the second one's three content blocks are split by the next import
+    new = assistant_lines(S1, 7, T0 + timedelta(hours=3))[5 * 4:]  # responses 5 and 6 (user line + 3 blocks each)
+    assert len(new) == 8 and new[4]["type"] == "user"
+    grown = _append(f1, new[:6])  # response 5 whole, response 6's user line and first block
+    step = _import(projects, db)
+    assert step["files_read"] == 1 and step["files_unchanged"] == 2 and step["files_reread"] == 0
+    assert step["bytes_read"] == grown  # only the appended bytes
+    assert step["inserted"] == step["events"] == 2 and step["duplicates"] == 2  # blocks 2-3 of response 5
+
+    # the rest of response 6, and half a line still being written
+    partial = json.dumps(assistant_lines(S1, 8, T0 + timedelta(hours=4))[-1]).encode()
+    grown = _append(f1, new[6:], partial[: len(partial) // 2])
+    step = _import(projects, db)
+    # its blocks are known from the carried ids: repeats, not "imported before"
+    assert step["inserted"] == step["events"] == 0 and step["duplicates"] == 2
+    assert step["malformed"] == 0  # the unfinished line is left for later
+    assert step["bytes_read"] == grown
+    state = query(db, f"SELECT * FROM import_files WHERE path = '{f1.resolve()}'")[0]
+    assert state["source"] == "claude-code" and state["read_bytes"] == f1.stat().st_size - len(partial) // 2
+    assert state["size"] == f1.stat().st_size and json.loads(state["carry"])["pairs"][-1] == [f"msg_{S1}_6", f"req_{S1}_6"]
+
+    with open(f1, "ab") as fh:  # the line is finished
+        fh.write(partial[len(partial) // 2 :] + b"\n")
+    step = _import(projects, db)
+    assert step["inserted"] == 1 and step["malformed"] == 0
+    assert _import(projects, db)["files_read"] == 0
+
+    # the same rows as one import of the final files
+    fresh = tmp_path / "fresh.duckdb"
+    whole = _import(projects, fresh)
+    assert whole["events"] == first["events"] + 3
+    assert _rows(db) == _rows(fresh)
+    rep = json.loads(run_cli("report", "daily", "--db", str(db), "--json", "--utc").stdout)["totals"]
+    want = expected(projects)
+    for k in KINDS:
+        assert rep[k] == want[k], k
+
+
+def test_shrunk_or_rewritten_file_is_read_again(projects, tmp_path):
+    db = tmp_path / "rw.duckdb"
+    _import(projects, db)
+    f2 = projects / "-work-other" / f"{S2}.jsonl"
+    lines = f2.read_bytes().splitlines(keepends=True)
+    f2.write_bytes(b"".join(lines[:-5]))  # shrunk: read again from the start, nothing new
+    step = _import(projects, db)
+    assert step["files_read"] == step["files_reread"] == 1 and step["inserted"] == 0
+    assert step["bytes_read"] == f2.stat().st_size
+
+    # the same size, but the start rewritten (another session's content in place): read again
+    f3 = next((projects / "-work-other" / S3).rglob("*.jsonl"))
+    before = f3.read_bytes()
+    after = before.replace(S3.encode(), S3[:-1].encode() + b"9", 1)
+    assert len(after) == len(before) and after != before
+    f3.write_bytes(after)
+    os.utime(f3, ns=(f3.stat().st_atime_ns, f3.stat().st_mtime_ns + 1_000_000_000))
+    step = _import(projects, db)
+    assert step["files_reread"] == 1 and step["bytes_read"] == len(after)
+
+    # touched only: opened, nothing read, the new time remembered
+    os.utime(f2, ns=(f2.stat().st_atime_ns, f2.stat().st_mtime_ns + 1_000_000_000))
+    step = _import(projects, db)
+    assert step["files_read"] == 1 and step["files_reread"] == 0 and step["bytes_read"] == 0
+    assert _import(projects, db)["files_read"] == 0
+
+
+def test_worker_processes_read_the_same_rows(projects, tmp_path, monkeypatch):
+    """Large imports are read by worker processes in batches: the same rows and counts as in one
+    process, whichever batch finishes first."""
+    from llmsm.analytics import transcripts
+    from llmsm.analytics.transcripts_claude import SOURCE, read_claude_code
+
+    one = transcripts.run_import(tmp_path / "one.duckdb", SOURCE, transcripts.find_files(projects, "x"), read_claude_code, workers=1)
+    monkeypatch.setattr(transcripts, "BATCH_BYTES", 1)  # one batch per file
+    two = transcripts.run_import(tmp_path / "two.duckdb", SOURCE, transcripts.find_files(projects, "x"), read_claude_code, workers=2)
+    assert two.as_dict() == one.as_dict() and one.events == 12 and one.files_read == 3
+    assert _rows(tmp_path / "two.duckdb") == _rows(tmp_path / "one.duckdb")
+    assert not list(tmp_path.glob(".llmsm-import-*"))  # the spools are gone
+
+
+def test_complete_lines_stop_at_the_last_whole_line(tmp_path):
+    """The offset remembered for a file is the end of its last complete line; a last line without
+    its newline counts only if it is already a whole JSON object."""
+    from llmsm.analytics.transcript_files import CompleteLines
+
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n{"b": 2}\r\n{"c": ')
+    with open(path, "rb") as fh:
+        lines = CompleteLines(fh, 0)
+        assert list(lines) == [b'{"a": 1}', b"", b'{"b": 2}\r'] and lines.end == len(b'{"a": 1}\n\n{"b": 2}\r\n')
+    end = lines.end
+    path.write_bytes(path.read_bytes() + b"3}")
+    with open(path, "rb") as fh:
+        lines = CompleteLines(fh, end)
+        assert list(lines) == [b'{"c": 3}'] and lines.end == path.stat().st_size

@@ -166,3 +166,67 @@ def test_a_turn_over_budget_is_refused_on_the_websocket(ws_gateway, ws_upstream)
     for row in rows:
         assert (row["outcome"], row["api"], row["error_type"]) == ("http_error", "responses", "insufficient_quota")
         assert (row["usage_source"], row["input_tokens"], row["output_tokens"]) == ("none", None, None)
+
+
+def test_each_finished_turn_is_handed_on_once(tmp_path):
+    """What the recorder and the budget guard count on (addons/hooks.py, EVENT_META): a WebSocket
+    connection finishes several events on one flow, and an addon after the gateway sees each in
+    the hook that finished it, never again in a later one. llmsm's addons in mitmproxy's own test
+    master, with a flow played through them as mitmproxy replays one (eventsequence)."""
+    from mitmproxy import eventsequence, hooks
+    from mitmproxy.test import taddons, tflow
+    from mitmproxy.websocket import WebSocketMessage
+    from wsproto.frame_protocol import Opcode
+
+    from llmsm.addons.hooks import EVENT_META
+    from llmsm.addons.server import llmsm_addons
+    from llmsm.analytics import store
+
+    class Probe:  # an addon after llmsm's: what it is handed, hook by hook
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def _look(self, flow) -> None:
+            event = flow.metadata.get(EVENT_META)
+            if event is not None:
+                self.seen.append(event.id)
+
+        response = error = websocket_message = websocket_end = _look
+
+    flow = tflow.twebsocketflow(messages=False)
+    flow.request.host = flow.request.host_header = "api.openai.com"
+    flow.request.path = "/v1/responses"
+    text = lambda frame: WebSocketMessage(Opcode.TEXT, False, json.dumps(frame).encode())  # noqa: E731
+    done = {"id": "resp_ws", "status": "completed", "model": "gpt-5", "usage": OPENAI_RESPONSES_USAGE}
+    for turn in range(3):
+        create = {"type": "response.create", "model": "gpt-5", "input": f"turn {turn}"}
+        flow.websocket.messages += [
+            WebSocketMessage(Opcode.TEXT, True, json.dumps(create).encode()),
+            text({"type": "response.created", "response": dict(done, status="in_progress", usage=None)}),
+            *(text({"type": "response.output_text.delta", "delta": piece}) for piece in TEXT_PIECES),
+            text({"type": "response.completed", "response": done}),
+        ]
+    switched, flow.response = flow.response, None  # live: no response when the request hooks run
+    db = tmp_path / "ws.duckdb"
+    probe = Probe()
+
+    async def play() -> None:
+        with taddons.context(*llmsm_addons(), probe) as tctx:
+            tctx.options.update(llmsm_db=str(db))
+            await tctx.master.addons.trigger_event(hooks.RunningHook())
+            for hook in eventsequence.iterate(flow):
+                await tctx.master.addons.handle_lifecycle(hook)
+                if hook.name == "request":
+                    flow.response = switched  # the upstream's 101
+            await tctx.master.addons.trigger_event(hooks.DoneHook())  # the recorder flushes
+
+    asyncio.run(play())
+    assert len(probe.seen) == len(set(probe.seen)) == 3
+    con = store.open_for_query(db)
+    try:
+        rows = con.execute("SELECT id, api, outcome, input_tokens FROM events ORDER BY started_at").fetchall()
+    finally:
+        con.close()
+    assert [row[0] for row in rows] == probe.seen
+    assert {(api, outcome) for _, api, outcome, _ in rows} == {("responses", "ok")}
+    assert all(row[3] == EXPECTED["openai_responses"][0] for row in rows)

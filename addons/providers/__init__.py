@@ -1,4 +1,4 @@
-"""Provider parsers, looked up by (provider, api) as `addons/routes.py` names them.
+"""Provider parsers, looked up by (provider, api) as `analytics/apis.py` names them.
 
 `new_parser` gives a fresh response parser for one exchange; `parse_request` reads a request
 body and never raises (a body it cannot read gives an empty `RequestInfo`); `replay_sse` runs
@@ -7,36 +7,28 @@ a recorded SSE body through a parser.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from llmsm.addons.providers import anthropic, gemini, openai_chat, openai_responses
 from llmsm.addons.providers.base import ParseResult, RequestInfo, ResponseParser
 from llmsm.addons.providers.sse import SSEDecoder
+from llmsm.analytics.apis import APIS
 
 __all__ = ["PARSERS", "REQUEST_PARSERS", "new_parser", "parse_request", "replay_sse"]
 
 log = logging.getLogger("llmsm.providers")
 
-PARSERS: dict[tuple[str, str], type[ResponseParser]] = {
-    ("anthropic", "messages"): anthropic.AnthropicMessagesParser,
-    ("anthropic", "count_tokens"): anthropic.AnthropicCountTokensParser,
-    ("openai", "chat_completions"): openai_chat.OpenAIChatParser,
-    ("openai", "responses"): openai_responses.OpenAIResponsesParser,
-    ("gemini", "generate_content"): gemini.GeminiParser,
-    ("gemini", "count_tokens"): gemini.GeminiCountTokensParser,
-}
-
-# A count_tokens request has the same body shape as the provider's generation request.
-REQUEST_PARSERS: dict[tuple[str, str], Callable[[dict[str, Any]], RequestInfo]] = {
-    ("anthropic", "messages"): anthropic.parse_request,
-    ("anthropic", "count_tokens"): anthropic.parse_request,
-    ("openai", "chat_completions"): openai_chat.parse_request,
-    ("openai", "responses"): openai_responses.parse_request,
-    ("gemini", "generate_content"): gemini.parse_request,
-    ("gemini", "count_tokens"): gemini.parse_request,
-}
+# Both read from the table of APIs (analytics/apis.py): each row names its parser module, the
+# response parser class in it, and the module's `parse_request` reads its request bodies. A row
+# whose parser is missing fails here, at import, not on the first request.
+PARSERS: dict[tuple[str, str], type[ResponseParser]] = {}
+REQUEST_PARSERS: dict[tuple[str, str], Callable[[dict[str, Any]], RequestInfo]] = {}
+for _spec in APIS:
+    _module = importlib.import_module(f"{__name__}.{_spec.module}")
+    PARSERS[(_spec.provider, _spec.api)] = getattr(_module, _spec.parser)
+    REQUEST_PARSERS[(_spec.provider, _spec.api)] = _module.parse_request
 
 
 def new_parser(provider: str, api: str) -> ResponseParser | None:

@@ -224,6 +224,7 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     info.side_call = not body.get("tools") and isinstance(dig(body, "output_config", "format"), dict)
     info.newest_user_parts = newest_user_parts(messages)
     system = body.get("system")  # the closure keeps these two, not the whole body (tools, ...)
+    info.items, info.instructions, info.offers_tools = messages, system, bool(body.get("tools"))
     info.read_conversation = lambda: (
         [chat_message(m) for m in messages if isinstance(m, dict)],
         text_of(system) or None,

@@ -51,6 +51,14 @@ class RequestInfo:
     # conversation, and most requests never need it. Until then the parsed messages stay in
     # memory with the exchange (mitmproxy holds the raw body that long anyway).
     read_conversation: Callable[[], Conversation] | None = field(default=None, repr=False, compare=False)
+    # The body's own message list (messages / input / contents) and system (system /
+    # instructions / systemInstruction) as parsed: references, no copy, for the session digest
+    # (addons/digest.py). `items_are_new`: the body continues a stored response
+    # (previous_response_id), so its items are only what is new.
+    items: list[Any] | None = field(default=None, repr=False, compare=False)
+    instructions: Any = field(default=None, repr=False, compare=False)
+    items_are_new: bool = False
+    offers_tools: bool = False  # the body offers tools: an assistant's turn does, its side requests not
     _conversation: Conversation | None = field(default=None, repr=False, compare=False)
 
     @property

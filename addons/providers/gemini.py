@@ -146,6 +146,7 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     structured = any(k in config for k in _SCHEMA_KEYS) or config.get("responseMimeType") == "application/json"
     info.side_call = structured and not body.get("tools")
     info.newest_user_parts = newest_user_parts(contents)
+    info.items, info.instructions, info.offers_tools = contents, system, bool(body.get("tools"))
     info.read_conversation = lambda: (
         [
             chat_message(content, role="assistant" if content.get("role") == "model" else None)

@@ -128,6 +128,7 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     messages = as_list(body.get("messages"))
     info.message_count = len(messages) if "messages" in body else None
     info.read_conversation = lambda: ([chat_message(m) for m in messages if isinstance(m, dict)], None)
+    info.items, info.offers_tools = messages, bool(body.get("tools") or body.get("functions"))
     # Tool results carry no error flag in chat completions: tool_errors stays None.
     info.prompt_cache_key = as_str(body.get("prompt_cache_key"))
     no_tools = not body.get("tools") and not body.get("functions")

@@ -140,6 +140,8 @@ def parse_request(body: dict[str, Any]) -> RequestInfo:
     info.message_count = 1 if isinstance(items, str) else (len(items) if isinstance(items, list) else None)
     instructions = as_str(body.get("instructions"))
     info.read_conversation = lambda: (_input_messages(items), instructions)
+    info.items, info.instructions = [items] if isinstance(items, str) else as_list(items), instructions
+    info.items_are_new, info.offers_tools = bool(body.get("previous_response_id")), bool(body.get("tools"))
     info.prompt_cache_key = as_str(body.get("prompt_cache_key"))
     info.side_call = not body.get("tools") and dig(body, "text", "format", "type") in JSON_OUTPUT_TYPES
     info.newest_user_parts = newest_user_parts([items] if isinstance(items, str) else as_list(items))

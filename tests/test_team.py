@@ -1,0 +1,164 @@
+"""Team shipping with a real PostgreSQL (tests/conftest_team.py) and real gateways: two
+developers ship to one team database; the server goes away and comes back; a gateway is
+killed with SIGKILL and restarted; every event is in the team database exactly once, the team
+reports are the sums of the local ones, and a team budget set from one machine refuses the next
+request on the other."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anthropic
+import psycopg
+import pytest
+
+from tests.conftest import TEST_KEYS, Gateway, run_cli
+from tests.conftest_team import otlp_receiver, postgres, team_db  # noqa: F401
+
+
+def _client(gw: Gateway, session: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key=TEST_KEYS["anthropic"], base_url=f"{gw.url}/anthropic",
+                               default_headers={"x-llmsm-session": session}, max_retries=0)
+
+
+def _ask(gw: Gateway, session: str, n: int = 1) -> None:
+    c = _client(gw, session)
+    for _ in range(n):
+        c.messages.create(model="claude-sonnet-4-6", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+
+
+def _local_ids(gw: Gateway) -> set[str]:
+    return {r["id"] for r in gw.query("SELECT id FROM events")}
+
+
+def _team_ids(url: str, developer: str) -> list[str]:
+    with psycopg.connect(url) as con:
+        return [r[0] for r in con.execute("SELECT id FROM events WHERE developer = %s", [developer]).fetchall()]
+
+
+def _wait_shipped(url: str, gw: Gateway, developer: str, timeout: float = 20.0) -> list[str]:
+    deadline = time.time() + timeout
+    want = _local_ids(gw)
+    got: list[str] = []
+    while time.time() < deadline:
+        try:
+            got = _team_ids(url, developer)
+        except psycopg.Error:
+            got = []
+        if set(got) >= want:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"{developer}: {len(want - set(got))} of {len(want)} not shipped\n{gw.log.read_text()[-2000:]}")
+
+
+def _gateway(tmp, upstream, url: str, developer: str, *extra: str, db=None) -> Gateway:
+    return Gateway(tmp, upstream.url, db=db, extra_args=("--team-db", url, "--developer", developer, *extra))
+
+
+def test_two_gateways_server_restart_and_sigkill_every_event_exactly_once(upstream, tmp_path, postgres, team_db):
+    a = _gateway(tmp_path / "a", upstream, team_db, "alice").start()
+    b = _gateway(tmp_path / "b", upstream, team_db, "bob").start()
+    try:
+        _ask(a, "sa", 3)
+        _ask(b, "sb", 2)
+        a.wait_rows(3)
+        b.wait_rows(2)
+        _wait_shipped(team_db, a, "alice")
+        _wait_shipped(team_db, b, "bob")
+
+        postgres.stop()  # the team database goes away: the gateways keep serving
+        _ask(a, "sa", 2)
+        _ask(b, "sb", 2)
+        a.wait_rows(5)
+        b.wait_rows(4)
+        time.sleep(1.5)
+        status = json.loads(a.cli("team", "status", "--json").stdout)
+        events = [t for t in status["targets"] if t["kind"] == "events"][0]
+        assert events["behind"] == 2 and events["last_error"], status
+        postgres.start()
+
+        a.kill()  # SIGKILL: what was stored is shipped by the next run, from the stored position
+        a2 = _gateway(tmp_path / "a2", upstream, team_db, "alice", db=a.db).start()
+        _ask(a2, "sa", 1)
+        a2.wait_rows(6)
+        alice = _wait_shipped(team_db, a2, "alice")
+        bob = _wait_shipped(team_db, b, "bob")
+        assert sorted(alice) == sorted(_local_ids(a2)) and len(alice) == len(set(alice))
+        assert sorted(bob) == sorted(_local_ids(b)) and len(bob) == len(set(bob))
+        status = json.loads(a2.cli("team", "status", "--json").stdout)
+        events = [t for t in status["targets"] if t["kind"] == "events"][0]
+        assert events["behind"] == 0 and events["last_error"] is None
+
+        # A resend (the position lost) inserts nothing and adds nothing to the rollup.
+        before = json.loads(run_cli("team", "report", "daily", "--utc", "--json", "--team-db", team_db).stdout)["totals"]
+        p = a2.cli("team", "push", "--team-db", team_db, "--developer", "alice", "--json")
+        assert json.loads(p.stdout)["new"] == 0
+
+        # Team reports are the sums of the local ones.
+        team = json.loads(run_cli("team", "report", "daily", "--utc", "--json", "--team-db", team_db).stdout)
+        assert team["totals"] == before
+        local = [json.loads(g.cli("report", "daily", "--utc", "--json").stdout)["totals"] for g in (a2, b)]
+        for k, v in team["totals"].items():
+            if k == "cost_usd":
+                assert v == pytest.approx(sum(t[k] or 0 for t in local))
+            else:
+                assert v == sum(t[k] for t in local), k
+        devs = json.loads(run_cli("team", "report", "developers", "--json", "--team-db", team_db).stdout)
+        assert {r["developer"]: r["requests"] for r in devs["rows"]} == {"alice": local[0]["requests"], "bob": local[1]["requests"]}
+        sess = json.loads(run_cli("team", "sessions", "--json", "--team-db", team_db).stdout)
+        assert {(r["session_id"], r["developer"]) for r in sess["rows"]} == {("sa", "alice"), ("sb", "bob")}
+        with psycopg.connect(team_db) as con:  # usage only: no digest left the machine
+            assert con.execute("SELECT count(*) FROM events WHERE digest IS NOT NULL").fetchone()[0] == 0
+    finally:
+        a.stop()
+        b.stop()
+        if "a2" in locals():
+            a2.stop()
+
+
+def test_a_team_budget_set_on_one_machine_refuses_on_the_other(upstream, tmp_path, team_db):
+    a = _gateway(tmp_path / "a", upstream, team_db, "carol").start()
+    b = _gateway(tmp_path / "b", upstream, team_db, "dave").start()
+    try:
+        _ask(a, "sc", 2)
+        a.wait_rows(2)
+        _wait_shipped(team_db, a, "carol")
+        p = run_cli("budget", "set", "--team", "--all", "--day", "--tokens", "1", "--team-db", team_db, "--json")
+        assert p.returncode == 0, p.stderr
+        deadline = time.time() + 12  # refreshed every 5 s
+        while True:
+            try:
+                _ask(b, "sd")
+            except anthropic.RateLimitError as exc:
+                assert "llmsm budget exceeded" in str(exc) and "team" in str(exc)
+                break
+            assert time.time() < deadline, "the team budget was not enforced within 12 s"
+            time.sleep(0.5)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_team_prune_drops_whole_months(team_db):
+    from datetime import datetime
+
+    from llmsm.analytics.team import schema
+    from llmsm.analytics.team.pg import connect
+
+    con = connect(team_db)
+    with con.transaction():
+        cur = con.cursor()
+        schema.ensure_partitions(cur, {schema.month_start(datetime(2025, 1, 5))}, set())
+        cur.execute("INSERT INTO events (id, started_at, developer, host, api, outcome) VALUES ('x', '2025-01-05', 'd', 'h', 'messages', 'ok')")
+    con.close()
+    p = run_cli("team", "prune", "--older-than", "2025-03-01", "--team-db", team_db, "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["dropped_months"] == ["2025-01", "2025-02"]
+
+
+def test_team_commands_without_a_database_say_so():
+    p = run_cli("team", "report", "daily", env={"PATH": "/usr/bin"})
+    assert p.returncode == 1 and "no team database" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("team", "report", "daily", "--team-db", "postgresql://nobody@127.0.0.1:1/x")
+    assert p.returncode == 1 and "cannot reach the team database" in p.stderr and "Traceback" not in p.stderr
