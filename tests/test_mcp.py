@@ -98,7 +98,7 @@ def test_every_tool_on_a_database_the_gateway_wrote(gw, project, tmp_path):
     cc_turn(gw, sid, "make the cart keep coupons")
     cc_turn(gw, sid, "and add a test")
     gw.wait_rows(2, f"session_id = '{sid}'")
-    # what the gateway's digest extraction records for such a session (DIGEST-CONTRACT)
+    # a digest written directly, as the digest addon writes it (so the session has 3 requests)
     now = datetime.now(UTC)
     d = lambda **items: DigestDelta.from_items(**items).to_json()  # noqa: E731
     past = "5e55e55e-0000-4000-8000-" + uuid.uuid4().hex[:12]
@@ -141,7 +141,7 @@ def test_every_tool_on_a_database_the_gateway_wrote(gw, project, tmp_path):
 
     found = {s["session_id"]: s for s in out["sessions"].structured_content["sessions"]}
     mine = found[sid]
-    assert mine["client"] == "claude-code" and mine["requests"] == 2 and mine["project"] == str(project)
+    assert mine["client"] == "claude-code" and mine["requests"] == 3 and mine["project"] == str(project)
     assert mine["branch"] == "coupons" and mine["doing"] == "make the cart keep coupons"
     assert mine["files"][0]["path"] == "src/cart.py" and mine["status"] in ("healthy", "degraded", "critical")
     assert past not in found  # two days old: not active
