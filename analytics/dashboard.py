@@ -1,6 +1,6 @@
 """The data behind `llmsm watch`, `show` and `health`.
 
-A dashboard frame is three SQL round trips on a read-only connection that is opened for the frame
+A dashboard frame is four SQL round trips on a read-only connection that is opened for the frame
 and closed right after (DuckDB locks the file per process: holding it would block the gateway's
 writes):
 
@@ -14,7 +14,10 @@ writes):
    line): the `budget_status` rows only when the `budgets` table has rows and the view exists
    (the first query reads that from the catalog, so a database without budgets pays nothing
    for them) and the quota windows of the last 7 days as of `at`. A failure here never fails
-   the frame.
+   the frame;
+4. the file conflicts of the sessions active as of `at` (analytics/collisions.py: one query over
+   their digests), whichever sessions the frame shows, so that `show` of one session knows of
+   the others. A failure here never fails the frame either.
 
 Health is then computed outside the connection (analytics/health.py). Each session gets the
 budgets that apply to it (its id, its label, its client, the day budget); the tightest (exceeded
@@ -381,10 +384,12 @@ def _rows_from_agg(columns: list[str], rows: list[tuple], at: datetime) -> list[
 
 @dataclass(slots=True)
 class _Extras:
-    """What the third round trip brings: budget_status rows (None: not read) and quota windows."""
+    """What the last round trips bring: budget_status rows (None: not read), quota windows, and
+    file conflicts (session id -> its conflicts)."""
 
     budgets: list[dict[str, Any]] | None = None
     quota: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _check_health_columns(description: Any) -> None:
@@ -398,8 +403,8 @@ def _check_health_columns(description: Any) -> None:
 def _fetch(
     con: duckdb.DuckDBPyConnection, scope: str, params: dict[str, Any], n_events: int,
 ) -> tuple[list[SessionRow], dict[str, list[HealthRow]], _Extras]:
-    """The three round trips: aggregates, the last `n_events` events of those sessions, then
-    budgets and quota windows."""
+    """The round trips: aggregates, the last `n_events` events of those sessions, budgets and
+    quota windows, file conflicts."""
     at = params["at"]
     cur = con.execute(_AGG_SQL.format(scope=scope), params)
     columns = [d[0] for d in cur.description]
@@ -415,7 +420,21 @@ def _fetch(
             events.setdefault(r.session_id, []).append(r)
     cat = dict(zip(columns, rows[0])) if rows else {}
     with_budgets = bool(cat.get("n_budgets")) and bool(cat.get("budget_view"))
-    return sessions, events, _fetch_extras(con, at, with_budgets)
+    extras = _fetch_extras(con, at, with_budgets)
+    extras.conflicts = _fetch_conflicts(con, at)  # also for the sessions an --all refresh keeps
+    return sessions, events, extras
+
+
+def _fetch_conflicts(con: duckdb.DuckDBPyConnection, at: datetime) -> dict[str, list[dict[str, Any]]]:
+    """File conflicts as of `at`; never raises (a database of an older llmsm has no digests)."""
+    import duckdb
+
+    from .collisions import find_conflicts
+
+    try:
+        return find_conflicts(con, at)
+    except duckdb.Error:
+        return {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -512,9 +531,13 @@ def apply_budgets(
     return out
 
 
-def _assess(sessions: list[SessionRow], events: dict[str, list[Any]], at: datetime) -> None:
+def _assess(
+    sessions: list[SessionRow], events: dict[str, list[Any]], at: datetime,
+    conflicts: dict[str, list[dict[str, Any]]] | None = None,
+) -> None:
     from .health import assess_session
 
+    conflicts = conflicts or {}
     for s in sessions:
         evs = events.get(s.session_id, [])
         # the baseline only matters once the first turns have left the window
@@ -526,6 +549,7 @@ def _assess(sessions: list[SessionRow], events: dict[str, list[Any]], at: dateti
             budget_fraction=b["pct"] / 100.0 if b is not None else None,
             budget_rate=b["rate"] if b is not None else None,
             budget_label=b["name"] if b is not None else "budget",
+            conflicts=conflicts.get(s.session_id),
         )
 
 
@@ -599,7 +623,7 @@ def _compose(
         sessions, events, full_at = fresh, fresh_events, at
     extras = extras or _Extras()
     frame = build_frame(sessions, events, at, live=live, window_minutes=None if session_ids is not None else window_minutes,
-                        budgets=extras.budgets, quota=extras.quota)
+                        budgets=extras.budgets, quota=extras.quota, conflicts=extras.conflicts)
     frame.full_at = full_at
     if window_minutes is None and session_ids is None:
         frame.events = events  # kept for the next incremental refresh
@@ -631,13 +655,15 @@ def load_frame(
 def build_frame(
     sessions: list[SessionRow], events: dict[str, list[Any]], at: datetime, *, live: bool, window_minutes: float | None,
     budgets: list[dict[str, Any]] | None = None, quota: list[dict[str, Any]] | None = None,
+    conflicts: dict[str, list[dict[str, Any]]] | None = None,
 ) -> Frame:
-    """Budgets that apply and health for every session as of `at`, sorted by need of attention."""
+    """Budgets that apply and health for every session as of `at` (with its file conflicts),
+    sorted by need of attention."""
     t0 = time.perf_counter()
     for s in sessions:
         s.state = _state(s.last_seen, at)
     all_budgets = apply_budgets(sessions, budgets or [], at)
-    _assess(sessions, events, at)
+    _assess(sessions, events, at, conflicts)
     sessions.sort(key=SessionRow.sort_key)
     return Frame(at=at, live=live, window_minutes=window_minutes, sessions=sessions,
                  health_ms=(time.perf_counter() - t0) * 1000, budgets=all_budgets, quota=list(quota or []))

@@ -11,7 +11,9 @@ Expected input (what the dashboard should query every refresh):
 - optionally `first_seen` (the session's first `started_at`) and `total_turns` (its count of rows
   with a turn api): without them, context rot is measured over the events given only,
 - optionally `baseline_ttft_ms` (median TTFT of the session's first turns) when the early events
-  are no longer in the window.
+  are no longer in the window,
+- optionally `conflicts`: files this session edited that another active session edited too
+  (analytics/collisions.py, one query for all sessions: the dashboard passes each its own).
 
 No I/O, no globals changed. The rules shared with the status line (thresholds, error kinds and
 weights, the verdicts of context fill, errors and a cold cache, score and status) live in
@@ -44,6 +46,7 @@ from .health_rules import (
     Thresholds,
     cache_cold_verdict,
     cache_ttl_seconds,
+    conflict_verdict,
     error_verdict,
     fill_verdict,
     has_usage,
@@ -87,7 +90,7 @@ ERROR_ADVICE: dict[str, str] = {
 
 @dataclass(slots=True)
 class Reason:
-    factor: str  # context_fill | context_growth | context_rot | cache_cold | cache_share | errors | tool_errors | retry_loop | slowdown | budget
+    factor: str  # one of health_rules.FACTORS
     severity: Severity
     penalty: int
     message: str
@@ -138,6 +141,8 @@ class SessionHealth:
     ttft_ratio: float | None = None
     budget_fraction: float | None = None
     budget_minutes_left: float | None = None
+    # files another active session edited too: path, file, other_session, other_label, other_at, at
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -147,6 +152,8 @@ class SessionHealth:
                 value = [r.to_dict() for r in value]
             elif name == "error_kinds":
                 value = dict(value)
+            elif name == "conflicts":
+                value = [dict(c) for c in value]
             out[name] = value
         return out
 
@@ -283,18 +290,22 @@ def assess_session(
     budget_fraction: float | None = None,
     budget_rate: float | None = None,
     budget_label: str = "budget",
+    conflicts: Sequence[Mapping[str, Any]] | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> SessionHealth:
     """Score one session from its recent events (see the module docstring for the input).
 
     budget_fraction: share of a budget already used (0..1, may exceed 1), e.g. the 5 h window
     utilization or spent / daily budget. budget_rate: share used per minute at the recent pace;
-    with both, `budget_minutes_left` = (1 - fraction) / rate.
+    with both, `budget_minutes_left` = (1 - fraction) / rate. conflicts: this session's from
+    collisions.find_conflicts (the most recent first).
     """
     t = thresholds
     h = SessionHealth(session_id=session_id)
     if budget_fraction is not None:
         _budget(h, t, budget_fraction, budget_rate, budget_label)
+    if conflicts:
+        _conflicts(h, t, conflicts)
     if not events:
         return _finish(h, t)
 
@@ -684,6 +695,34 @@ def _budget(h: SessionHealth, t: Thresholds, fraction: float, rate: float | None
             pen,
             msg,
             "slow down (fewer parallel agents), switch to a cheaper model, or raise the budget",
+        )
+    )
+
+
+def _conflicts(h: SessionHealth, t: Thresholds, conflicts: Sequence[Mapping[str, Any]]) -> None:
+    h.conflicts = [dict(c) for c in conflicts]
+    verdict = conflict_verdict(len(h.conflicts), t)
+    if verdict is None:
+        return
+    first = h.conflicts[0]
+    other = first["other_session"]
+    name = f"{first['other_label']} ({other})" if first.get("other_label") else other
+    message = f"{first['path']} was also edited by session {name}"
+    files = {c["file"] for c in h.conflicts}
+    others = {c["other_session"] for c in h.conflicts}
+    if len(files) > 1:
+        message += f"; {len(files) - 1} more file{'s' if len(files) > 2 else ''} shared"
+    if len(others) > 1:
+        message += f" with {len(others)} sessions"
+    severity, pen = verdict
+    h.reasons.append(
+        Reason(
+            "file_conflict",
+            severity,
+            pen,
+            message,
+            "two sessions are changing the same file: re-read it before the next edit, and give each session "
+            "its own files or its own git worktree (`git worktree add`)",
         )
     )
 

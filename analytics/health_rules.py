@@ -6,9 +6,10 @@ the status line (analytics/statusline.py) both decide by.
 - `Thresholds`: every number of the model (docs/health.md explains each one);
 - error kinds: `error_kind` classifies a failed request, `ERROR_WEIGHTS` weighs it,
   `HARD_ERRORS` are the ones a session cannot get past alone, `ERROR_LABELS` name them;
-- the verdicts of the three factors the status line checks too (context fill, recent errors,
-  a cold prompt cache): a severity and a penalty each; and how penalties and severities make
-  a score and a status, and which session needs attention first.
+- `FACTORS`: the kinds of reasons the health model gives;
+- the verdicts of the factors the status line checks too (context fill, recent errors, a cold
+  prompt cache, a file another session edits too): a severity and a penalty each; and how
+  penalties and severities make a score and a status, and which session needs attention first.
 
 The texts of the reasons are not here: health.py writes the messages and advice, llmsm.cli.format
 the few words of the dashboard and the status line.
@@ -35,8 +36,10 @@ __all__ = [
     "SEVERITY_RANK",
     "STATUS_RANK",
     "Thresholds",
+    "FACTORS",
     "attention_key",
     "cache_cold_verdict",
+    "conflict_verdict",
     "cache_ttl_seconds",
     "error_kind",
     "error_verdict",
@@ -156,8 +159,20 @@ class Thresholds(NamedTuple):
     budget_penalty_warn: int = 20
     budget_penalty_exhausted: int = 40
 
+    # file conflicts (analytics/collisions.py): two sessions active within the last 15 minutes
+    # that both edited or wrote the same file within the last 2 hours
+    conflict_active_min: float = 15.0
+    conflict_edits_min: float = 120.0
+    conflict_penalty: int = 15
+
 
 DEFAULT_THRESHOLDS = Thresholds()
+
+# The kinds of reasons (`Reason.factor`), in the order docs/health.md explains them.
+FACTORS: tuple[str, ...] = (
+    "context_fill", "context_growth", "context_rot", "cache_cold", "cache_share", "errors", "tool_errors",
+    "retry_loop", "slowdown", "budget", "file_conflict",
+)
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warn": 1, "critical": 2}
 STATUS_RANK: dict[str, int] = {"critical": 0, "degraded": 1, "healthy": 2}  # the most urgent first
@@ -340,6 +355,14 @@ def cache_cold_verdict(
     if context_tokens >= t.cache_cold_warn_tokens:
         return "warn", t.cache_cold_penalty_warn
     return "info", t.cache_cold_penalty_info
+
+
+def conflict_verdict(conflicts: int, t: Thresholds = DEFAULT_THRESHOLDS) -> tuple[Severity, int] | None:
+    """Files this session edited that another active session edited too: a warning (the other
+    session may overwrite the change, or work from a version that is gone), else None."""
+    if conflicts <= 0:
+        return None
+    return "warn", t.conflict_penalty
 
 
 # --- score and status ----------------------------------------------------------------------------

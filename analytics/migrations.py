@@ -203,6 +203,24 @@ def m007_team_ship_order(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m008_notes(con: duckdb.DuckDBPyConnection) -> None:
+    # Notes kept for a project (`llmsm memory`, the MCP tool `remember`: analytics/memory.py),
+    # scrubbed of secrets before they are stored. `project` is a project's root directory.
+    con.execute(
+        """
+        CREATE TABLE notes (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL,
+            project VARCHAR NOT NULL,
+            note VARCHAR NOT NULL,
+            source VARCHAR,
+            session_id VARCHAR
+        )
+        """
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Machinery
 # --------------------------------------------------------------------------------------------

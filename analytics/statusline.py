@@ -6,8 +6,9 @@ standard library and the cheap analytics modules (apis, health_rules, live; quot
 are rate-limit headers to read), never pydantic or genai-prices: a status bar runs this every
 few seconds.
 
-The quick check is the health model (analytics/health.py) limited to three of its factors:
-context fill, recent errors and a cold prompt cache, decided by the same rules
+The quick check is the health model (analytics/health.py) limited to four of its factors:
+context fill, recent errors, a cold prompt cache and a file another session edits too, decided
+by the same rules
 (analytics/health_rules.py: thresholds, error kinds and weights, severities, penalties, score
 and status, the order of need). For a session where only those factors speak, the status line
 says what `llmsm health` says: the same status, the same top reason, the same error kind. It
@@ -19,7 +20,10 @@ model is seen.
 
 The second query adds the most used quota window and a budget past its warning threshold; on
 a database without the `budgets` table or the `budget_status` view it reads the quota headers
-only. The line itself is drawn by llmsm.cli.format.
+only. A third, the file conflicts (analytics/collisions.py, the query `llmsm health` runs), only
+when two sessions or more were active within the conflict window (15 minutes): with one
+session or none there is nothing to collide, and the line costs what it cost before. The line
+itself is drawn by llmsm.cli.format.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from .health_rules import (
     attention_key,
     cache_cold_verdict,
     cache_ttl_seconds,
+    conflict_verdict,
     error_verdict,
     fill_verdict,
     has_usage,
@@ -66,16 +71,18 @@ UTC = timezone.utc
 
 class QuickHealth(NamedTuple):
     """The quick check of one session: what the health model says from context fill, recent
-    errors and a cold cache."""
+    errors, a cold cache and file conflicts."""
 
     status: str = "healthy"  # healthy | degraded | critical, as health.py
     score: int = 100
-    factor: str | None = None  # the top reason: context_fill | errors | cache_cold (None: no reason)
+    factor: str | None = None  # the top reason: context_fill | errors | cache_cold | file_conflict (None: none)
     severity: str | None = None  # its severity: info | warn | critical
     error_kind: str | None = None  # errors: the kind it is about (a key of health_rules.ERROR_WEIGHTS)
     errors: int = 0  # failed requests among the recent turns
     context_fill: float | None = None  # whole prompt of the last main turn / context window
     idle_seconds: float | None = None  # since the end of the session's latest exchange
+    conflict_path: str | None = None  # file_conflict: the most recent file shared ...
+    conflict_with: str | None = None  # ... and the other session's label, else its id
 
 
 class StatusLine(NamedTuple):
@@ -215,9 +222,11 @@ def _window_key(turns: list[RecentTurn], row: RecentTurn) -> WindowKey | None:
 
 def quick_check(
     turns: list[RecentTurn], now: datetime, windows: dict[WindowKey, int | None], t: Thresholds = DEFAULT_THRESHOLDS,
+    conflicts: list[dict[str, Any]] | None = None,
 ) -> QuickHealth:
-    """The health model's context fill, errors and cold-cache factors over one session's recent
-    turns (oldest first), with the same rules; `windows` from `_context_windows`."""
+    """The health model's context fill, errors, cold-cache and file-conflict factors over one
+    session's recent turns (oldest first), with the same rules; `windows` from
+    `_context_windows`, `conflicts` this session's from collisions.find_conflicts."""
     reasons: list[tuple[int, str, str, str | None]] = []  # (penalty, severity, factor, error kind)
     fill = ctx = None
     main = _main_with_usage(turns)
@@ -248,11 +257,17 @@ def quick_check(
     if verdict_e is not None:
         reasons.append((verdict_e[1], verdict_e[0], "errors", verdict_e[2]))
 
+    path = other = None
+    verdict_c = conflict_verdict(len(conflicts), t) if conflicts else None
+    if verdict_c is not None:
+        reasons.append((verdict_c[1], verdict_c[0], "file_conflict", None))
+        path, other = conflicts[0]["path"], conflicts[0]["other_label"] or conflicts[0]["other_session"]
+
     if not reasons:
         return QuickHealth(errors=errors, context_fill=fill, idle_seconds=idle)
     health_score, status = score_and_status([(p, s) for p, s, _, _ in reasons], t)
     penalty, severity, factor, kind = min(reasons, key=lambda x: rank_key(x[0], x[1]))
-    return QuickHealth(status, health_score, factor, severity, kind, errors, fill, idle)
+    return QuickHealth(status, health_score, factor, severity, kind, errors, fill, idle, path, other)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,6 +311,7 @@ def statusline(path: str | os.PathLike[str], *, now: datetime | None = None, tim
             return StatusLine()
         head = dict(zip(_HEAD, rows[0]))
         extras = _fetch_extras(con, now, bool(head["n_budgets"]) and bool(head["budget_view"]))
+        conflicts = _fetch_conflicts(con, now, rows)
     except duckdb.Error:
         return StatusLine(note="unreadable db")
     finally:
@@ -307,13 +323,34 @@ def statusline(path: str | os.PathLike[str], *, now: datetime | None = None, tim
         if r.session_id is not None:
             by_session.setdefault(r.session_id, []).append(r)
     out = StatusLine(tokens_today=int(head["tokens_today"] or 0), cost_today=head["cost_today"])
-    out = _quick_health(out, by_session, now)
+    out = _quick_health(out, by_session, now, conflicts)
     if extras is not None:
         try:
             out = _quick_extras(out, extras, by_session, now)
         except Exception:  # noqa: BLE001 - the line without the quota is better than no line
             pass
     return out
+
+
+_SID = len(_HEAD) + RecentTurn._fields.index("session_id")
+_LAST_SEEN = len(_HEAD) + RecentTurn._fields.index("last_seen")
+
+
+def _fetch_conflicts(con: Any, now: datetime, rows: list[tuple], t: Thresholds = DEFAULT_THRESHOLDS) -> dict[str, list]:
+    """The file conflicts, queried only when two sessions or more were active within the
+    conflict window (the rows of the first query tell); {} otherwise or when it fails."""
+    import duckdb
+
+    since = now - timedelta(minutes=t.conflict_active_min)
+    active = {r[_SID] for r in rows if r[_SID] is not None and r[_LAST_SEEN] is not None and r[_LAST_SEEN] >= since}
+    if len(active) < 2:
+        return {}
+    from .collisions import find_conflicts
+
+    try:
+        return find_conflicts(con, now, t)
+    except duckdb.Error:
+        return {}
 
 
 def _fetch_extras(con: Any, now: datetime, with_budgets: bool) -> tuple | None:
@@ -350,7 +387,10 @@ def _quick_extras(out: StatusLine, extras: tuple, by_session: dict[str, list[Rec
     return out
 
 
-def _quick_health(out: StatusLine, by_session: dict[str, list[RecentTurn]], now: datetime) -> StatusLine:
+def _quick_health(
+    out: StatusLine, by_session: dict[str, list[RecentTurn]], now: datetime,
+    conflicts: dict[str, list[dict[str, Any]]] | None = None,
+) -> StatusLine:
     active = 0
     keys: set[WindowKey] = set()
     for rows in by_session.values():
@@ -367,7 +407,7 @@ def _quick_health(out: StatusLine, by_session: dict[str, list[RecentTurn]], now:
         windows = {}
     worst: tuple | None = None
     for sid, rows in by_session.items():
-        q = quick_check(rows, now, windows)
+        q = quick_check(rows, now, windows, conflicts=(conflicts or {}).get(sid))
         if q.status == "healthy":
             continue
         rank = attention_key(q.status, q.score, rows[-1].last_seen)

@@ -95,6 +95,14 @@ def _cache_cold_words(idle_seconds: float | None) -> str:
     return f"cache cold (idle {_minutes((idle_seconds or 0) / 60.0)})"
 
 
+def _conflict_words(path: str, other: str) -> str:
+    """"conflict: app.py with refactor": the file's name, the other session's label (or the
+    start of its id)."""
+    name = path.rstrip("/").rsplit("/", 1)[-1] or path
+    who = other if len(other) <= 16 else other[:12]
+    return f"conflict: {name} with {who}"
+
+
 def short_reason(health: SessionHealth | None) -> str:
     """The top reason in a few words ("context 87%", "4 errors: overloaded (529)")."""
     if health is None or not health.reasons:
@@ -124,6 +132,9 @@ def short_reason(health: SessionHealth | None) -> str:
         return f"slower: ttft {health.ttft_ratio:.1f}x"
     if f == "context_rot":
         return f"{health.turns_since_compaction} turns since compaction"
+    if f == "file_conflict" and health.conflicts:
+        c = health.conflicts[0]
+        return _conflict_words(c["path"], c.get("other_label") or c["other_session"])
     if f == "budget" and health.budget_fraction is not None:
         text = f"budget {health.budget_fraction:.0%}"
         left = health.budget_minutes_left
@@ -143,6 +154,8 @@ def statusline_reason(q: QuickHealth | None) -> str:
         return _error_words(q.errors, q.error_kind)
     if q.factor == "cache_cold":
         return _cache_cold_words(q.idle_seconds)
+    if q.factor == "file_conflict" and q.conflict_path and q.conflict_with:
+        return _conflict_words(q.conflict_path, q.conflict_with)
     return q.factor
 
 

@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from llmsm.cli import certs, cost, dashboard, handoff, imports, proxy, report, run, sessions, sql, team
+    from llmsm.cli import certs, cost, dashboard, handoff, imports, mcp, memory, proxy, report, run, sessions, sql, team
 
-    for module in (proxy, run, sessions, dashboard, handoff, cost, report, imports, sql, certs, team):
+    for module in (proxy, run, sessions, dashboard, handoff, cost, report, imports, sql, certs, team, mcp, memory):
         module.register(app)
 
 
