@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
 
 from llmsm.addons.hooks import EVENT_META, guarded
-from llmsm.addons.writer import EventWriter
+from llmsm.addons.writer import DEFAULT_FLUSH_INTERVAL, EventWriter
 
 
 class Recorder:
@@ -33,8 +33,17 @@ class Recorder:
         loader.add_option(
             "llmsm_db", str, "", "Path of llmsm's DuckDB database (default: LLMSM_DB or the user data dir)."
         )
+        loader.add_option(
+            "llmsm_flush_interval", float, DEFAULT_FLUSH_INTERVAL,
+            "Seconds between the writer's commits: how soon a finished exchange can be queried.",
+        )
 
     def configure(self, updated) -> None:
+        if "llmsm_flush_interval" in updated:
+            if ctx.options.llmsm_flush_interval <= 0:
+                raise exceptions.OptionsError("llmsm_flush_interval must be a positive number of seconds")
+            if self.writer is not None:
+                self.writer.flush_interval = ctx.options.llmsm_flush_interval
         if "llmsm_db" not in updated:
             return
         from llmsm.analytics.store import default_db_path
@@ -44,7 +53,7 @@ class Recorder:
             return
         if self.writer is not None:  # another database from now on: this one gets what it has
             self.writer.close()
-        self.writer = EventWriter(db)
+        self.writer = EventWriter(db, flush_interval=ctx.options.llmsm_flush_interval)
         if self._running:
             self.writer.start()
 

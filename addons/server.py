@@ -46,6 +46,7 @@ class GatewayConfig:
     developer: str = ""  # who the shipped events belong to (default user@host)
     team_share_content: bool = False  # ship session digests too
     otlp_endpoint: str = ""  # OTLP/HTTP endpoint (or the OTEL_EXPORTER_OTLP_* variables)
+    flush_interval: float | None = None  # seconds between the writer's commits (None: the writer's default)
 
 
 def ca_dir() -> Path:
@@ -261,6 +262,8 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
         llmsm_otlp_endpoint=config.otlp_endpoint,
         allow_hosts=intercept_patterns(config.intercept_hosts),
     )
+    if config.flush_interval is not None:
+        opts.update(llmsm_flush_interval=config.flush_interval)
     if config.upstream_ca is not None:
         opts.update(ssl_verify_upstream_trusted_ca=str(upstream_bundle(config.upstream_ca)))
     loop = asyncio.get_running_loop()

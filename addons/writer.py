@@ -51,6 +51,9 @@ __all__ = ["EventWriter"]
 
 _to_json = ExchangeEvent.__pydantic_serializer__.to_json  # model_dump_json() without a str round trip
 
+# A commit every half second: a dashboard is at most that far behind, and a burst of requests
+# goes into the database as one batch (DuckDB's appender, one checkpoint) instead of one each.
+DEFAULT_FLUSH_INTERVAL = 0.5
 _SUFFIX = ".jsonl"
 _TMP_SUFFIX = ".jsonl.new"
 
@@ -78,7 +81,7 @@ class EventWriter:
         db_path: Path,
         *,
         spool_dir: Path | None = None,
-        flush_interval: float = 0.5,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         batch_size: int = 500,
         logger: logging.Logger = logging.getLogger("llmsm.writer"),
         max_pending: int = 20_000,  # ~3 KB per queued event: ~60 MB at most

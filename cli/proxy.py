@@ -66,6 +66,10 @@ def proxy(
         str | None,
         typer.Option("--otlp-endpoint", help="OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318): one span per exchange. The OTEL_EXPORTER_OTLP_* variables work too.", show_default=False),
     ] = None,
+    flush_interval: Annotated[
+        float | None,
+        typer.Option("--flush-interval", help="Seconds between the database writer's commits, i.e. how far behind `llmsm watch` may be (0.5 by default).", min=0.01, show_default=False),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every exchange.")] = False,
 ) -> None:
     from llmsm.addons.server import GatewayConfig, GatewayError, run, state_file_for
@@ -78,6 +82,7 @@ def proxy(
         auth_token=auth_token or "", upstream_ca=upstream_ca, content=not no_content,
         team_db=team_db or "", developer=developer or "",
         team_share_content=team_share_content, otlp_endpoint=otlp_endpoint or "",
+        flush_interval=flush_interval,
     )
 
     def on_ready(state: dict) -> None:

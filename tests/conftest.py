@@ -77,6 +77,7 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, input: str | None 
     root, handler = logging.getLogger(), _LastResort()
     root.addHandler(handler)
     prices.set_default_overrides(None)
+    _fresh_consoles(overrides)
     try:
         result = CliRunner().invoke(app, list(args), input=input, env=overrides, prog_name="llmsm")
     finally:
@@ -90,6 +91,26 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, input: str | None 
         # holds the database's lock): clear them rather than wait for the garbage collector.
         traceback.clear_frames(result.exc_info[2])
     return subprocess.CompletedProcess(["llmsm", *args], result.exit_code, result.stdout, stderr)
+
+
+def _fresh_consoles(overrides: Mapping[str, str | None]) -> None:
+    """Make the CLI's consoles anew in the command's environment: rich reads COLUMNS, NO_COLOR
+    and the rest when a console is made, once per process in real use, so here one command's
+    environment must not decide the width or colour of the next."""
+    from llmsm.cli import common
+
+    saved = dict(os.environ)
+    try:
+        for k, v in overrides.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        common.console.__init__(highlight=False)
+        common.err_console.__init__(stderr=True, highlight=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class Gateway:
@@ -109,6 +130,8 @@ class Gateway:
         args = [sys.executable, "-m", "llmsm.cli.main", "proxy", "--port", "0", "--db", str(self.db)]
         for name in ("anthropic", "openai", "gemini"):
             args += ["--upstream", f"{name}={self.upstream_url}"]
+        if "--flush-interval" not in self.extra_args:  # rows show up soon after each exchange: short polls
+            args += ["--flush-interval", "0.05"]
         args += list(self.extra_args)
         self._log_fh = open(self.log, "ab")
         self.proc = subprocess.Popen(args, stdout=self._log_fh, stderr=self._log_fh, env=self.env, cwd=REPO)
@@ -165,7 +188,7 @@ class Gateway:
         return [dict(zip(cols, r)) for r in rows]
 
     def wait_rows(self, n: int, where: str = "true", timeout: float = 10.0) -> list[dict]:
-        """Poll until at least n request rows match (the writer flushes every ~0.5 s)."""
+        """Poll until at least n request rows match (the test gateways commit every 0.05 s)."""
         deadline = time.time() + timeout
         rows: list[dict] = []
         while time.time() < deadline:
@@ -176,7 +199,7 @@ class Gateway:
                     rows = []
                 if len(rows) >= n:
                     return rows
-            time.sleep(0.1)
+            time.sleep(0.03)
         raise AssertionError(f"expected {n} rows where {where}, found {len(rows)}:\n{self.log.read_text(errors='replace')[-3000:]}")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -365,7 +364,8 @@ def test_thresholds_are_configurable():
     assert h.status == "critical"
 
 
-def test_assess_all_and_speed(tmp_path):
+def test_assess_all_over_a_thousand_sessions(tmp_path):
+    # How fast it is: benchmarks/bench_dashboard.py (a refresh of 1,000 sessions), not a timed test.
     sessions = {}
     for i in range(1_000):
         prompts = [20_000 + 3_000 * k + 500 * (i % 7) for k in range(20)]
@@ -379,10 +379,3 @@ def test_assess_all_and_speed(tmp_path):
     out = assess_all(sessions, NOW, aggregates=agg)
     assert len(out) == 1_000 and out["s1"].turns_since_compaction == 300
     assert "context_rot" in factors(out["s1"])
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        assess_all(sessions, NOW)
-        best = min(best, time.perf_counter() - t0)
-    # the target is < 50 ms on a developer machine; a loaded CI box gets slack
-    assert best < 0.25, best

@@ -133,17 +133,14 @@ def test_events_are_returned_by_the_chunk_that_completes_them():
     assert decoder.feed(b"\n\n") == [SSEEvent(None, "2")]
 
 
-def test_cost_per_event_is_a_few_microseconds():
+def test_twenty_thousand_events_across_chunk_boundaries():
+    # Its cost per event is measured by benchmarks/bench_gateway.py (streams), not here.
     event = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hello"}}   \n\n'
     data = event * 20_000
     chunks = [data[i : i + 4096] for i in range(0, len(data), 4096)]
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        events = decode(*chunks)
-        best = min(best, time.perf_counter() - started)
-    assert len(events) == 20_000
-    assert best / 20_000 < 20e-6  # ~2 µs on a laptop; 10x headroom for slow CI machines
+    events = decode(*chunks)
+    assert len(events) == 20_000 and {e.event for e in events} == {"content_block_delta"}
+    assert events[-1].data.endswith('"text":"hello"}}   ')
 
 
 def test_long_line_in_one_byte_chunks_is_linear():

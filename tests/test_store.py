@@ -424,20 +424,17 @@ def test_insert_rejects_out_of_range_values(db: Path) -> None:
     assert store.insert_events(db, [ev(id="ok")]) == 1
 
 
-def test_insert_throughput(db: Path) -> None:
+def test_many_batches_all_land(db: Path) -> None:
+    # Rows per second: benchmarks/bench_store.py, not a timed test.
     events = [
         ev(session_id=f"s{i % 20}", model="claude-sonnet-4", input_tokens=i, output_tokens=10,
            cache_read_tokens=100, usage_raw={"input_tokens": i}, ratelimit={"x": "1"}, duration_ms=1.0)
         for i in range(20_000)
     ]
-    store.insert_events(db, events[:1])  # create + migrate outside the timing
-    t = time.perf_counter()
+    store.insert_events(db, events[:1])
     n = sum(store.insert_events(db, events[i:i + 500]) for i in range(1, len(events), 500))
-    elapsed = time.perf_counter() - t
-    rate = n / elapsed
-    print(f"\ninsert_events: {n} rows in batches of 500 in {elapsed:.2f}s = {rate:,.0f} rows/s")
     assert n == len(events) - 1
-    assert rate > 2_000  # loose: the target is >= 20k rows/s on an idle machine
+    assert store.insert_events(db, events[100:600]) == 0  # a resend is harmless
 
 
 def test_sessions_view_counts_a_response_seen_on_the_wire_and_in_a_transcript_once(tmp_path):
