@@ -31,17 +31,19 @@ def context_chart(turns: list[dict[str, Any]], width: int, height: int) -> Text:
     """Context fill per main turn against the window (the dashed line), ▲ under compactions."""
     fills = [t["fill"] for t in turns]
     known = [f for f in fills if f is not None]
-    title = Text("context fill per turn", style="bold")
+    title = Text("context per turn", style="bold")
     if not known:
         title.append("  no turn with usage and a known window yet", style="dim")
         return title
     window = next((t["context_window"] for t in reversed(turns) if t["context_window"]), None)
     points = {i for i, t in enumerate(turns) if t["compaction"]}
-    title.append(f"  last {len(turns)} turns · now {known[-1]:.0%}", style="dim")
+    title.append(f"  now {known[-1]:.0%}", style="dim")
     if window:
-        title.append(f" of {human_tokens(window)} · ╌ the window", style="dim")
+        title.append(f" of {human_tokens(window)}", style="dim")
+    title.append("  ╌ window", style="dim")
     if points:
-        title.append(f" · ▲ {len(points)} compaction{'s' if len(points) != 1 else ''}", style="magenta")
+        title.append(f"  ▲ {len(points)} compaction{'s' if len(points) != 1 else ''}", style="magenta")
+    title.append(f"  ({len(turns)} turns)", style="dim")
     title.truncate(width, overflow="ellipsis")
     rows = max(3, height - 4)
     chart = bar_chart(fills, width=width, height=rows, top=max(1.0, max(known)), label=pct_label, style=fill_style,
@@ -219,8 +221,13 @@ class SessionScreen(SessionActions, Screen):
         return self.view.detail.row if self.view is not None else None
 
     def draw(self) -> None:
+        from textual.css.query import NoMatches
+
+        try:
+            title = self.query_one("#title", Static)
+        except NoMatches:  # closed while it was being read
+            return
         view = self.view
-        title = self.query_one("#title", Static)
         if view is None:
             title.update(Text(f"session {self.session_id}: {self.note or 'no requests'}", style="dim"))
             return
