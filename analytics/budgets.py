@@ -137,6 +137,22 @@ def parse_usd(text: str | float) -> float:
     return value
 
 
+def parse_limit(text: str) -> tuple[int | None, float | None]:
+    """One limit as a person types it: dollars ('5', '$2.50') or tokens, with a suffix
+    ('500k', '2M', '1b') or the word ('300000 tokens'). Returns (max_tokens, max_usd), one of
+    them None. Raises ValueError with a message for users."""
+    import re
+
+    raw = str(text).strip().lower().replace("_", "").replace(",", "")
+    m = re.fullmatch(r"(\$)?\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmb])?\s*(tokens?|tok)?", raw)
+    if m is None or (m.group(1) and (m.group(3) or m.group(4))):
+        raise ValueError(f"{text!r} is not a limit: dollars (5, $2.50) or tokens with a suffix (500k, 2M)")
+    dollar, number, suffix, word = m.groups()
+    if suffix or word:
+        return parse_tokens(number + (suffix or "")), None
+    return None, parse_usd(number)
+
+
 # --------------------------------------------------------------------------------------------
 # What one finished exchange adds
 # --------------------------------------------------------------------------------------------

@@ -74,6 +74,9 @@ __all__ = [
     "load_session",
     "find_sessions",
     "read_frame",
+    "read_session_view",
+    "session_series",
+    "SessionView",
     "apply_budgets",
     "budget_name",
     "quota_windows",
@@ -831,6 +834,108 @@ def context_per_turn(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "fill": (prompt / window) if window else None,
         })
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# One session's screen (`llmsm watch`, Enter): series for the charts, the digest, conflicts
+# --------------------------------------------------------------------------------------------
+
+_SERIES_EXTRA = ("output_tokens", "cost_usd")
+_SERIES_SQL = f"""
+SELECT {_HEALTH_SELECT}, {', '.join(_SERIES_EXTRA)} FROM events
+WHERE session_id = $sid AND started_at <= $at AND api IN {_TURNS_SQL}
+  AND (input_tokens IS NOT NULL OR cache_read_tokens IS NOT NULL OR cache_write_tokens IS NOT NULL)
+ORDER BY started_at DESC LIMIT $n
+"""
+
+
+def session_series(
+    con: duckdb.DuckDBPyConnection, session_id: str, *, at: datetime | None = None, limit: int = CONTEXT_TURNS,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(turns, spend) of the last `limit` turns with usage, oldest first.
+
+    turns: the main thread's turns (health_rules.main_thread), each started_at, model,
+    prompt_tokens (the whole prompt), context_window, fill, compaction (True where the health
+    model sees a compaction: health.compaction_points). spend: every turn with usage,
+    subagents' too, each started_at, agent_id, tokens (prompt + output), cost_usd (None: not
+    priced)."""
+    from .health import compaction_points
+    from .health_rules import has_usage, main_thread, prompt_tokens
+    from .prices import context_window
+
+    at = _now() if at is None else _utc(at)
+    cur = con.execute(_SERIES_SQL, {"sid": session_id, "at": at, "n": max(1, int(limit))})
+    n = len(HEALTH_FIELDS)
+    rows = list(reversed(cur.fetchall()))
+    health_rows = [HealthRow._make(r[:n]) for r in rows]
+    spend = [
+        {"started_at": _utc(h.started_at), "agent_id": h.agent_id,
+         "tokens": prompt_tokens(h) + int(r[n] or 0), "cost_usd": r[n + 1]}
+        for h, r in zip(health_rows, rows)
+    ]
+    main = [h for h in main_thread(health_rows) if has_usage(h)]
+    points = set(compaction_points(main))
+    windows: dict[tuple, int | None] = {}
+    turns = []
+    for j, h in enumerate(main):
+        model = h.model or h.requested_model
+        key = (model, h.provider, bool(h.long_context))
+        if key not in windows:
+            windows[key] = context_window(model, h.provider, bool(h.long_context)) if model else None
+        window = windows[key]
+        prompt = prompt_tokens(h)
+        turns.append({"started_at": _utc(h.started_at), "model": model, "prompt_tokens": prompt,
+                      "context_window": window, "fill": prompt / window if window else None,
+                      "compaction": j in points})
+    return turns, spend
+
+
+@dataclass(slots=True)
+class SessionView:
+    """What the session screen of `llmsm watch` shows: `load_session`'s detail, the series of
+    its charts, the merged digest (analytics/digest.py) and its file conflicts."""
+
+    detail: SessionDetail
+    turns: list[dict[str, Any]]
+    spend: list[dict[str, Any]]
+    digest: dict[str, Any]
+    conflicts: list[dict[str, Any]]
+    query_ms: float = 0.0
+    # The session's share of each quota window, when a per-session quota function exists
+    # (analytics/quota*.py): None means not computed.
+    quota_share: list[dict[str, Any]] | None = None
+
+
+def read_session_view(
+    path: str | os.PathLike[str], session_id: str, *, at: datetime | None = None, limit: int = 50,
+    timeout: float = 0.25,
+) -> SessionView | None:
+    """One session's screen on a read-only connection opened for it and closed right after
+    (None when the session has no requests by `at`). Raises the store's errors."""
+    from .digest import load_digest
+    from .store import StoreError, connect
+
+    import duckdb
+
+    at = _now() if at is None else _utc(at)
+    t0 = time.perf_counter()
+    con = connect(path, read_only=True, timeout=timeout)
+    try:
+        detail = load_session(con, session_id, at=at, limit=limit)
+        if detail is None:
+            return None
+        turns, spend = session_series(con, session_id, at=at, limit=max(limit, CONTEXT_TURNS))
+        try:
+            digest = load_digest(con, session_id, at=at).to_dict()
+        except duckdb.Error:  # a database of an older llmsm has no digests
+            digest = {}
+        conflicts = _fetch_conflicts(con, at).get(session_id, [])
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot read the database: {str(exc).strip().splitlines()[0]}") from exc
+    finally:
+        con.close()
+    return SessionView(detail=detail, turns=turns, spend=spend, digest=digest, conflicts=conflicts,
+                       query_ms=(time.perf_counter() - t0) * 1000)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,18 @@ def _align_now(now: datetime, sample: datetime | None) -> datetime:
     return now if now.tzinfo is not None else now.replace(tzinfo=_UTC)
 
 
+def compaction_points(urows: Sequence[Any], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[int]:
+    """The indices of `urows` (main-thread turns with usage, oldest first: `main_thread` of the
+    turns, `has_usage`) where the context was compacted, by the rule `assess_session` counts
+    compactions with (usage_raw reports a compaction pass, or the prompt dropped sharply and
+    stayed down)."""
+    rows = list(urows)
+    points: list[int] = []
+    if rows:
+        _walk_compactions(rows, [prompt_tokens(r) for r in rows], thresholds, points)
+    return points
+
+
 def _compaction_in_raw(raw: Any) -> tuple[bool, int | None]:
     """(usage_raw reports a compaction pass, whole prompt of the last pass if given)."""
     if type(raw) is str:
@@ -438,9 +450,12 @@ def _index_of(rows: list[HealthRow], row: HealthRow) -> int:
     return 0
 
 
-def _walk_compactions(urows: list[HealthRow], ps: list[int], t: Thresholds) -> tuple[int, int, list[int], int]:
+def _walk_compactions(
+    urows: list[HealthRow], ps: list[int], t: Thresholds, points: list[int] | None = None,
+) -> tuple[int, int, list[int], int]:
     """The slow path when a compaction is possible: (index of the context row, index of the last
-    compaction or -1, main prompts since it, number of compactions)."""
+    compaction or -1, main prompts since it, number of compactions); `points` (when given)
+    receives the index of every compaction."""
     ratio, min_prompt, recover = t.compaction_ratio, t.compaction_min_prompt, t.compaction_recover_ratio
     ctx: int | None = None
     ctx_j = -1
@@ -467,6 +482,8 @@ def _walk_compactions(urows: list[HealthRow], ps: list[int], t: Thresholds) -> t
         if compacted:
             count += 1
             compaction_j = j
+            if points is not None:
+                points.append(j)
             since = []
         ctx = p
         ctx_j = j

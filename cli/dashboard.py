@@ -301,6 +301,63 @@ def _plain_len(value: Any) -> int:
     return cell_len(value.plain if hasattr(value, "plain") else str(value))
 
 
+def table_layout(cells: list[dict[str, Any]], width: int, gap: int = 1) -> tuple[list[tuple[str, str, int]], dict[str, int], int]:
+    """The columns of the session table for `width` cells, `gap` cells between columns:
+    (columns in order, the reason last; their widths; the reason's width). The least important
+    columns go first when the terminal is narrow."""
+    wide = width >= 140
+    # natural widths; drop the least important columns until everything fits
+    ctx_width = 16 if width >= 160 else 12 if width >= 120 else 4
+    natural: dict[str, int] = {}
+    for key, title, _ in _COLUMNS:
+        if key == "reason":
+            continue
+        if key == "ctx":
+            natural[key] = ctx_width  # a bar and the percentage, or only the percentage ("ctx")
+            continue
+        n = max([_plain_len(c[key]) for c in cells] + [len(title)])
+        cap = {"session": 24 if wide else 12, "project": 24 if wide else 16, "model": 26 if wide else 18,
+               "client": 22 if wide else 12}.get(key)
+        natural[key] = min(n, cap) if cap else n
+    # no session showed its project (older rows, --no-content): no empty column for it
+    keep = [c for c in _COLUMNS if c[0] != "project" or any(cell["project"] for cell in cells)]
+    reason_min = max(REASON_MIN, width // 4)
+    while True:
+        fixed = sum(natural[k] for k, _, _ in keep if k != "reason")
+        used = fixed + gap * (len(keep) - 1)
+        if used + reason_min <= width:
+            break
+        droppable = [c for c in keep if c[2] > 0]
+        if not droppable:
+            break
+        keep.remove(max(droppable, key=lambda c: c[2]))
+    reason_width = max(8, width - used)
+
+    order = [c for c in _COLUMNS if c in keep and c[0] != "reason"] + [c for c in _COLUMNS if c[0] == "reason"]
+    return order, natural, reason_width
+
+
+def totals_line(frame: Frame, width: int, *, timing: bool = True) -> Text:
+    """"total  41 req (2 failed)  1.2M in / 30k out  burn 12k/m  $4.31  · query 12 ms"."""
+    from rich.text import Text
+
+    t = frame.totals()
+    totals = Text()
+    totals.append("total", style="bold")
+    totals.append(f"  {t['requests']} req")
+    if t["errors"]:
+        totals.append(f" ({t['errors']} failed)", style="red")
+    prompt = t["input_tokens"] + t["cache_read_tokens"] + t["cache_write_tokens"]
+    totals.append(f"  {human_tokens(prompt)} in / {human_tokens(t['output_tokens'])} out")
+    totals.append(f"  burn {_burn(t['burn_tokens_per_min'])}")
+    if t["cost_usd"] is not None:
+        totals.append(f"  {_cost(t['cost_usd'])}")
+    if timing:
+        totals.append(f"  · query {frame.query_ms:.0f} ms", style="dim")
+    totals.truncate(width, overflow="ellipsis")
+    return totals
+
+
 def render_frame(
     frame: Frame | None,
     *,
@@ -362,36 +419,10 @@ def render_frame(
             rows, hidden = rows[: room - 1], rows[room - 1 :]
     cells = [_cells(r, frame.at, wide) for r in rows]
 
-    # natural widths; drop the least important columns until everything fits
-    ctx_width = 16 if width >= 160 else 12 if width >= 120 else 4
-    natural: dict[str, int] = {}
-    for key, title, _ in _COLUMNS:
-        if key == "reason":
-            continue
-        if key == "ctx":
-            natural[key] = ctx_width  # a bar and the percentage, or only the percentage ("ctx")
-            continue
-        n = max([_plain_len(c[key]) for c in cells] + [len(title)])
-        cap = {"session": 24 if wide else 12, "project": 24 if wide else 16, "model": 26 if wide else 18,
-               "client": 22 if wide else 12}.get(key)
-        natural[key] = min(n, cap) if cap else n
-    # no session showed its project (older rows, --no-content): no empty column for it
-    keep = [c for c in _COLUMNS if c[0] != "project" or any(cell["project"] for cell in cells)]
-    reason_min = max(REASON_MIN, width // 4)
-    while True:
-        fixed = sum(natural[k] for k, _, _ in keep if k != "reason")
-        used = fixed + (len(keep) - 1)  # one space between columns
-        if used + reason_min <= width:
-            break
-        droppable = [c for c in keep if c[2] > 0]
-        if not droppable:
-            break
-        keep.remove(max(droppable, key=lambda c: c[2]))
-    reason_width = max(8, width - used)
+    order, natural, reason_width = table_layout(cells, width)
 
     table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, show_edge=False,
                   header_style="bold", width=width, expand=False)
-    order = [c for c in _COLUMNS if c in keep and c[0] != "reason"] + [c for c in _COLUMNS if c[0] == "reason"]
     for key, title, _ in order:
         if key == "ctx" and natural["ctx"] == 4:
             title = "ctx"
@@ -407,19 +438,7 @@ def render_frame(
             values.append(v)
         table.add_row(*values)
 
-    t = frame.totals()
-    totals = Text()
-    totals.append("total", style="bold")
-    totals.append(f"  {t['requests']} req")
-    if t["errors"]:
-        totals.append(f" ({t['errors']} failed)", style="red")
-    prompt = t["input_tokens"] + t["cache_read_tokens"] + t["cache_write_tokens"]
-    totals.append(f"  {human_tokens(prompt)} in / {human_tokens(t['output_tokens'])} out")
-    totals.append(f"  burn {_burn(t['burn_tokens_per_min'])}")
-    if t["cost_usd"] is not None:
-        totals.append(f"  {_cost(t['cost_usd'])}")
-    totals.append(f"  · query {frame.query_ms:.0f} ms", style="dim")
-    totals.truncate(width, overflow="ellipsis")
+    totals = totals_line(frame, width)
     parts: list[Any] = [header, Text(""), table]
     if hidden:
         counts: dict[str, int] = {}
@@ -466,60 +485,6 @@ class _Reader:
             self.note = f"error: {type(exc).__name__}: {exc}"
 
 
-def _watch_live(reader: _Reader, interval: float) -> None:
-    import select
-    import signal
-
-    from rich.live import Live
-
-    fd = None
-    old_attrs = None
-    try:
-        import termios
-        import tty
-
-        if sys.stdin.isatty():
-            fd = sys.stdin.fileno()
-            old_attrs = termios.tcgetattr(fd)
-            tty.setcbreak(fd)
-    except (ImportError, OSError, ValueError):  # no termios (Windows) or no real terminal: Ctrl-C only
-        fd = None
-
-    def _term(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    old_term = signal.signal(signal.SIGTERM, _term)
-    try:
-        with Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False) as live:
-            while True:
-                started = time.monotonic()
-                reader.refresh()
-                live.update(
-                    render_frame(reader.frame, width=console.width, height=console.height, note=reader.note,
-                                 db_path=reader.path, missing=reader.missing, live_keys=fd is not None),
-                    refresh=True,
-                )
-                deadline = started + interval
-                while (left := deadline - time.monotonic()) > 0:
-                    if fd is None:
-                        time.sleep(left)
-                        break
-                    ready, _, _ = select.select([fd], [], [], left)
-                    if ready:
-                        keys = os.read(fd, 64)
-                        if b"q" in keys.lower() or keys == b"\x1b" or b"\x03" in keys or b"\x04" in keys:
-                            return
-                        break  # any other key: refresh now
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        if fd is not None and old_attrs is not None:
-            import termios
-
-            termios.tcsetattr(fd, termios.TCSADRAIN, old_attrs)
-
-
 def watch(
     db: DbOption = None,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit (for scripts and tests).")] = False,
@@ -532,7 +497,9 @@ def watch(
 
     One row per session seen within the last 60 minutes (every session with --all), the most urgent first (critical, then degraded, then by score, then by recent activity): health and its main reason (a budget past its warning threshold is marked in front of it: "$92%", yellow, red when exceeded), context fill of the last turn against the model's window, last activity, tokens in (whole prompts, cache included) and out, cost where prices are known, burn rate (tokens per minute over the last 10 minutes), requests, errors, model, age, client. Narrow terminals keep the columns that decide. Under the totals: the most used quota window of each account ("5h window 72% used, resets 14:05"), windows that have reset since left out. Budgets that apply to a session (its id, label, client, the day budget) feed its health: the tightest one, with minutes left at the recent pace.
 
-    Refreshes every --interval seconds; the database is opened read-only for each refresh and closed right after, so the gateway keeps writing (when it is busy, the last frame stays with a "db busy" note). Keys: q quits (Ctrl-C too), any other key refreshes now. --once prints one frame (--json: its data) and exits.
+    On a terminal it is a full-screen app (docs/watch.md): arrows or j/k move, Enter opens the session's screen (its timeline, a chart of context fill per turn with the window and the compaction points, tokens or cost per turn, health reasons with advice, the digest), Esc goes back; s (or a click on a column title) sorts by health, cost, burn or last activity; / filters by project, client, label or status; h hands the session off (the brief; w writes it to a file, s starts the fresh session, the command in LLMSM_HANDOFF_COMMAND when set); b sets or raises its budget (dollars, or tokens with a suffix: 500k); n keeps a note for its project; ? lists the keys; q quits.
+
+    Refreshes every --interval seconds; the database is opened read-only for each refresh and closed right after, so the gateway keeps writing (when it is busy, the last frame stays with a "db busy" note). --once prints one frame (--json: its data) and exits; so does a stdout that is not a terminal.
     """
     from llmsm.analytics.store import DatabaseMissing, StoreError
 
@@ -559,7 +526,9 @@ def watch(
             return
         console.print(render_frame(frame, width=console.width, note=None, db_path=path, missing=missing))
         return
-    _watch_live(_Reader(path, when, window), interval)
+    from llmsm.cli.tui import run_app  # Textual is imported only here
+
+    run_app(path, at=when, window=window, interval=interval)
 
 
 # --------------------------------------------------------------------------------------------

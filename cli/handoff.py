@@ -21,6 +21,20 @@ INTERACTIVE = {
 }
 
 
+COMMAND_ENV = "LLMSM_HANDOFF_COMMAND"  # the command a fresh session starts with, instead of the client's
+
+
+def interactive_argv(client: str | None) -> list[str] | None:
+    """The command a fresh session of `client` starts with (the brief is added last): the
+    LLMSM_HANDOFF_COMMAND environment variable when set (split like a shell line, run without a
+    shell), else the client's interactive form; None when neither is known."""
+    override = os.environ.get(COMMAND_ENV, "").strip()
+    if override:
+        return shlex.split(override)
+    base = INTERACTIVE.get(client or "")
+    return list(base) if base is not None else None
+
+
 def register(app: typer.Typer) -> None:
     app.command(
         "handoff",
@@ -43,7 +57,7 @@ def handoff(
 
     From what llmsm saw on the wire (the session's goal, latest requests, files read and changed, commands and their failures, todo list, errors, the assistant's last message, usage and context fill) and, where the client's own transcript is on this machine, its latest compaction summary. Markdown by default; --json for the llmsm.handoff/1 document (everything, plus the brief). The brief leads with --goal and fits --max-tokens by dropping the least important parts first. Secrets are redacted.
 
-    --start runs the fresh session through the gateway as a labelled, recorded session whose parent is SESSION: COMMAND with the brief as its last argument, or without COMMAND the old session's client (claude, codex, gemini -i).
+    --start runs the fresh session through the gateway as a labelled, recorded session whose parent is SESSION: COMMAND with the brief as its last argument, or without COMMAND the command in LLMSM_HANDOFF_COMMAND when set, else the old session's client (claude, codex, gemini -i).
     """
     argv = list(ctx.args)
     if argv and not start:
@@ -75,7 +89,7 @@ def handoff(
         brief = compose_brief(h, max_tokens)
 
     if start:
-        raise typer.Exit(_start(h, brief.text, argv, db))
+        raise typer.Exit(start_fresh(h, brief.text, argv, db))
     if as_json:
         print_json(handoff_json(h, brief, summarized_by=summarized_by))
         return
@@ -97,15 +111,19 @@ def _summarize(h, db_path: Path, max_tokens: int, model: str | None) -> tuple[st
         fail(str(exc))
 
 
-def _start(h, brief: str, argv: list[str], db: Path | None) -> int:
+def start_fresh(h, brief: str, argv: list[str], db: Path | None) -> int:
+    """Run the fresh session of handoff `h` (`llmsm handoff --start`, `llmsm watch`'s h): argv
+    (default: interactive_argv) with the brief last, in the old session's directory, as `llmsm run`
+    runs it; returns its exit code. fail()s (typer.Exit) when it cannot start."""
     from llmsm.cli.run import _warn, launch
 
     if not argv:
-        base = INTERACTIVE.get(h.client or "")
+        base = interactive_argv(h.client)
         if base is None:
             fail(f"session {h.session_id} ran {h.client or 'an unknown client'}, which has no known interactive form: "
-                 f"give the command to start, e.g. llmsm handoff {h.session_id} --start -- claude", 2)
-        argv = list(base)
+                 f"give the command to start, e.g. llmsm handoff {h.session_id} --start -- claude "
+                 f"(or set {COMMAND_ENV})", 2)
+        argv = base
     cwd = (h.project or {}).get("cwd")
     if cwd and not os.path.isdir(cwd):
         _warn(f"the old session's directory {cwd} is not here; starting in {os.getcwd()}")

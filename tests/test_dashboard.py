@@ -340,8 +340,8 @@ def test_busy_database_keeps_the_last_frame(crafted):
 
 @pytest.mark.parametrize("key", [b"q", b"\x03"])
 def test_watch_live_quits_on_q_and_ctrl_c(crafted, key):
-    """The live dashboard in a real pseudo-terminal: full screen, refreshing, `q` or Ctrl-C
-    quits with exit code 0 and the terminal settings restored."""
+    """The live dashboard (the Textual app) in a real pseudo-terminal: full screen, `q` or
+    Ctrl-C quits with exit code 0 and the terminal settings restored."""
     import fcntl
     import os
     import pty
@@ -375,8 +375,9 @@ def test_watch_live_quits_on_q_and_ctrl_c(crafted, key):
                     return
 
     try:
-        pump(lambda: out.count(b"bigctx") >= 2)  # at least two frames drawn
-        assert termios.tcgetattr(slave)[3] != before[3]  # cbreak while running
+        pump(lambda: b"bigctx" in out)  # the app drew the session list
+        time.sleep(0.5)  # a refresh or two
+        assert termios.tcgetattr(slave)[3] != before[3]  # raw mode while running
         os.write(master, key)
         assert proc.wait(10) == 0
         pump(lambda: b"\x1b[?1049l" in out)

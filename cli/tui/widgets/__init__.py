@@ -1,0 +1,1 @@
+"""Widgets of `llmsm watch`'s app."""
