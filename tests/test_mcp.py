@@ -128,6 +128,7 @@ def test_every_tool_on_a_database_the_gateway_wrote(gw, project, tmp_path):
             out["recall_query"] = await s.call_tool("recall", {"query": "CENTS"})
             out["search"] = await s.call_tool("search", {"query": "coupons"})
             out["search_note"] = await s.call_tool("search", {"query": "cents", "project": str(project)})
+            out["search_before"] = await s.call_tool("search", {"query": "coupons", "before": (now - timedelta(days=1)).isoformat()})
         return out
 
     out = anyio.run(go)
@@ -162,8 +163,10 @@ def test_every_tool_on_a_database_the_gateway_wrote(gw, project, tmp_path):
     results = out["search"].structured_content["results"]
     assert [r["session_id"] for r in results] == [sid, past]
     assert "coupon-research" in text(out["search"]) and past in text(out["search"])
+    assert out["search"].structured_content["searched_from"] is None  # a small database: all of it read
     [note] = out["search_note"].structured_content["results"]
     assert note["kind"] == "note" and note["note_id"] == kept["id"]
+    assert [r["session_id"] for r in out["search_before"].structured_content["results"]] == [past]
 
 
 BAD = [
@@ -178,6 +181,7 @@ BAD = [
     ("search", {"query": "   "}, "search for what? give a word or more"),
     ("search", {"query": "a", "limit": 0}, "search: limit: input should be greater than or equal to 1"),
     ("search", {"query": "one two three four five six seven eight nine"}, "a query of at most 8 words"),
+    ("search", {"query": "a", "before": "yesterday"}, "before: 'yesterday' is not an ISO 8601 time"),
     ("remember", {"note": "   "}, "a note needs some text"),
     ("remember", {"note": ["a", "list"]}, "remember: note: input should be a valid string"),
     ("recall", {"project": 7}, "recall: project: input should be a valid string"),
