@@ -5,8 +5,8 @@ the dashboard's frame (analytics/dashboard.load_frame: aggregates and health, fi
 included: nothing is re-derived here) and, from each session's digest (analytics/digest.py,
 merged by `SessionDigest`), its project, the files it touched recently and its latest ask.
 
-The digest part is one query for all those sessions, and it reads only the deltas that decide
-what is shown: the latest one carrying a project, the latest carrying asks, the first carrying
+The digest part is one query for all those sessions, bounded by their first request (the older
+part of the table is not read), and it reads only the deltas that decide what is shown: the latest one carrying a project, the latest carrying asks, the first carrying
 the goal, and those of the last RECENT_FILES_MINUTES carrying files. Merged in time order by
 `SessionDigest`, they give the same project, goal, latest ask and recent files as the whole
 digest would, at a fraction of the reading.
@@ -30,27 +30,33 @@ RECENT_FILES_MINUTES = 30.0
 MAX_FILES_SHOWN = 10
 DOING_CHARS = 200  # the latest ask, short
 
+# A delta holds a key only with a value (DigestDelta), written as compact JSON: `"goal":` is in
+# its text exactly when it has a goal (inside a string value a quote is escaped), which spares
+# parsing the JSON of every row.
 _DIGESTS_SQL = """
 SELECT session_id,
-    arg_min(digest, started_at) FILTER (WHERE contains(digest::VARCHAR, '"goal"') AND (digest->'goal') IS NOT NULL),
-    min(started_at) FILTER (WHERE contains(digest::VARCHAR, '"goal"') AND (digest->'goal') IS NOT NULL),
-    arg_max(digest, started_at) FILTER (WHERE contains(digest::VARCHAR, '"project"') AND (digest->'project') IS NOT NULL),
-    max(started_at) FILTER (WHERE contains(digest::VARCHAR, '"project"') AND (digest->'project') IS NOT NULL),
-    arg_max(digest, started_at) FILTER (WHERE contains(digest::VARCHAR, '"asks"') AND (digest->'asks') IS NOT NULL),
-    max(started_at) FILTER (WHERE contains(digest::VARCHAR, '"asks"') AND (digest->'asks') IS NOT NULL),
+    arg_min(digest, started_at) FILTER (WHERE contains(digest::VARCHAR, '"goal":')),
+    min(started_at) FILTER (WHERE contains(digest::VARCHAR, '"goal":')),
+    arg_max(digest, started_at) FILTER (WHERE contains(digest::VARCHAR, '"project":')),
+    max(started_at) FILTER (WHERE contains(digest::VARCHAR, '"project":')),
+    arg_max(digest, started_at) FILTER (WHERE contains(digest::VARCHAR, '"asks":')),
+    max(started_at) FILTER (WHERE contains(digest::VARCHAR, '"asks":')),
     list({'at': started_at, 'digest': digest} ORDER BY started_at, id)
-        FILTER (WHERE started_at >= $recent_from AND contains(digest::VARCHAR, '"files"'))
+        FILTER (WHERE started_at >= $recent_from AND contains(digest::VARCHAR, '"files":'))
 FROM events
-WHERE session_id IN (SELECT unnest($ids::VARCHAR[])) AND digest IS NOT NULL AND started_at <= $at
+WHERE session_id IN (SELECT unnest($ids::VARCHAR[])) AND digest IS NOT NULL
+  AND started_at >= $first_seen AND started_at <= $at
 GROUP BY session_id
 """
 
 
-def _digests(con: Any, ids: list[str], at: datetime, recent_from: datetime) -> dict[str, SessionDigest]:
+def _digests(con: Any, ids: list[str], at: datetime, recent_from: datetime, first_seen: datetime) -> dict[str, SessionDigest]:
+    """`first_seen`: the earliest first request of those sessions, which bounds the scan (rows
+    are stored in time order: the older part of the table is skipped, not read)."""
     out: dict[str, SessionDigest] = {}
     if not ids:
         return out
-    rows = con.execute(_DIGESTS_SQL, {"ids": ids, "at": at, "recent_from": recent_from}).fetchall()
+    rows = con.execute(_DIGESTS_SQL, {"ids": ids, "at": at, "recent_from": recent_from, "first_seen": first_seen}).fetchall()
     for sid, goal, goal_at, project, project_at, asks, asks_at, recent in rows:
         deltas = [(goal_at, goal), (project_at, project), (asks_at, asks)]
         deltas += [(r["at"], r["digest"]) for r in recent or ()]
@@ -82,7 +88,9 @@ def active_sessions(
     at = datetime.now(UTC) if at is None else _utc(at)
     frame = load_frame(con, at=at, window_minutes=active_minutes)
     recent_from = at - timedelta(minutes=RECENT_FILES_MINUTES)
-    digests = _digests(con, [s.session_id for s in frame.sessions], at, recent_from)
+    firsts = [s.first_seen for s in frame.sessions if s.first_seen is not None]
+    first_seen = min(firsts) if len(firsts) == len(frame.sessions) else datetime.min.replace(tzinfo=UTC)
+    digests = _digests(con, [s.session_id for s in frame.sessions], at, recent_from, first_seen)
     wanted = resolve_project(project, default=default_project) if project else None
     out = []
     for s in frame.sessions:

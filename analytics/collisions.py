@@ -14,7 +14,7 @@ the same project by construction.
 
 One query over the digests of the active sessions, as of a moment `at` (like the dashboard):
 the edits of the lookback window, and, only when two sessions or more edited something, each
-editor's project and label. Standard library only at import (the status line imports it).
+editor's `llmsm run` and label; then those editors' latest projects (memory.latest_projects). Standard library only at import (the status line imports it).
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .health_rules import DEFAULT_THRESHOLDS, Thresholds
-from .memory import pick_project
+from .memory import latest_projects, pick_project
 
 __all__ = ["CONFLICTS_SQL", "find_conflicts"]
 
 EDIT_ACTIONS = ("edit", "write")
 
 # kind 'edit': a delta with an edit or write in it (a superset: the text is checked in Python);
-# 'project': the latest project a digest showed; 'run': the latest `llmsm run`; 'label'.
+# 'run': the latest `llmsm run`; 'label'. The latest project a digest showed is read after it,
+# for the editors only (memory.latest_projects: backwards in time, stopping once all are found).
 CONFLICTS_SQL = """
 WITH active AS (
     SELECT session_id, arg_max(label, started_at) FILTER (WHERE label IS NOT NULL) AS label
@@ -48,13 +49,6 @@ edits AS (
 ),
 editors AS (SELECT DISTINCT session_id FROM edits),
 pair AS (SELECT count(*) >= 2 AS yes FROM editors),
-proj AS (
-    SELECT session_id, arg_max(json_extract(digest, '$.project'), started_at)::VARCHAR AS project
-    FROM events
-    WHERE (SELECT yes FROM pair) AND session_id IN (SELECT session_id FROM editors) AND digest IS NOT NULL
-      AND started_at <= $at AND contains(digest::VARCHAR, '"project"') AND (json_extract(digest, '$.project')) IS NOT NULL
-    GROUP BY session_id
-),
 run AS (
     SELECT session_id, json_object('cwd', arg_max(cwd, started_at), 'branch', arg_max(git_branch, started_at))::VARCHAR AS run
     FROM runs
@@ -62,7 +56,6 @@ run AS (
     GROUP BY session_id
 )
 SELECT 'edit' AS kind, session_id, started_at, j AS value FROM edits WHERE (SELECT yes FROM pair)
-UNION ALL SELECT 'project', session_id, NULL, project FROM proj
 UNION ALL SELECT 'run', session_id, NULL, run FROM run
 UNION ALL SELECT 'label', session_id, NULL, label FROM active
     WHERE (SELECT yes FROM pair) AND label IS NOT NULL AND session_id IN (SELECT session_id FROM editors)
@@ -104,20 +97,19 @@ def find_conflicts(con: Any, at: datetime, t: Thresholds = DEFAULT_THRESHOLDS) -
     if not rows:
         return {}
     deltas: list[tuple[str, datetime, str]] = []
-    projects: dict[str, Any] = {}
     runs: dict[str, Any] = {}
     labels: dict[str, str] = {}
     for kind, sid, started_at, value in rows:
         if kind == "edit":
             deltas.append((sid, started_at, value))
-        elif kind == "project":
-            projects[sid] = value
         elif kind == "run":
             runs[sid] = orjson.loads(value) if value else {}
         elif kind == "label":
             labels[sid] = value
+    editors = sorted({d[0] for d in deltas})
+    projects = latest_projects(con, editors, at) if len(editors) >= 2 else {}
     where: dict[str, dict[str, Any] | None] = {}
-    for sid in {d[0] for d in deltas}:
+    for sid in editors:
         run = runs.get(sid) or {}
         where[sid] = pick_project(projects.get(sid), run.get("cwd"), run.get("branch"))
     # absolute file -> session -> its latest edit

@@ -37,6 +37,7 @@ __all__ = [
     "NoteError",
     "add_note",
     "is_project_name",
+    "latest_projects",
     "list_notes",
     "pick_project",
     "project_matches",
@@ -44,6 +45,7 @@ __all__ = [
     "remove_note",
     "resolve_project",
     "search",
+    "search_within",
     "session_info",
 ]
 
@@ -58,8 +60,13 @@ TERM_CHARS = 200
 # has found enough sessions: rows are stored in time order, so a recent window reads only the
 # recent part of the table. Each window reads at most SEARCH_ROWS candidate rows (the SQL filter
 # is a superset: it also matches the digest's keys; every candidate is checked in Python).
-SEARCH_WINDOWS = (timedelta(days=1), timedelta(days=7), timedelta(days=30), None)
+# With a time budget (the MCP tool's: an assistant waits for the answer), the next window is
+# read only if, at the speed of the windows read so far, it fits in what is left of the budget;
+# the answer then says from when on it searched, and `before` goes on from there.
+SEARCH_WINDOWS = (timedelta(hours=1), timedelta(hours=4), timedelta(days=1), timedelta(days=3), timedelta(days=7),
+                  timedelta(days=30), timedelta(days=90), timedelta(days=365), None)
 SEARCH_ROWS = 2000
+SEARCH_SMALL = 20_000  # a history of at most this many requests is read in one go, whatever the budget
 NOTE_FIELDS = ("id", "created_at", "project", "note", "source", "session_id")
 
 
@@ -142,17 +149,49 @@ def pick_project(digest_project: Any, run_cwd: str | None, run_branch: str | Non
     return out
 
 
+# The latest project of each of some sessions, in windows going back from `at` (rows are stored
+# in time order, so a recent window reads only the recent part of the table), until every
+# session has one or the whole history has been read.
+PROJECT_WINDOWS = (timedelta(days=1), timedelta(days=7), timedelta(days=30), None)
+_PROJECTS_SQL = """
+SELECT session_id, (arg_max(digest, started_at)->'project')::VARCHAR
+FROM events
+WHERE session_id IN (SELECT unnest($ids::VARCHAR[])) AND digest IS NOT NULL AND started_at <= $hi{lo}
+  AND contains(digest::VARCHAR, '"project":')
+GROUP BY session_id
+"""
+
+
+def latest_projects(con: Any, session_ids: list[str], at: datetime) -> dict[str, str]:
+    """The latest `project` delta (JSON text) each session's digest showed as of `at`; sessions
+    without one are left out. Reads back in PROJECT_WINDOWS, the sessions not yet found only."""
+    out: dict[str, str] = {}
+    missing = sorted(set(session_ids))
+    hi = at
+    for window in PROJECT_WINDOWS:
+        if not missing:
+            break
+        lo = at - window if window is not None else None
+        params: dict[str, Any] = {"ids": missing, "hi": hi}
+        if lo is not None:
+            params["lo"] = lo
+        sql = _PROJECTS_SQL.format(lo=" AND started_at > $lo" if lo is not None else "")
+        for sid, project in con.execute(sql, params).fetchall():
+            if project is not None:
+                out[sid] = project
+        missing = [m for m in missing if m not in out]
+        hi = lo if lo is not None else hi
+    return out
+
+
 _INFO_SQL = """
 WITH ids AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS session_id),
 ev AS (
     SELECT session_id,
         arg_max(label, started_at) FILTER (WHERE label IS NOT NULL) AS label,
         arg_max(client, started_at) FILTER (WHERE client IS NOT NULL AND client <> 'unknown') AS client,
-        arg_max(digest->'project', started_at)
-            FILTER (WHERE digest IS NOT NULL AND contains(digest::VARCHAR, '"project"') AND (digest->'project') IS NOT NULL)
-            AS project,
         max(coalesce(ended_at, started_at)) AS last_seen
-    FROM events WHERE session_id IN (SELECT session_id FROM ids) AND started_at <= $at
+    FROM events WHERE session_id IN (SELECT session_id FROM ids) AND started_at <= $at AND started_at >= $since
     GROUP BY session_id
 ),
 run AS (
@@ -161,20 +200,29 @@ run AS (
     FROM runs WHERE session_id IN (SELECT session_id FROM ids) AND started_at <= $at
     GROUP BY session_id
 )
-SELECT ids.session_id, ev.label, ev.client, ev.project, ev.last_seen, run.run_label, run.run_cwd, run.run_branch
+SELECT ids.session_id, ev.label, ev.client, ev.last_seen, run.run_label, run.run_cwd, run.run_branch
 FROM ids LEFT JOIN ev USING (session_id) LEFT JOIN run USING (session_id)
 """
 
 
-def session_info(con: Any, session_ids: list[str], *, at: datetime | None = None) -> dict[str, dict[str, Any]]:
-    """label, client, last_seen and project (pick_project) of each session, in one query."""
+def session_info(
+    con: Any, session_ids: list[str], *, at: datetime | None = None, since: datetime | None = None,
+) -> dict[str, dict[str, Any]]:
+    """label, client, last_seen and project (pick_project) of each session as of `at`. `since`
+    (a time each of those sessions was seen at or after, e.g. a request of it just found)
+    bounds the scan for the label, client and last_seen: the latest ones are at or after it.
+    The project is the latest its digest showed (latest_projects, going back from last_seen)."""
     if not session_ids:
         return {}
-    rows = con.execute(_INFO_SQL, {"ids": list(session_ids), "at": at or _now()}).fetchall()
+    at = at or _now()
+    params = {"ids": list(session_ids), "at": at, "since": since or datetime.min.replace(tzinfo=UTC)}
+    rows = con.execute(_INFO_SQL, params).fetchall()
+    seen = [r[3] for r in rows if r[3] is not None]
+    projects = latest_projects(con, [r[0] for r in rows], min(max(seen), at) if seen else at)
     out = {}
-    for sid, label, client, project, last_seen, run_label, run_cwd, run_branch in rows:
+    for sid, label, client, last_seen, run_label, run_cwd, run_branch in rows:
         out[sid] = {"label": label or run_label, "client": client, "last_seen": last_seen,
-                    "project": pick_project(project, run_cwd, run_branch)}
+                    "project": pick_project(projects.get(sid), run_cwd, run_branch)}
     return out
 
 
@@ -264,8 +312,11 @@ def _limit(limit: int | None) -> int:
     return min(int(limit), MAX_LIMIT)
 
 
-def _notes_sql(wanted: str | None, terms: list[str]) -> tuple[str, dict[str, Any]]:
+def _notes_sql(wanted: str | None, terms: list[str], before: datetime | None = None) -> tuple[str, dict[str, Any]]:
     where, params = [], {}
+    if before is not None:
+        where.append("created_at <= $before")
+        params["before"] = before
     if wanted is not None:
         if is_project_name(wanted):
             where.append("parse_filename(project) = $project")
@@ -404,9 +455,20 @@ ORDER BY started_at DESC LIMIT $cap
 """
 
 
-def _search_sessions(con: Any, terms: list[str], wanted: str | None, limit: int, at: datetime) -> list[dict[str, Any]]:
+_WINDOW_ROWS_SQL = "SELECT count(*) FROM events WHERE started_at <= $hi{lo}"
+
+
+def _search_sessions(
+    con: Any, terms: list[str], wanted: str | None, limit: int, at: datetime, hi: datetime, budget_s: float | None,
+) -> tuple[list[dict[str, Any]], datetime | None]:
+    """(results, searched_from): the sessions found among the requests started in
+    (searched_from, hi], searched_from None when every request up to `hi` was read."""
+    import time
+
     from .digest import parse_delta
 
+    started = time.perf_counter()
+    scanned_rows, scan_s = 0, 0.0  # the speed of the windows read so far
     # ILIKE needs no lower-cased copy of each digest; `%`, `_` and `\` in a word are escaped
     like = {f"t{i}": "%" + _json_fragment(t).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             for i, t in enumerate(terms)}
@@ -414,14 +476,30 @@ def _search_sessions(con: Any, terms: list[str], wanted: str | None, limit: int,
     found: dict[str, dict[str, Any]] = {}
     info: dict[str, dict[str, Any]] = {}
     rejected: set[str] = set()  # sessions of another project
-    hi = at
-    for window in SEARCH_WINDOWS:
+    searched_from: datetime | None = hi
+    windows = SEARCH_WINDOWS
+    if con.execute(_WINDOW_ROWS_SQL.format(lo=""), {"hi": hi}).fetchone()[0] <= SEARCH_SMALL:
+        windows = (None,)
+    for window in windows:
         lo = at - window if window is not None else None
-        sql = _CANDIDATES_SQL.format(lo=" AND started_at > $lo" if lo is not None else "", terms=cond)
-        params = {**like, "hi": hi, "cap": SEARCH_ROWS}
-        if lo is not None:
-            params["lo"] = lo
-        rows = con.execute(sql, params).fetchall()
+        if lo is not None and lo >= hi:
+            continue  # a window that ends before `hi` (a search going on from `before`)
+        bounds = {"hi": hi, **({"lo": lo} if lo is not None else {})}
+        lo_sql = " AND started_at > $lo" if lo is not None else ""
+        rows_in = None
+        if budget_s is not None and scanned_rows:
+            rows_in = con.execute(_WINDOW_ROWS_SQL.format(lo=lo_sql), bounds).fetchone()[0]
+            spent = time.perf_counter() - started
+            if spent + rows_in * scan_s / scanned_rows > budget_s:
+                break  # it would not fit: the caller learns from when on it was searched
+        t0 = time.perf_counter()
+        sql = _CANDIDATES_SQL.format(lo=lo_sql, terms=cond)
+        rows = con.execute(sql, {**like, **bounds, "cap": SEARCH_ROWS}).fetchall()
+        scan_s += time.perf_counter() - t0
+        if budget_s is not None:
+            if rows_in is None:
+                rows_in = con.execute(_WINDOW_ROWS_SQL.format(lo=lo_sql), bounds).fetchone()[0]
+            scanned_rows += max(rows_in, 1)
         hits: list[tuple[str, datetime, str, str]] = []
         for sid, started_at, text in rows:
             if sid in rejected:
@@ -432,7 +510,7 @@ def _search_sessions(con: Any, terms: list[str], wanted: str | None, limit: int,
                 hits.append((sid, started_at, m[0], m[1]))
         new = sorted({h[0] for h in hits} - set(info))
         if new:
-            info.update(session_info(con, new, at=at))
+            info.update(session_info(con, new, at=at, since=min(h[1] for h in hits if h[0] in new)))
         for sid, started_at, field, snip in hits:  # newest first
             s = info.get(sid) or {}
             root = (s.get("project") or {}).get("root")
@@ -447,10 +525,11 @@ def _search_sessions(con: Any, terms: list[str], wanted: str | None, limit: int,
                 "label": s.get("label"), "client": s.get("client"), "project": root,
                 "field": field, "snippet": snip, "hits": 1,
             }
+        searched_from = lo
         if len(found) >= limit or lo is None:
             break
         hi = lo
-    return list(found.values())
+    return list(found.values()), searched_from
 
 
 def search(
@@ -462,7 +541,19 @@ def search(
     session: its newest matching request, with `hits` among the requests read), notes by their
     text. `project` (resolve_project; None: every project) keeps those of that project. Each:
     kind ('session' | 'note'), at, session_id, note_id, label, client, project, field, snippet,
-    hits. Raises NoteError for an empty query."""
+    hits. The whole history is searched (search_within bounds the time). Raises NoteError for an
+    empty query."""
+    return search_within(db_path, query, project, limit, at=at, timeout=timeout)["results"]
+
+
+def search_within(
+    db_path: str | os.PathLike[str], query: str, project: str | None = None, limit: int | None = DEFAULT_LIMIT, *,
+    at: datetime | None = None, before: datetime | None = None, budget_s: float | None = None, timeout: float = 5.0,
+) -> dict[str, Any]:
+    """`search` among what was recorded before `before` (default: up to now), reading back in
+    time for about `budget_s` seconds at most (None: the whole history). Returns {"results"
+    (as search gives them), "searched_from": the time from which on (exclusive) requests were
+    read, None when all of them were; notes are all read up to `before`}."""
     import duckdb
 
     from .store import DatabaseMissing, StoreError
@@ -473,13 +564,14 @@ def search(
     n = _limit(limit)
     wanted = resolve_project(project) if project else None
     at = at or _now()
+    hi = min(_utc(before), at) if before is not None else at
     try:
         con = _read(db_path, timeout)
     except DatabaseMissing:
-        return []
+        return {"results": [], "searched_from": None}
     try:
-        results = _search_sessions(con, terms, wanted, n, at)
-        sql, params = _notes_sql(wanted, terms)
+        results, searched_from = _search_sessions(con, terms, wanted, n, at, hi, budget_s)
+        sql, params = _notes_sql(wanted, terms, hi)
         try:
             notes = con.execute(sql, {**params, "limit": n}).fetchall()
         except duckdb.Error as exc:
@@ -498,4 +590,8 @@ def search(
             "snippet": snippet(note["note"], terms[0]), "hits": 1,
         })
     results.sort(key=lambda r: r["at"], reverse=True)
-    return results[:n]
+    return {"results": results[:n], "searched_from": searched_from}
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -24,7 +24,7 @@ import orjson
 from .store import DatabaseMissing, StoreError, connect
 from .transcript_files import FileState
 
-__all__ = ["STATE_TABLE", "IMPORTED_COLUMNS", "Spool", "load_states", "write_import"]
+__all__ = ["STATE_TABLE", "IMPORTED_COLUMNS", "Spool", "load_stamps", "load_states", "write_import"]
 
 STATE_TABLE = "import_files"  # created by migrations.m006_import_files
 # DuckDB's memory for the load (it spills to a temporary folder beyond it): by default it may take
@@ -99,17 +99,41 @@ def _one_line(exc: BaseException) -> str:
     return text_.splitlines()[0] if text_ else type(exc).__name__
 
 
-def load_states(db: Path, source: str, timeout: float) -> dict[str, FileState]:
-    """The remembered state of every file of `source` (empty without a database or table)."""
+def load_stamps(db: Path, source: str, timeout: float) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file of `source` as last read (empty without a database or
+    table): what tells an unchanged file, read without the rest of its state (cheap for the
+    thousands of files an import finds unchanged)."""
     try:
         con = connect(db, read_only=True, timeout=timeout)
     except DatabaseMissing:
         return {}
     try:
-        rows = con.execute(
-            f"SELECT path, size, mtime_ns, read_bytes, fingerprint, earliest, carry FROM {STATE_TABLE} WHERE source = ?",
-            [source],
-        ).fetchall()
+        rows = con.execute(f"SELECT path, size, mtime_ns FROM {STATE_TABLE} WHERE source = ?", [source]).fetchall()
+    except duckdb.CatalogException:
+        return {}  # a database this version could not migrate (held by a writer): read everything
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot read {db}: {_one_line(exc)}") from exc
+    finally:
+        con.close()
+    return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
+
+
+def load_states(db: Path, source: str, timeout: float, paths: list[str] | None = None) -> dict[str, FileState]:
+    """The remembered state of every file of `source` (of `paths` only, when given; empty
+    without a database or table)."""
+    if paths is not None and not paths:
+        return {}
+    try:
+        con = connect(db, read_only=True, timeout=timeout)
+    except DatabaseMissing:
+        return {}
+    try:
+        sql = f"SELECT path, size, mtime_ns, read_bytes, fingerprint, earliest, carry FROM {STATE_TABLE} WHERE source = $source"
+        params: dict[str, Any] = {"source": source}
+        if paths is not None:
+            sql += " AND path IN (SELECT unnest($paths::VARCHAR[]))"
+            params["paths"] = paths
+        rows = con.execute(sql, params).fetchall()
     except duckdb.CatalogException:
         return {}  # a database this version could not migrate (held by a writer): read everything
     except duckdb.Error as exc:

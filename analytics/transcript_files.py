@@ -70,7 +70,7 @@ def list_jsonl(root: Path, pattern: Callable[[str], bool] = lambda name: name.en
     st = root.stat()
     if not stat_mod.S_ISDIR(st.st_mode):
         return [(root, st)]
-    out: list[tuple[Path, os.stat_result]] = []
+    found: list[tuple[str, os.stat_result]] = []
     stack = [str(root)]
     while stack:
         folder = stack.pop()
@@ -83,11 +83,11 @@ def list_jsonl(root: Path, pattern: Callable[[str], bool] = lambda name: name.en
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
                 elif entry.is_file() and pattern(entry.name):
-                    out.append((Path(entry.path), entry.stat()))
+                    found.append((entry.path, entry.stat()))
             except OSError:
                 continue
-    out.sort(key=lambda item: str(item[0]))
-    return out
+    found.sort(key=lambda item: item[0])  # by the path's text, before any Path is made
+    return [(Path(path), st) for path, st in found]
 
 
 def fingerprint(fh: Any, end: int) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .store import StoreError
-from .transcript_db import Spool, load_states, write_import
+from .transcript_db import Spool, load_stamps, load_states, write_import
 from .transcript_files import CompleteLines, FilePart, FileState, fingerprint, list_jsonl, plan
 
 __all__ = ["ImportStats", "Emit", "Reader", "run_import", "find_files", "count", "timestamp", "text", "MAX_COUNT"]
@@ -275,8 +275,13 @@ def run_import(
     """
     db_path = Path(db).expanduser()
     stats = ImportStats(files=len(files))
-    states = {} if full else load_states(db_path, source, timeout)
-    parts, stats.files_unchanged = plan(files, states, full)
+    # the stamps (size, mtime) first: the full state only of the files that changed
+    stamps = {} if full else load_stamps(db_path, source, timeout)
+    changed = [f for f in files if stamps.get(str(f[0])) != (f[1].st_size, f[1].st_mtime_ns)]
+    known = [str(f[0]) for f in changed if str(f[0]) in stamps]
+    states = load_states(db_path, source, timeout, known) if known else {}
+    parts, unchanged = plan(changed, states, full)
+    stats.files_unchanged = len(files) - len(changed) + unchanged
     to_read = sum(max(0, p.size - p.start) for p in parts)
     if on_total is not None:
         on_total(to_read)

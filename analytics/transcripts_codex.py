@@ -24,7 +24,8 @@ llmsm's semantics — ``input_tokens`` uncached (input − cached), ``cache_read
 so reading a rollout again inserts nothing. The semantics are those of ``@ccusage/codex``.
 
 A rollout carries no response ids, so "the wire wins" cannot match by message id as for Claude
-Code: `CODEX_SUPERSEDED_SQL` is the rule that does (see there).
+Code: the one counting rule (`imported_seen_on_wire` in views.sql) matches a Codex row to a
+wire row of the Responses API by its token counts and time (CODEX_WIRE_BEFORE_S, _AFTER_S).
 
 Nothing here imports mitmproxy or typer.
 """
@@ -52,8 +53,6 @@ __all__ = [
     "import_codex",
     "CODEX_WIRE_BEFORE_S",
     "CODEX_WIRE_AFTER_S",
-    "CODEX_SUPERSEDED_SQL",
-    "codex_superseded_sql",
 ]
 
 SOURCE = "codex"  # the format's name in the file-state table
@@ -222,7 +221,7 @@ def import_codex(
 
 
 # --------------------------------------------------------------------------------------------
-# The wire wins: which Codex transcript rows a wire row supersedes
+# The wire wins: the bounds of the rule in views.sql (imported_seen_on_wire), which is its home
 # --------------------------------------------------------------------------------------------
 
 # A response streams for a while before Codex writes its token_count (the row's started_at),
@@ -230,49 +229,6 @@ def import_codex(
 # before the transcript row...
 CODEX_WIRE_BEFORE_S = 3600
 # ...and this long after it (the two clocks are one machine's, but a token_count can be written
-# a moment before the gateway's row is timed on a busy machine).
+# a moment before the gateway's row is timed on a busy machine). views.sql spells both out
+# (tests/test_import_codex.py checks that they agree).
 CODEX_WIRE_AFTER_S = 300
-
-# The predicate with placeholders {t} (the transcript row's alias) and {events}: see
-# codex_superseded_sql, which fills them in and documents the rule.
-CODEX_SUPERSEDED_SQL = f"""(
-    {{t}}.usage_source = 'transcript' AND {{t}}.client = 'codex'
-    AND EXISTS (
-        SELECT 1 FROM {{events}} AS _w
-        WHERE _w.usage_source IN ('reported', 'estimated')
-          AND _w.provider = 'openai' AND _w.api = 'responses'
-          AND _w.input_tokens = {{t}}.input_tokens
-          AND _w.cache_read_tokens = {{t}}.cache_read_tokens
-          AND _w.output_tokens = {{t}}.output_tokens
-          AND _w.started_at >= {{t}}.started_at - INTERVAL {CODEX_WIRE_BEFORE_S} SECOND
-          AND _w.started_at <= {{t}}.started_at + INTERVAL {CODEX_WIRE_AFTER_S} SECOND
-    )
-)"""
-
-
-def codex_superseded_sql(t: str = "t", events: str = "events") -> str:
-    """A SQL predicate, true when the row `t` (an alias of the events table) is a Codex
-    transcript row whose response the gateway also recorded; such a row must not count.
-
-    The rule: a wire row (`usage_source` reported or estimated) of the Responses API with the
-    same uncached input, cache read and output tokens — a rollout's ``last_token_usage`` is the
-    response's own ``usage``, converted the way the gateway converts it, so the three are equal
-    for the same response and practically never for two — that started at most
-    CODEX_WIRE_BEFORE_S before and CODEX_WIRE_AFTER_S after the transcript row. The session is
-    not compared: a label (``x-llmsm-session``, ``/s/NAME/``, ``llmsm run``) replaces the thread
-    id on the wire, and a session the gateway saw only in part keeps its other responses counted
-    from the rollout.
-
-    How it joins the one counting rule ("a transcript row counts only if the wire did not see
-    it"): a transcript row is superseded when a wire row has its ``message_id`` (Claude Code) OR
-    this predicate holds (Codex), e.g.::
-
-        SELECT * FROM events AS t
-        WHERE api <> 'other' AND usage_source = 'transcript'
-          AND NOT EXISTS (SELECT 1 FROM wire_msgs AS w WHERE w.message_id = t.message_id)
-          AND NOT {codex_superseded_sql('t')}
-
-    `events` may name a narrower relation (wire rows of the transcripts' time span) with the
-    events columns.
-    """
-    return CODEX_SUPERSEDED_SQL.format(t=t, events=events)

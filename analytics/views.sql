@@ -39,9 +39,17 @@ FROM events AS e;
 --   (NULL or left out: unbounded) whose response a wire row also has: the same message_id
 --   (Claude Code transcripts keep the response id). The wire and a transcript time the same
 --   response within minutes, so only wire rows within a day of the range are looked at: every
---   scan is bounded by the range (fast reports over the last days of a big table). Another way
---   of recognising the same response (an import whose rows carry no response id) is one more
---   SELECT here, UNION ALL.
+--   scan is bounded by the range (fast reports over the last days of a big table).
+--   Codex rollouts carry no response id (`llmsm import codex`), so a Codex transcript row is the
+--   same response as a wire row of the Responses API with the same uncached input, cache read and
+--   output tokens (a rollout's last_token_usage is the response's own usage, converted as the
+--   gateway converts it: equal for the same response, practically never for two) that started
+--   at most 3600 s before it (a response streams a while before Codex writes its token_count,
+--   the row's time) and 300 s after it (a busy machine's clocks). The session is not compared:
+--   a label (x-llmsm-session, /s/NAME/, llmsm run) replaces the thread id on the wire, and a
+--   thread the gateway saw only in part keeps its other responses counted from the rollout.
+--   (transcripts_codex.CODEX_WIRE_BEFORE_S / CODEX_WIRE_AFTER_S name the two bounds.)
+--   Another way of recognising the same response is one more SELECT here, UNION ALL.
 -- ============================================================================================
 CREATE OR REPLACE MACRO imported_seen_on_wire(since := NULL, until := NULL) AS TABLE
 WITH imported AS (
@@ -58,7 +66,23 @@ SELECT id FROM imported WHERE message_id IN (
       -- (IS NOT NULL: an id-less row matches nothing; it also makes DuckDB hash the imported
       -- side, so that with nothing imported the wire rows are not even read)
       AND message_id IN (SELECT message_id FROM imported WHERE message_id IS NOT NULL)
-);
+)
+UNION ALL
+SELECT t.id FROM events AS t
+WHERE t.usage_source = 'transcript' AND t.client = 'codex'
+  AND t.started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ)
+  AND t.started_at < coalesce(until, 'infinity'::TIMESTAMPTZ)
+  AND EXISTS (
+      SELECT 1 FROM events AS w
+      WHERE w.usage_source IN ('reported', 'estimated') AND w.provider = 'openai' AND w.api = 'responses'
+        AND w.started_at >= coalesce(since, '-infinity'::TIMESTAMPTZ) - INTERVAL 3600 SECOND
+        AND w.started_at < coalesce(until, 'infinity'::TIMESTAMPTZ) + INTERVAL 300 SECOND
+        AND w.input_tokens = t.input_tokens
+        AND w.cache_read_tokens = t.cache_read_tokens
+        AND w.output_tokens = t.output_tokens
+        AND w.started_at >= t.started_at - INTERVAL 3600 SECOND
+        AND w.started_at <= t.started_at + INTERVAL 300 SECOND
+  );
 
 
 -- ============================================================================================

@@ -25,7 +25,9 @@ Baselines in the same run: the import of an earlier revision (--baseline-rev, on
 is after step 4), reading every line of the corpus in Python (the floor of any importer
 written in Python), `llmsm --version` (the start-up every command pays: the floor of an import
 with nothing new), and `ccusage daily --json` when a `ccusage` executable is on PATH (its time,
-peak RSS and token totals; `npx ccusage` needs the network, so it is not tried).
+peak RSS and token totals; `npx ccusage` needs the network, so it is not tried; e.g.
+`npm install --prefix /tmp/ccusage ccusage` and PATH=/tmp/ccusage/node_modules/.bin:$PATH), and
+then `ccusage codex daily --json` on the same rollouts, its totals against `llmsm report daily`.
 """
 
 from __future__ import annotations
@@ -413,6 +415,7 @@ def main() -> None:
         else:
             rows.append(("ccusage daily --json", nan, nan, nan, "not on PATH (npx cannot download here): not measured"))
 
+        cx_totals = cx_ours = None
         if args.codex_files:
             codex = write_codex_corpus(base / "codex", args.codex_files, args.codex_turns)
             cdb = base / "codex.duckdb"
@@ -421,6 +424,16 @@ def main() -> None:
                 dt, rss, tree, out = run_measured(llmsm("import", "codex", sessions, "--db", str(cdb), "--json"), env)
                 rows.append((f"llmsm import codex: {name} ({codex['files']} rollouts, {codex['bytes'] / 1e6:,.0f} MB)",
                              dt, rss, tree, f"inserted {json.loads(out)['inserted']:,}"))
+            if ccusage:  # ccusage >= 20 reads Codex rollouts too (`ccusage codex`; @ccusage/codex before it)
+                dt, rss, tree, out = run_measured([ccusage, "codex", "daily", "--json", "--offline"],
+                                                  dict(env, CODEX_HOME=str(base / "codex")))
+                try:
+                    cx_totals = json.loads(out).get("totals")
+                    rows.append(("ccusage codex daily --json (same rollouts)", dt, rss, tree, ""))
+                except ValueError:
+                    rows.append(("ccusage codex daily --json", nan, nan, nan, "no JSON (an older ccusage?)"))
+                _, _, _, out = run_measured(llmsm("report", "daily", "--db", str(cdb), "--json", "--utc"), env)
+                cx_ours = json.loads(out)["totals"]
 
         con_tot = None
         try:
@@ -456,9 +469,21 @@ def main() -> None:
                   f"cache write {con_tot[4]:,}")
         if cc_totals:
             print(f"ccusage totals: {cc_totals}")
+            if con_tot:
+                same = (cc_totals.get("inputTokens"), cc_totals.get("outputTokens"), cc_totals.get("cacheReadTokens"),
+                        cc_totals.get("cacheCreationTokens")) == (con_tot[1], con_tot[2], con_tot[3], con_tot[4])
+                print(f"Claude Code tokens, llmsm vs ccusage: {'the same' if same else 'DIFFERENT'}")
+        if cx_totals and cx_ours:
+            ours = (cx_ours["input_tokens"], cx_ours["cache_read_tokens"], cx_ours["output_tokens"], cx_ours["reasoning_tokens"])
+            theirs = (cx_totals.get("inputTokens"), cx_totals.get("cacheReadTokens"), cx_totals.get("outputTokens"),
+                      cx_totals.get("reasoningOutputTokens"))
+            print(f"Codex (input, cache read, output, reasoning): llmsm {ours}, cost {cx_ours['cost_usd']:.6f}; "
+                  f"ccusage {theirs}, cost {cx_totals.get('costUSD', float('nan')):.6f}: "
+                  f"{'the same' if ours == theirs else 'DIFFERENT'}")
         figures.update(corpus={k: v for k, v in corpus.items() if k != "sessions"},
                        rows=[{"step": r[0], "wall_s": r[1], "peak_mib": r[2], "tree_peak_mib": r[3], "note": r[4]} for r in rows],
-                       database_totals=con_tot, ccusage_totals=cc_totals)
+                       database_totals=con_tot, ccusage_totals=cc_totals, codex_totals=cx_ours,
+                       ccusage_codex_totals=cx_totals)
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(figures, indent=2, default=str))
     finally:

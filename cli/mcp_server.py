@@ -6,7 +6,8 @@ Tools (each answers a short text for the model and the same facts as structured 
   top reason (file conflicts included), context fill, cost, recent files, latest ask
   (analytics/awareness.py over the dashboard's frame);
 - `session_brief`: a session's handoff brief, as `llmsm handoff` writes it (analytics/handoff.py);
-- `search`: past sessions and notes that match a query (analytics/memory.search);
+- `search`: past sessions and notes that match a query (analytics/memory.search_within: it reads
+  back in time for SEARCH_BUDGET_S, then says where it stopped; `before` goes on from there);
 - `remember` / `recall`: notes kept for a project (analytics/memory.py), by default the project
   the server was started in (its working directory; a git repository's root when inside one).
 
@@ -45,6 +46,7 @@ INSTRUCTIONS = (
 DEFAULT_ACTIVE_MINUTES = 60.0
 MAX_ACTIVE_MINUTES = 7 * 24 * 60.0
 QUERY_TIMEOUT_S = 3.0  # waiting for the gateway's write lock, at most
+SEARCH_BUDGET_S = 0.15  # `search` reads back in time about this long, then says where it stopped
 WARM_UP_DELAY_S = 0.5
 UTC = timezone.utc
 
@@ -111,10 +113,14 @@ def sessions_text(sessions: list[dict[str, Any]], minutes: float, project: str |
     return "\n".join(lines)
 
 
-def search_text(results: list[dict[str, Any]], query: str) -> str:
+def search_text(results: list[dict[str, Any]], query: str, searched_from: datetime | None = None) -> str:
+    more = ""
+    if searched_from is not None:
+        more = (f" Requests before {plain(searched_from)} were not searched: call search again "
+                f"with before={plain(searched_from)!r} for older ones.")
     if not results:
-        return f"Nothing found for {query!r}."
-    lines = [f"{len(results)} result{'s' if len(results) != 1 else ''} for {query!r}, newest first:"]
+        return f"Nothing found for {query!r}.{more}"
+    lines = [f"{len(results)} result{'s' if len(results) != 1 else ''} for {query!r}, newest first:{more}"]
     for r in results:
         where = f", {r['project']}" if r["project"] else ""
         if r["kind"] == "note":
@@ -142,6 +148,17 @@ def notes_text(notes: list[dict[str, Any]], project: str) -> str:
 
 class ToolFailure(Exception):
     """What the caller gets back as a tool error: one line."""
+
+
+def _parse_before(value: str | None) -> datetime | None:
+    """`before` of the search tool: an ISO 8601 time (as a previous answer gives it)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ToolFailure(f"before: {value!r} is not an ISO 8601 time such as 2026-11-02T09:30:00+00:00") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 class Tools:
@@ -222,12 +239,17 @@ class Tools:
         brief = compose_brief(h, max_tokens)
         return brief.text, handoff_json(h, brief)
 
-    def search(self, query: str, project: str | None, limit: int) -> tuple[str, dict[str, Any]]:
-        from llmsm.analytics.memory import resolve_project, search
+    def search(self, query: str, project: str | None, limit: int, before: str | None = None) -> tuple[str, dict[str, Any]]:
+        from llmsm.analytics.memory import resolve_project, search_within
 
         wanted = resolve_project(project) if project else None
-        results = self._guard(search, self.db, query, project=wanted, limit=limit, timeout=QUERY_TIMEOUT_S)
-        return search_text(results, query), {"query": query, "project": wanted, "results": results}
+        until = _parse_before(before)
+        found = self._guard(search_within, self.db, query, project=wanted, limit=limit, before=until,
+                            budget_s=SEARCH_BUDGET_S, timeout=QUERY_TIMEOUT_S)
+        results, searched_from = found["results"], found["searched_from"]
+        data = {"query": query, "project": wanted, "results": results, "searched_from": searched_from,
+                "before": until}
+        return search_text(results, query, searched_from), data
 
     def remember(self, note: str, project: str | None) -> tuple[str, dict[str, Any]]:
         from llmsm.analytics.memory import add_note, resolve_project
@@ -324,11 +346,14 @@ def build_server(db: Path, project: str):
                                     description="Words to find (all of them, any case).")],
         project: ProjectArg = None,
         limit: Annotated[int, Field(ge=1, le=200, description="Most results.")] = 20,
+        before: Annotated[str | None, Field(max_length=64, description=(
+            "Only what was recorded before this time (ISO 8601): to go on where an answer says it stopped."))] = None,
     ) -> CallToolResult:
         """Past sessions and notes whose goal, requests, files, commands, last message or note text hold every
         word of `query`, newest first, each with a snippet and its session id. Use it before investigating
-        something a past session may already have found."""
-        return run(tools.search, query, project, limit)
+        something a past session may already have found. It reads back in time for a moment; when it stopped
+        before the oldest request, the answer says so and `before` goes on from there."""
+        return run(tools.search, query, project, limit, before)
 
     def remember(
         note: Annotated[str, Field(min_length=1, max_length=20_000, description="The note: a lesson, a decision, a pitfall.")],

@@ -13,7 +13,8 @@ import pytest
 
 from llmsm.analytics.events import ExchangeEvent
 from llmsm.analytics.store import insert_events
-from llmsm.analytics.transcripts_codex import CODEX_WIRE_BEFORE_S, codex_superseded_sql
+from llmsm.analytics.migrations import views_sql
+from llmsm.analytics.transcripts_codex import CODEX_WIRE_AFTER_S, CODEX_WIRE_BEFORE_S
 from tests.conftest import run_cli
 from tests.test_transcripts import query
 
@@ -229,8 +230,10 @@ def _wire(started_at: datetime, usage: dict, **kw) -> ExchangeEvent:
 
 
 def test_wire_supersedes_codex_transcript_rows(tmp_path):
-    """The predicate itself, on a real DuckDB file: which Codex transcript rows a wire row
-    repeats, and the totals once it joins the counting rule."""
+    """The rule in views.sql (imported_seen_on_wire), on a real DuckDB file: which Codex transcript
+    rows a wire row repeats, and the totals of counted_events."""
+    sql = views_sql()
+    assert f"INTERVAL {CODEX_WIRE_BEFORE_S} SECOND" in sql and f"INTERVAL {CODEX_WIRE_AFTER_S} SECOND" in sql
     root = tmp_path / "sessions"
     a = Rollout(A, T0)
     a.context("gpt-5-codex")
@@ -257,17 +260,15 @@ def test_wire_supersedes_codex_transcript_rows(tmp_path):
 
     con = duckdb.connect(str(db), read_only=True)
     try:
-        superseded = {r[0] for r in con.execute(f"SELECT id FROM events AS t WHERE {codex_superseded_sql('t')}").fetchall()}
+        superseded = {r[0] for r in con.execute("SELECT id FROM imported_seen_on_wire()").fetchall()}
         assert superseded == {tr[0]["id"], tr[1]["id"]}
-        # with the wire rows narrowed to a relation of their own (as a report's time window would)
-        con.execute("CREATE TEMP VIEW wire_rows AS SELECT * FROM events WHERE usage_source <> 'transcript'")
-        narrowed = {r[0] for r in con.execute(f"SELECT id FROM events AS x WHERE {codex_superseded_sql('x', 'wire_rows')}").fetchall()}
+        # bounded by a report's time range: the wire rows just outside it still count
+        since, until = tr[0]["started_at"], tr[1]["started_at"] + timedelta(seconds=1)
+        narrowed = {r[0] for r in con.execute("SELECT id FROM imported_seen_on_wire($s, $u)", {"s": since, "u": until}).fetchall()}
         assert narrowed == superseded
-        # joined to the counting rule: wire rows, plus transcript rows the wire did not see
-        counted = con.execute(f"""
-            SELECT count(*), sum(input_tokens + cache_read_tokens + output_tokens) FROM events AS t
-            WHERE api <> 'other' AND (usage_source <> 'transcript' OR NOT {codex_superseded_sql('t')})
-        """).fetchone()
+        assert con.execute("SELECT id FROM imported_seen_on_wire($s, $u)", {"s": tr[1]["started_at"], "u": until}).fetchall() == [(tr[1]["id"],)]
+        # the counting rule: wire rows, plus transcript rows the wire did not see
+        counted = con.execute("SELECT count(*), sum(input_tokens + cache_read_tokens + output_tokens) FROM counted_events()").fetchone()
     finally:
         con.close()
     tokens = [u["input_tokens"] + u["output_tokens"] for u in usages]  # input includes cached

@@ -22,9 +22,9 @@ import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from llmsm.analytics.digest import DigestDelta
+from llmsm.analytics.digest import DigestDelta, load_digest
 from llmsm.analytics.events import ExchangeEvent
-from llmsm.analytics.store import insert_events
+from llmsm.analytics.store import insert_events, open_for_query
 from tests.conftest import REPO, TEST_KEYS, Gateway, isolated_env, run_cli
 
 UTC = timezone.utc
@@ -128,6 +128,7 @@ def test_every_tool_on_a_database_the_gateway_wrote(gw, project, tmp_path):
             out["recall_query"] = await s.call_tool("recall", {"query": "CENTS"})
             out["search"] = await s.call_tool("search", {"query": "coupons"})
             out["search_note"] = await s.call_tool("search", {"query": "cents", "project": str(project)})
+            out["search_before"] = await s.call_tool("search", {"query": "coupons", "before": (now - timedelta(days=1)).isoformat()})
         return out
 
     out = anyio.run(go)
@@ -162,8 +163,10 @@ def test_every_tool_on_a_database_the_gateway_wrote(gw, project, tmp_path):
     results = out["search"].structured_content["results"]
     assert [r["session_id"] for r in results] == [sid, past]
     assert "coupon-research" in text(out["search"]) and past in text(out["search"])
+    assert out["search"].structured_content["searched_from"] is None  # a small database: all of it read
     [note] = out["search_note"].structured_content["results"]
     assert note["kind"] == "note" and note["note_id"] == kept["id"]
+    assert [r["session_id"] for r in out["search_before"].structured_content["results"]] == [past]
 
 
 BAD = [
@@ -178,6 +181,7 @@ BAD = [
     ("search", {"query": "   "}, "search for what? give a word or more"),
     ("search", {"query": "a", "limit": 0}, "search: limit: input should be greater than or equal to 1"),
     ("search", {"query": "one two three four five six seven eight nine"}, "a query of at most 8 words"),
+    ("search", {"query": "a", "before": "yesterday"}, "before: 'yesterday' is not an ISO 8601 time"),
     ("remember", {"note": "   "}, "a note needs some text"),
     ("remember", {"note": ["a", "list"]}, "remember: note: input should be a valid string"),
     ("recall", {"project": 7}, "recall: project: input should be a valid string"),
@@ -237,40 +241,77 @@ def test_the_server_answers_while_the_gateway_writes(gw, project, tmp_path):
 
 
 def test_claude_code_calls_the_sessions_tool_through_the_gateway(gw, project, tmp_path):
-    sid = str(uuid.uuid4())
-    ask = "what are the other sessions on this repo doing?"
+    """Claude Code's request shape through the real gateway (the official anthropic SDK as the
+    client): the model's answer calls `mcp__llmsm__sessions`; the next request carries the tool's
+    real output (from the real server over the same database) as a tool_result. Both requests
+    are one session; its digest keeps the ask and the model's text, not the other sessions'
+    words the result quotes; and no planted key (one session's ask held one) is anywhere."""
+    import anthropic
+
+    sid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    tag = uuid.uuid4().hex[:8]
+    ask = f"what are the other sessions on this repo doing? {tag}"
+    cc_turn(gw, other, f"rename the coupon table {tag}; the staging key is {PLANTED}")
+    gw.wait_rows(1, f"session_id = '{other}'")
+    client = anthropic.Anthropic(api_key=TEST_KEYS["anthropic"], base_url=f"{gw.url}/anthropic", max_retries=0,
+                                 default_headers={k: v for k, v in cc_headers(sid).items() if k not in ("x-api-key", "anthropic-version")})
+
+    def send(messages: list, tools: list, **headers: str):
+        body = cc_body(messages, tools)
+        body.pop("stream")
+        with client.messages.stream(**body, extra_headers=headers) as stream:
+            return stream.get_final_message()
 
     async def go():
         async with mcp_client(gw.db, project, tmp_path / "mcp.log") as s:
             listed = (await s.list_tools()).tools
             tools = [{"name": f"mcp__llmsm__{t.name}", "description": t.description, "input_schema": t.input_schema}
                      for t in listed]
-            first = cc_body([{"role": "user", "content": ask}], tools)
-            r = await anyio.to_thread.run_sync(lambda: httpx.post(
-                f"{gw.url}/anthropic/v1/messages?beta=true", json=first, headers=cc_headers(sid), timeout=15))
-            assert r.status_code == 200, r.text
+            first = await anyio.to_thread.run_sync(lambda: send([{"role": "user", "content": ask}], tools,
+                                                                **{"x-fake": "tool_use=mcp__llmsm__sessions"}))
             await anyio.to_thread.run_sync(lambda: gw.wait_rows(1, f"session_id = '{sid}'"))
-            # the model asked for the tool; Claude Code calls it and sends the result in the next request
-            called = await s.call_tool("sessions", {"active_minutes": 60})
-            return tools, called
+            [use] = [b for b in first.content if b.type == "tool_use"]
+            assert use.name.startswith("mcp__llmsm__")
+            # Claude Code calls the tool the model named, with the model's input, and sends back its result
+            called = await s.call_tool(use.name.removeprefix("mcp__llmsm__"), use.input)
+            return tools, first, use, called
 
-    tools, called = anyio.run(go)
+    tools, first, use, called = anyio.run(go)
+    assert first.stop_reason == "tool_use" and use.name == "mcp__llmsm__sessions" and use.input == {"active_minutes": 60}
     assert called.is_error is False
     result = text(called)
-    assert sid in result  # the asking session is among the active ones
-    use = {"type": "tool_use", "id": "toolu_01LLMSM", "name": "mcp__llmsm__sessions", "input": {"active_minutes": 60}}
-    second = cc_body([
+    assert sid in result and other in result and f"rename the coupon table {tag}" in result
+    assert PLANTED not in result and "[REDACTED]" in result  # the other session's ask, as its digest keeps it
+    assistant = [b.model_dump(exclude_none=True) for b in first.content]
+    second = [
         {"role": "user", "content": ask},
-        {"role": "assistant", "content": [{"type": "text", "text": "Let me look."}, use]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"],
+        {"role": "assistant", "content": assistant},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
                                       "content": [{"type": "text", "text": result}]}]},
-    ], tools)
-    r = httpx.post(f"{gw.url}/anthropic/v1/messages?beta=true", json=second, headers=cc_headers(sid), timeout=15)
-    assert r.status_code == 200, r.text
+    ]
+    final = send(second, tools)
+    assert final.stop_reason == "end_turn"
     rows = gw.wait_rows(2, f"session_id = '{sid}'")
-    assert [(x["client"], x["outcome"], x["message_count"], x["tool_errors"]) for x in rows] == [
-        ("claude-code", "ok", 1, 0), ("claude-code", "ok", 3, 0)]
-    assert rows[1]["session_source"] == "claude_code_header"
+    assert [(x["client"], x["outcome"], x["stop_reason"], x["message_count"], x["tool_errors"]) for x in rows] == [
+        ("claude-code", "ok", "tool_use", 1, 0), ("claude-code", "ok", "end_turn", 3, 0)]
+    assert {x["session_source"] for x in rows} == {"claude_code_header"}
+    assert len(gw.query(f"SELECT * FROM sessions WHERE session_id = '{sid}'")) == 1  # one session
+    # the digest: the ask (the goal) and the model's text before the call; an MCP tool names no
+    # file or command (addons/providers/work.py), and the result's words (other sessions' asks)
+    # are not this session's asks
+    con = open_for_query(gw.db, timeout=10)
+    try:
+        d = load_digest(con, sid).to_dict()
+    finally:
+        con.close()
+    assert d["goal"] == ask and d["asks"] == [ask]
+    assert d["text"] == first.content[0].text
+    assert d["files"] == [] and d["commands"] == []
+    assert "rename the coupon table" not in json.dumps(d, default=str)
+    # nothing of the planted key anywhere the gateway and the server wrote
+    for f in gw.tmp.rglob("*"):
+        if f.is_file():
+            assert PLANTED.encode() not in f.read_bytes(), f
 
 
 # --------------------------------------------------------------------------------------------

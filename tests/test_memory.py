@@ -138,6 +138,24 @@ def test_search_sessions_and_notes(history, repo):
     assert [r["session_id"] for r in memory.search(history, "csv", project="web")] == ["web"]
     assert len(memory.search(history, "csv", limit=2)) == 2
 
+
+def test_search_within_a_time_budget_and_before(history, repo, monkeypatch):
+    """search_within: a small history is read in one go, whatever the budget; a larger one (here:
+    SEARCH_SMALL lowered) with no time left gets one window (the last hour), and the answer says
+    from when on it searched; `before` goes on from there and finds the older sessions."""
+    now = datetime.now(UTC)
+    assert memory.search_within(history, "csv", at=now, budget_s=0.0)["searched_from"] is None
+    monkeypatch.setattr(memory, "SEARCH_SMALL", 0)
+    first = memory.search_within(history, "csv", at=now, budget_s=0.0)
+    assert first["searched_from"] is not None and first["searched_from"] < now
+    assert [r["session_id"] for r in first["results"] if r["kind"] == "session"] == []  # "web" is just over an hour old
+    rest = memory.search_within(history, "csv", at=now, before=first["searched_from"])
+    assert rest["searched_from"] is None  # all the rest was read
+    assert [r["session_id"] for r in rest["results"] if r["kind"] == "session"] == ["web", "ran", "old"]
+    older = memory.search_within(history, "csv", at=now, before=now - timedelta(days=2))
+    assert [r["session_id"] for r in older["results"]] == ["old"]  # nor the note, kept just now
+    assert memory.search_within(history, "csv", at=now)["results"] == memory.search(history, "csv", at=now)
+
     with pytest.raises(memory.NoteError):
         memory.search(history, "   ")
     assert memory.search(history.parent / "none.duckdb", "csv") == []

@@ -72,13 +72,19 @@ def sse(event: str | None, data: Any) -> bytes:
 
 # -- per provider: (JSON body, list of SSE events) --------------------------------------------
 
-def anthropic_messages(body: dict, *, error_event: bool) -> tuple[dict, list[bytes]]:
+def anthropic_messages(body: dict, *, error_event: bool, tool: str | None = None) -> tuple[dict, list[bytes]]:
+    """`tool` (the `x-fake: tool_use=NAME` flag): the answer's text is followed by a tool_use
+    block calling NAME with `{"active_minutes": 60}` (stop_reason tool_use), streamed as
+    input_json_delta pieces the way the API streams a tool's input."""
     model = body.get("model", "claude-sonnet-4-5")
     msg_id = "msg_fake_" + str(abs(hash(json.dumps(body, sort_keys=True))) % 10**8)
     usage = dict(ANTHROPIC_USAGE)
+    tool_input = {"active_minutes": 60}
+    use = {"type": "tool_use", "id": "toolu_fake_" + msg_id[9:], "name": tool, "input": tool_input} if tool else None
     whole = {
         "id": msg_id, "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": TEXT}], "stop_reason": "end_turn", "stop_sequence": None,
+        "content": [{"type": "text", "text": TEXT}, *([use] if use else [])],
+        "stop_reason": "tool_use" if use else "end_turn", "stop_sequence": None,
         "usage": usage,
     }
     start_usage = dict(usage, output_tokens=1)
@@ -91,7 +97,15 @@ def anthropic_messages(body: dict, *, error_event: bool) -> tuple[dict, list[byt
         events.append(sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
         return whole, events
     events.append(sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
-    events.append(sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": usage["output_tokens"]}}))
+    if use:
+        events.append(sse("content_block_start", {"type": "content_block_start", "index": 1,
+                                                  "content_block": dict(use, input={})}))
+        args = json.dumps(tool_input)
+        for piece in (args[:8], args[8:]):
+            events.append(sse("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                                      "delta": {"type": "input_json_delta", "partial_json": piece}}))
+        events.append(sse("content_block_stop", {"type": "content_block_stop", "index": 1}))
+    events.append(sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": whole["stop_reason"], "stop_sequence": None}, "usage": {"output_tokens": usage["output_tokens"]}}))
     events.append(sse("message_stop", {"type": "message_stop"}))
     return whole, events
 
@@ -212,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path.endswith(":countTokens"):
             return self._send_json(200, {"totalTokens": 77}, extra, flags)
         if path.endswith("/messages"):
-            provider, (whole, events) = "anthropic", anthropic_messages(body, error_event=error_event)
+            provider, (whole, events) = "anthropic", anthropic_messages(body, error_event=error_event, tool=flags.get("tool_use"))
             streamed = bool(body.get("stream"))
             extra.update({
                 "anthropic-ratelimit-tokens-limit": "400000", "anthropic-ratelimit-tokens-remaining": "399000",
