@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "QUOTA_CRITICAL_PCT",
     "QUOTA_WARN_PCT",
+    "bar_columns",
     "format_session_line",
     "format_statusline",
     "human_tokens",
@@ -243,3 +244,23 @@ def format_session_line(snap: dict, *, color: bool = False, now_ts: float | None
         if now_ts - at.timestamp() > 300:
             line += f" (as of {at.astimezone().strftime('%H:%M')})"
     return line
+
+
+_EIGHTHS = " ▁▂▃▄▅▆▇█"
+
+
+def bar_columns(values: list[float], height: int = 4) -> list[str]:
+    """A small vertical bar chart, one character column per value, `height` lines from the top:
+    the largest value fills the whole height, eighths of a line in between; a value above
+    zero shows at least its lowest eighth."""
+    top = max((v for v in values if v), default=0.0)
+    lines = []
+    for row in range(height - 1, -1, -1):
+        chars = []
+        for v in values:
+            eighths = round((v or 0) / top * height * 8) if top > 0 else 0
+            if v and v > 0 and eighths == 0:
+                eighths = 1
+            chars.append(_EIGHTHS[max(0, min(8, eighths - row * 8))])
+        lines.append("".join(chars))
+    return lines
