@@ -97,7 +97,8 @@ def build_db(path: Path, n: int, sessions: int, now: datetime) -> None:
             {"now": now},
         )
         con.execute(
-            f"INSERT INTO runs SELECT 's-' || lpad(s::VARCHAR, 4, '0') || '-' || md5(s::VARCHAR)[:20], 'task-' || s, "
+            f"INSERT INTO runs (session_id, label, command, cwd, git_branch, pid, started_at, ended_at, exit_code) "
+            f"SELECT 's-' || lpad(s::VARCHAR, 4, '0') || '-' || md5(s::VARCHAR)[:20], 'task-' || s, "
             f"'claude', '/home/dev/project-' || s, 'main', 1000 + s, $now - INTERVAL 40 DAY, NULL, NULL "
             f"FROM range({sessions}) t(s) WHERE s % 3 = 0",
             {"now": now},
