@@ -118,6 +118,7 @@ class StatusSnapshot:
         if db is None:
             return
         dirty: set[str] = set()
+        quota_moved: set = set()  # accounts whose windows moved: their other sessions' shares change too
         while self._queue:
             e = self._queue.popleft()
             st = self.sessions.get(e.session_id)
@@ -137,8 +138,11 @@ class StatusSnapshot:
                 started = e.started_at.astimezone(UTC)
                 ended = e.ended_at.astimezone(UTC) if e.ended_at else None
                 tracker.add(e.session_id, e.ratelimit, observed_at(started, ended, e.ttft_ms), started, ended)
-                dirty.update(sid for sid, s in self.sessions.items() if s.account == e.account and sid != e.session_id
-                             and s.last_seen is not None and now - s.last_seen < KEEP)
+                quota_moved.add(e.account)
+        if quota_moved:
+            hour = now - timedelta(hours=1)
+            dirty.update(sid for sid, s in self.sessions.items()
+                         if s.account in quota_moved and s.last_seen is not None and s.last_seen >= hour)
         self._seed(db, now)
         mono = now.timestamp()
         if mono - self._last_refresh >= self.refresh:
@@ -183,6 +187,7 @@ class StatusSnapshot:
         from llmsm.analytics.status_files import snapshot_dir, write_snapshot
 
         directory = snapshot_dir(db)
+        shares: dict[tuple, list] = {}  # per tracker, once per pass
         for sid in dirty:
             st = self.sessions.get(sid)
             if st is None or not st.seeded:  # not yet what the database had: no half totals on screen
@@ -190,8 +195,11 @@ class StatusSnapshot:
             budget = None
             if self.guard is not None and not self.guard.book.idle:
                 budget = self.guard.book.check(sid, st.label, st.client, include_ok=True)
-            tracker = self.trackers.get((st.account, st.provider))
-            data = snapshot(st, now, budget=budget, quota=tracker.shares(now) if tracker is not None else None)
+            key = (st.account, st.provider)
+            if key not in shares:
+                tracker = self.trackers.get(key)
+                shares[key] = tracker.shares(now) if tracker is not None else []
+            data = snapshot(st, now, budget=budget, quota=shares[key])
             same = {k: v for k, v in data.items() if k != "updated_at"}
             if self._written.get(sid) == same:
                 continue
