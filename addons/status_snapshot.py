@@ -55,6 +55,8 @@ class StatusSnapshot:
         self._tracker_seeded: dict[tuple, list[str] | None] = {}  # None: read; else ids fed before the read
         self._written: dict[str, dict] = {}  # what each file holds (without its time)
         self._last_refresh = 0.0
+        self.conflicts: dict[str, list] = {}  # session id -> its file conflicts, as last read
+        self._conflicts_state: tuple | None = None  # the database's state when they were read
 
     # -- mitmproxy -----------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -152,6 +154,7 @@ class StatusSnapshot:
             for sid in [sid for sid, s in self.sessions.items() if s.last_seen is None or now - s.last_seen > KEEP]:
                 del self.sessions[sid]
                 self._written.pop(sid, None)
+            self._read_conflicts(db, now)
         self._write(db, dirty, now)
 
     def _seed(self, db, now: datetime) -> None:
@@ -182,6 +185,32 @@ class StatusSnapshot:
         except Exception as exc:  # busy, missing: again on the next pass
             log.debug("status snapshot: the database was not read (%s)", exc)
 
+    def _read_conflicts(self, db, now: datetime) -> None:
+        """The file conflicts (analytics/collisions.py, the query `llmsm health` runs), read on a
+        refresh when two sessions or more were active within the conflict window and the
+        database changed since the last read; none otherwise."""
+        from llmsm.addons.budget_guard import _file_state
+        from llmsm.analytics import store
+        from llmsm.analytics.collisions import find_conflicts
+        from llmsm.analytics.health_rules import DEFAULT_THRESHOLDS
+
+        since = now - timedelta(minutes=DEFAULT_THRESHOLDS.conflict_active_min)
+        if sum(1 for s in self.sessions.values() if s.last_seen is not None and s.last_seen >= since) < 2:
+            self.conflicts = {}
+            return
+        if not db.exists():
+            return
+        state = _file_state(db)
+        if state == self._conflicts_state:
+            return
+        try:
+            with store.read_attached(db, timeout=self.read_timeout) as con:
+                self.conflicts = find_conflicts(con, now)
+        except Exception as exc:  # busy, an older database: the next refresh tries again
+            log.debug("status snapshot: file conflicts not read (%s)", exc)
+            return
+        self._conflicts_state = state
+
     def _write(self, db, dirty: set[str], now: datetime) -> None:
         from llmsm.analytics.session_status import snapshot
         from llmsm.analytics.status_files import snapshot_dir, write_snapshot
@@ -199,7 +228,7 @@ class StatusSnapshot:
             if key not in shares:
                 tracker = self.trackers.get(key)
                 shares[key] = tracker.shares(now) if tracker is not None else []
-            data = snapshot(st, now, budget=budget, quota=shares[key])
+            data = snapshot(st, now, budget=budget, quota=shares[key], conflicts=self.conflicts.get(sid))
             same = {k: v for k, v in data.items() if k != "updated_at"}
             if self._written.get(sid) == same:
                 continue

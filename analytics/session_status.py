@@ -7,7 +7,8 @@ before this gateway started); `snapshot()` turns it into the file's content as o
 - health: the status line's quick check (analytics/statusline.py `quick_check`, the rules of
   analytics/health_rules.py that `llmsm health` decides by) over the session's recent turns
   (the last 10 of the last hour), with its context fill (whole prompt of the last main turn /
-  the model's context window). File conflicts are left out: they need the database;
+  the model's context window), and its file conflicts when the gateway read them (the
+  snapshot thread queries them, as the global line does, when two sessions or more are active);
 - requests, tokens and cost as `counted_events()` counts them (API calls, not `other`), with
   the number of requests whose cost is unknown (`unpriced`: never a silent zero);
 - the burn rate as the dashboard measures it (analytics/dashboard.py `BURN_MINUTES`: the
@@ -156,9 +157,11 @@ def seed(state: SessionState, con: Any, now: datetime) -> None:
     state.unseeded_ids.clear()
 
 
-def snapshot(state: SessionState, now: datetime, *, budget: Any = None, quota: list[dict] | None = None) -> dict:
+def snapshot(state: SessionState, now: datetime, *, budget: Any = None, quota: list[dict] | None = None,
+             conflicts: list[dict] | None = None) -> dict:
     """The snapshot's content as of `now`: see the module's docstring. `budget` is the budget
-    guard's Verdict for the session (or None), `quota` the account's `ShareTracker.shares()`."""
+    guard's Verdict for the session (or None), `quota` the account's `ShareTracker.shares()`,
+    `conflicts` the session's file conflicts (collisions.find_conflicts) when known."""
     since = now - timedelta(minutes=DEFAULT_WINDOW_MINUTES)
     burn_from = now - timedelta(minutes=BURN_MINUTES)
     while state.burn and state.burn[0][0] <= burn_from - timedelta(minutes=1):
@@ -173,7 +176,7 @@ def snapshot(state: SessionState, now: datetime, *, budget: Any = None, quota: l
             windows = _context_windows({key}) if key is not None else {}
         except Exception:  # noqa: BLE001 - the line without a context window rather than none
             windows = {}
-        q = quick_check(rows, now, windows)
+        q = quick_check(rows, now, windows, conflicts=conflicts)
         health = q._asdict()
         if main:
             ctx_tokens = prompt_tokens(main[-1])
