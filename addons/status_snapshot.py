@@ -55,6 +55,7 @@ class StatusSnapshot:
         self._tracker_seeded: dict[tuple, list[str] | None] = {}  # None: read; else ids fed before the read
         self._written: dict[str, dict] = {}  # what each file holds (without its time)
         self._last_refresh = 0.0
+        self.windows: dict = {}  # (provider, model, long context) -> context window, as looked up
         self.conflicts: dict[str, list] = {}  # session id -> its file conflicts, as last read
         self._conflicts_state: tuple | None = None  # the database's state when they were read
 
@@ -176,8 +177,7 @@ class StatusSnapshot:
             return
         try:
             with store.read_attached(db, timeout=self.read_timeout) as con:
-                for s in sessions:
-                    seed(s, con, now)
+                seed(sessions, con, now)
                 for k in accounts:
                     rows = tracker_rows(con, now, account=k[0], exclude=self._tracker_seeded[k])
                     feed(self.trackers, [r for r in rows if r[2] == k[1]])
@@ -228,7 +228,8 @@ class StatusSnapshot:
             if key not in shares:
                 tracker = self.trackers.get(key)
                 shares[key] = tracker.shares(now) if tracker is not None else []
-            data = snapshot(st, now, budget=budget, quota=shares[key], conflicts=self.conflicts.get(sid))
+            data = snapshot(st, now, budget=budget, quota=shares[key], conflicts=self.conflicts.get(sid),
+                            windows_seen=self.windows)
             same = {k: v for k, v in data.items() if k != "updated_at"}
             if self._written.get(sid) == same:
                 continue

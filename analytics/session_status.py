@@ -121,47 +121,54 @@ class SessionState:
         return self.label or self.session_id[:12]
 
 
-# What `seed` reads of a session the gateway meets for the first time, leaving out the events
-# it has already counted ($ids): its totals as counted_events() counts them, its latest
-# activity, its recent turns and the requests of the burn window.
+# What `seed` reads of the sessions the gateway meets for the first time, leaving out the
+# events it has already counted ($ids): their totals as counted_events() counts them, and the
+# events of the last hour (recent turns, latest activity, the burn window). One pass of the
+# snapshot thread reads all its new sessions with these two queries.
 SEED_SQL = """
-SELECT count(*) AS requests, coalesce(sum(total_tokens), 0) AS tokens, sum(cost_usd) AS cost,
+SELECT session_id, count(*) AS requests, coalesce(sum(total_tokens), 0) AS tokens, sum(cost_usd) AS cost,
        count(*) FILTER (WHERE cost_usd IS NULL AND total_tokens > 0) AS unpriced
-FROM counted_events() WHERE session_id = $sid AND NOT list_contains($ids, id)
+FROM counted_events() WHERE session_id IN (SELECT unnest($sids)) AND NOT list_contains($ids, id)
+GROUP BY session_id
 """
 SEED_TURNS_SQL = f"""
 SELECT id, api, usage_source, cost_usd, output_tokens, ended_at, account, {", ".join(f for f in _TURN_ONLY)}
 FROM events
-WHERE session_id = $sid AND NOT list_contains($ids, id) AND started_at >= $since
+WHERE session_id IN (SELECT unnest($sids)) AND NOT list_contains($ids, id) AND started_at >= $since
 ORDER BY started_at
 """
 
 
-def seed(state: SessionState, con: Any, now: datetime) -> None:
-    """Read what the database has of the session (a connection that no writer can change
+def seed(states: list[SessionState], con: Any, now: datetime) -> None:
+    """Read what the database has of these sessions (a connection that no writer can change
     meanwhile): totals of all time, the events of the last hour as if seen now."""
-    ids = sorted(state.unseeded_ids)
-    row = con.execute(SEED_SQL, {"sid": state.session_id, "ids": ids}).fetchone()
-    cur = con.execute(SEED_TURNS_SQL, {"sid": state.session_id, "ids": ids,
-                                       "since": now - timedelta(minutes=DEFAULT_WINDOW_MINUTES)})
+    if not states:
+        return
+    by_id = {s.session_id: s for s in states}
+    params = {"sids": sorted(by_id), "ids": sorted(i for s in states for i in s.unseeded_ids)}
+    totals = {r[0]: r[1:] for r in con.execute(SEED_SQL, params).fetchall()}
+    cur = con.execute(SEED_TURNS_SQL, params | {"since": now - timedelta(minutes=DEFAULT_WINDOW_MINUTES)})
     names = [d[0] for d in cur.description]
     recent = [SimpleNamespace(**dict(zip(names, r))) for r in cur.fetchall()]
-    totals = (state.requests, state.tokens, state.cost, state.unpriced)
-    state.seeded = True  # from now on nothing is counted twice
+    kept = {sid: (s.requests, s.tokens, s.cost, s.unpriced) for sid, s in by_id.items()}
+    for s in states:
+        s.seeded = True  # from now on nothing is counted twice
     for e in recent:
-        state.add(e)
+        by_id[e.session_id].add(e)
     # the totals of all time come from the first query (which includes the recent rows)
-    state.requests, state.tokens, state.cost, state.unpriced = totals
-    if row is not None:
-        state.add_totals(*row)
-    state.unseeded_ids.clear()
+    for sid, s in by_id.items():
+        s.requests, s.tokens, s.cost, s.unpriced = kept[sid]
+        if sid in totals:
+            s.add_totals(*totals[sid])
+        s.unseeded_ids.clear()
 
 
 def snapshot(state: SessionState, now: datetime, *, budget: Any = None, quota: list[dict] | None = None,
-             conflicts: list[dict] | None = None) -> dict:
+             conflicts: list[dict] | None = None, windows_seen: dict | None = None) -> dict:
     """The snapshot's content as of `now`: see the module's docstring. `budget` is the budget
     guard's Verdict for the session (or None), `quota` the account's `ShareTracker.shares()`,
-    `conflicts` the session's file conflicts (collisions.find_conflicts) when known."""
+    `conflicts` the session's file conflicts (collisions.find_conflicts) when known;
+    `windows_seen` a dict the caller keeps of the context windows already looked up."""
     since = now - timedelta(minutes=DEFAULT_WINDOW_MINUTES)
     burn_from = now - timedelta(minutes=BURN_MINUTES)
     while state.burn and state.burn[0][0] <= burn_from - timedelta(minutes=1):
@@ -172,10 +179,13 @@ def snapshot(state: SessionState, now: datetime, *, budget: Any = None, quota: l
     if rows:
         main = [r for r in main_thread(rows) if has_usage(r)]
         key = _window_key(rows, main[-1]) if main else None
-        try:
-            windows = _context_windows({key}) if key is not None else {}
-        except Exception:  # noqa: BLE001 - the line without a context window rather than none
-            windows = {}
+        seen = windows_seen if windows_seen is not None else {}
+        if key is not None and key not in seen:
+            try:
+                seen.update(_context_windows({key}))
+            except Exception:  # noqa: BLE001 - the line without a context window rather than none
+                pass
+        windows = {key: seen[key]} if key in seen else {}
         q = quick_check(rows, now, windows, conflicts=conflicts)
         health = q._asdict()
         if main:

@@ -41,7 +41,7 @@ def write_snapshot_for(db: Path, session_id: str, at: datetime) -> Path:
     state = SessionState(session_id)
     con = connect(db, read_only=True)
     try:
-        seed(state, con, at)
+        seed([state], con, at)
     finally:
         con.close()
     reset = str(int((at + timedelta(hours=2)).timestamp()))

@@ -190,3 +190,43 @@ def test_session_file_names_are_plain_or_hashed():
     for odd in ("../../etc/passwd", ".hidden", "a/b", "x" * 200, "sp ace"):
         name = file_name(odd)
         assert name.startswith("h-") and "/" not in name and name.endswith(".json")
+
+
+def _wait_snapshot(db, sid: str, requests: int) -> dict:
+    deadline = time.time() + 15
+    snap = None
+    while time.time() < deadline:
+        snap = read_snapshot(snapshot_dir(db), sid)
+        if snap is not None and snap["requests"] == requests:
+            return snap
+        time.sleep(0.1)
+    raise AssertionError(f"no snapshot with {requests} requests: {snap}")
+
+
+def test_a_session_continued_after_a_gateway_restart_counts_its_whole_cost(upstream, tmp_path):
+    """The snapshot of a session the gateway meets again after a restart starts from what the
+    database has: nothing lost, nothing twice."""
+    sid = str(uuid.uuid4())
+    headers = {"user-agent": CC_UA, "x-claude-code-session-id": sid, "x-api-key": TEST_KEYS["anthropic"],
+               "anthropic-version": "2023-06-01"}
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    from tests.conftest import Gateway
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    gw = Gateway(tmp_path / "one", upstream.url, db=tmp_path / "llmsm.duckdb").start()
+    try:
+        assert httpx.post(f"{gw.url}/anthropic/v1/messages", json=body, headers=headers, timeout=15).status_code == 200
+        _wait_snapshot(gw.db, sid, 1)
+    finally:
+        gw.stop()
+    gw = Gateway(tmp_path / "two", upstream.url, db=tmp_path / "llmsm.duckdb").start()
+    try:
+        for _ in range(2):
+            assert httpx.post(f"{gw.url}/anthropic/v1/messages", json=body, headers=headers, timeout=15).status_code == 200
+        rows = gw.wait_rows(3, f"session_id = '{sid}'")
+        snap = _wait_snapshot(gw.db, sid, 3)
+    finally:
+        gw.stop()
+    assert abs(snap["cost_usd"] - sum(r["cost_usd"] for r in rows)) < 1e-6
+    assert snap["tokens"] == sum(r["total_tokens"] for r in rows)
