@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmsm.status")
 UTC = timezone.utc
 KEEP = timedelta(hours=6)  # sessions idle this long leave memory (their files stay)
+# Sessions found by conversation continuity alone have no id a status bar could ask for (a
+# hash of the history): they get no file, though their responses count in the quota shares.
+UNASKED = frozenset({"conversation", "none"})
 
 
 class StatusSnapshot:
@@ -114,7 +117,7 @@ class StatusSnapshot:
             log.exception("llmsm: the status snapshot failed; traffic continues unaffected")
 
     def _pass(self, now: datetime) -> None:
-        from llmsm.analytics.quota_share import ShareTracker, observed_at
+        from llmsm.analytics.quota_share import WINDOW_HEADER_PREFIXES, ShareTracker, observed_at
         from llmsm.analytics.session_status import SessionState
 
         db = self.recorder.db_path
@@ -125,11 +128,12 @@ class StatusSnapshot:
         while self._queue:
             e = self._queue.popleft()
             st = self.sessions.get(e.session_id)
-            if st is None:
+            if st is None and e.session_source not in UNASKED:
                 st = self.sessions[e.session_id] = SessionState(e.session_id)
-            st.add(e)
-            dirty.add(e.session_id)
-            if e.ratelimit and e.api != "other":
+            if st is not None:
+                st.add(e)
+                dirty.add(e.session_id)
+            if e.ratelimit and e.api != "other" and any(k.startswith(WINDOW_HEADER_PREFIXES) for k in e.ratelimit):
                 key = (e.account, e.provider)
                 tracker = self.trackers.get(key)
                 if tracker is None:

@@ -32,10 +32,11 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-__all__ = ["SHARED_SOURCES", "ShareTracker", "feed", "observed_at", "quota_shares", "session_shares", "tracker_rows"]
+__all__ = ["SHARED_SOURCES", "WINDOW_HEADER_PREFIXES", "ShareTracker", "feed", "observed_at", "quota_shares", "session_shares", "tracker_rows"]
 
 UTC = timezone.utc
 SHARED_SOURCES = frozenset({"anthropic-unified", "codex"})  # windows one fills over hours or days
+WINDOW_HEADER_PREFIXES = ("anthropic-ratelimit-unified-", "x-codex-")  # the headers those come in
 MAX_REQUEST = timedelta(minutes=30)  # overlaps are looked for among responses this close in time
 LOOKBACK = timedelta(days=7)  # the longest usual window
 
