@@ -27,24 +27,45 @@ def _db_arg(argv: list[str]) -> str | None:
 
 def read_session_input(stream=None, timeout: float = 0.5) -> dict | None:
     """Claude Code's status-line JSON from standard input, when there is some: a dict with a
-    string `session_id`, else None (a terminal, an empty or closed input, anything else)."""
+    string `session_id`, else None (a terminal, an empty or closed input, anything else).
+    Reads until the end of the input or a complete JSON object, at most `timeout` seconds: a
+    pipe that stays open, or one nobody writes to, must not hang a status bar."""
+    import json
+
     stream = sys.stdin if stream is None else stream
     try:
         if stream is None or stream.isatty():
             return None
-        if os.name != "nt":  # a pipe nobody writes to must not hang a status bar
+        fd = stream.fileno()
+    except (OSError, ValueError):  # no file descriptor (a test runner's input)
+        return None
+    data = b""
+    try:
+        if os.name == "nt":
+            data = os.read(fd, 1 << 20)
+        else:
             import select
+            import time
 
-            ready, _, _ = select.select([stream], [], [], timeout)
-            if not ready:
-                return None
-        data = stream.read(1 << 20)
-    except (OSError, ValueError):
+            deadline = time.monotonic() + timeout
+            while len(data) < 1 << 20:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    break
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                data += chunk
+                if data.rstrip().endswith(b"}"):
+                    try:
+                        json.loads(data)
+                        break
+                    except ValueError:
+                        continue
+    except OSError:
         return None
-    if not data or not data.strip():
+    if not data.strip():
         return None
-    import json
-
     try:
         obj = json.loads(data)
     except ValueError:

@@ -230,3 +230,30 @@ def test_a_session_continued_after_a_gateway_restart_counts_its_whole_cost(upstr
         gw.stop()
     assert abs(snap["cost_usd"] - sum(r["cost_usd"] for r in rows)) < 1e-6
     assert snap["tokens"] == sum(r["total_tokens"] for r in rows)
+
+
+def test_session_input_from_a_pipe_that_stays_open():
+    """Claude Code's JSON on a pipe the writer keeps open: read as soon as it is whole; a pipe
+    nobody writes to gives up after the timeout; garbage or no session id: the global line."""
+    from llmsm.cli.statusline import read_session_input
+
+    def piped(data: bytes, close: bool):
+        r, w = os.pipe()
+        os.write(w, data)
+        if close:
+            os.close(w)
+        f = os.fdopen(r, "rb")
+        try:
+            t0 = time.monotonic()
+            return read_session_input(f, timeout=0.3), time.monotonic() - t0
+        finally:
+            f.close()
+            if not close:
+                os.close(w)
+
+    got, took = piped(_claude_code_input("abc").encode(), close=False)
+    assert got["session_id"] == "abc" and took < 0.25
+    assert piped(b"", close=False)[0] is None
+    assert piped(b"", close=True)[0] is None
+    assert piped(b"not json", close=True)[0] is None
+    assert piped(b'{"model": {}}', close=True)[0] is None
