@@ -201,7 +201,10 @@ def test_statusline_stays_light(tmp_path):
     from tests.conftest import REPO, isolated_env
 
     db = tmp_path / "light.duckdb"
-    insert_events(db, CASES["context-90-percent"][0] + CASES["openai-context-length-400"][0])
+    # the cases are as of NOW (collection time); the subprocess reads the clock: shift them to it
+    shift = datetime.now(UTC).replace(microsecond=0) - NOW
+    insert_events(db, [e.model_copy(update={"started_at": e.started_at + shift, "ended_at": e.ended_at + shift})
+                       for e in CASES["context-90-percent"][0] + CASES["openai-context-length-400"][0]])
     code = ("import sys, json; from llmsm.cli.statusline import main; main(sys.argv[1:]); "
             "heavy = ('pydantic', 'genai_prices', 'typer', 'rich', 'llmsm.analytics.store', 'llmsm.analytics.health'); "
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy)))")
