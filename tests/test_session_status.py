@@ -131,7 +131,8 @@ def _statusline(env: dict, stdin: str | None, *args: str) -> str:
 def test_statusline_for_a_claude_code_session_reads_the_gateways_snapshot(gateway):
     sid = str(uuid.uuid4())
     reset = int((datetime.now(UTC) + timedelta(hours=2)).timestamp())
-    headers = {"user-agent": CC_UA, "x-app": "cli", "x-claude-code-session-id": sid, "x-api-key": TEST_KEYS["anthropic"],
+    key = f"sk-ant-api03-status-{uuid.uuid4().hex}"  # an account of its own: no other test's responses in its window
+    headers = {"user-agent": CC_UA, "x-app": "cli", "x-claude-code-session-id": sid, "x-api-key": key,
                "anthropic-version": "2023-06-01"}
     body = {"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": True,
             "messages": [{"role": "user", "content": [{"type": "text", "text": "fix the tests"}]}]}
@@ -153,14 +154,15 @@ def test_statusline_for_a_claude_code_session_reads_the_gateways_snapshot(gatewa
     assert abs(snap["cost_usd"] - cost) < 1e-6 and snap["tokens"] == sum(r["total_tokens"] for r in rows)
     assert snap["health"]["status"] == "healthy" and snap["context_window"] == 200_000
     raw = open(path).read()
-    assert TEST_KEYS["anthropic"] not in raw and "fix the tests" not in raw  # no keys, no content
+    assert key not in raw and key[-12:] not in raw and "fix the tests" not in raw  # no keys, no content
 
     env = {k: v for k, v in gateway.env.items() if k != "NO_COLOR"} | {"LLMSM_DB": str(gateway.db)}
     line = _statusline(env, _claude_code_input(sid))
     from llmsm.cli.format import human_usd
 
     assert line.startswith(f"llmsm {sid[:12]} · ctx 1% · \x1b[32mhealthy\x1b[0m · {human_usd(cost)}"), line
-    assert "5h 36% (this 6%)" in line  # the second response moved the window 30 -> 36: this session's
+    # the first response of the account is the baseline (30, nobody's); the second moved it to 36: this session's
+    assert "5h 36% (this 6%)" in line
     # NO_COLOR: the same words without colour; an unknown session: the global line
     assert _statusline(dict(env, NO_COLOR="1"), _claude_code_input(sid)).startswith(f"llmsm {sid[:12]} · ctx 1% · healthy · ")
     other = _statusline(env, _claude_code_input(str(uuid.uuid4())))
