@@ -166,17 +166,25 @@ def llmsm_addons() -> list:
     from llmsm.addons.gateway import LLMGateway
     from llmsm.addons.recorder import Recorder
     from llmsm.addons.shipper import Shipper
+    from llmsm.addons.status_snapshot import StatusSnapshot
 
     recorder = Recorder()
     gateway = LLMGateway()
-    gateway.late_event = recorder.put
     guard = BudgetGuard(recorder)
+    status = StatusSnapshot(recorder, guard)
+
+    def late_event(event) -> None:  # a side call finished outside a hook
+        recorder.put(event)
+        status.put(event)
+
+    gateway.late_event = late_event
     return [
         GatewayAuth(),  # the token; the proxy user name. First: a refused request goes no further
         gateway,  # route, parse, attribute; leaves each finished event in flow.metadata
         guard,  # after the gateway, which attributed the request it checks
         DigestKeeper(),  # what each turn showed of the work, onto its event: after attribution, before writing
         recorder,  # writes each finished event, after every addon that may still change it
+        status,  # queues each finished event for the per-session status files `llmsm statusline` reads
         Shipper(recorder, guard),  # no request hooks: threads ship the database to the team and OTLP
     ]
 

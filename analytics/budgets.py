@@ -386,8 +386,9 @@ class BudgetBook:
         return out
 
     def check(self, session_id: str | None, label: str | None, client: str | None, on: date | None = None,
-              project: str | None = None) -> Verdict | None:
-        """The most used budget that applies, if any is past its warning threshold; else None."""
+              project: str | None = None, include_ok: bool = False) -> Verdict | None:
+        """The most used budget that applies, if any is past its warning threshold (with
+        `include_ok`: whatever its state, for the status line); else None."""
         if not self._counters:
             return None
         on = on or today()
@@ -402,7 +403,7 @@ class BudgetBook:
                 else:
                     tokens, usd = ctr.tokens, ctr.usd
                 v = evaluate(b, tokens, usd)
-                if v is not None and v.state != "ok" and (worst is None or v.fraction > worst.fraction):
+                if v is not None and (include_ok or v.state != "ok") and (worst is None or v.fraction > worst.fraction):
                     worst = v
         return worst
 

@@ -334,9 +334,21 @@ def budget_rm(
 # --------------------------------------------------------------------------------------------
 
 
-def quota(db: DbOption = None, as_json: JsonOption = False) -> None:
+class QuotaBy(str, Enum):
+    session = "session"
+
+
+QuotaByOption = Annotated[
+    QuotaBy | None,
+    typer.Option("--by", help="session: each session's share of each subscription window (5h, 7d, Codex windows)."),
+]
+
+
+def quota(by: QuotaByOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
     from llmsm.analytics.quota import quota_summary
 
+    if by is QuotaBy.session:
+        return quota_by_session(db, as_json)
     rows: list[dict] = _read(db, quota_summary)
     if as_json:
         print_json(rows)
@@ -356,3 +368,46 @@ def quota(db: DbOption = None, as_json: JsonOption = False) -> None:
         text = f"[{style}]{escape(r['text'])}[/]" if style else escape(r["text"])
         table.add_row(escape(r["account"] or "(none)"), r["provider"] or "", text)
     console.print(table)
+
+
+def quota_by_session(db, as_json: bool) -> None:
+    """`llmsm quota --by session`: per account and window, who used how much of it (analytics/quota_share.py)."""
+    from llmsm.analytics.quota import clock
+    from llmsm.analytics.quota_share import quota_shares
+
+    rows: list[dict] = _read(db, quota_shares)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no subscription window headers seen yet (Anthropic unified 5h/7d, Codex windows): they arrive "
+                      "with the responses through `llmsm proxy`", soft_wrap=True)
+        return
+    from datetime import datetime, timezone
+
+    from rich.table import Table
+
+    now = datetime.now(timezone.utc)
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for name, justify in (("account", "left"), ("window", "left"), ("session", "left"), ("client", "left"),
+                          ("share", "right"), ("requests", "right")):
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis" if name == "session" else "fold")
+    estimated = False
+    for w in rows:
+        resets = w["resets_at"]
+        head = f"{w['window']} {w['used_pct']:.0f}% used"
+        if isinstance(resets, datetime):
+            head += f", reset since {clock(resets, now)}" if w["stale"] else f", resets {clock(resets, now)}"
+        table.add_row(escape(w["account"] or "(none)"), f"[dim]{escape(head)}[/]" if w["stale"] else escape(head), "", "", "", "")
+        if w["baseline_pct"]:
+            table.add_row("", "", "[dim](before llmsm)[/]", "", f"{w['baseline_pct']:.1f}", "")
+        for s in w["sessions"]:
+            mark = "~" if s["estimated"] else ""
+            estimated = estimated or bool(mark)
+            name = s["label"] or (s["session_id"] or "(no session)")
+            table.add_row("", "", escape(name), escape(s["client"] or ""), f"{s['share_pct']:.1f}{mark}", str(s["requests"]))
+    console.print(table)
+    console.print("share: percentage points of the window, from the change between consecutive responses of the account",
+                  style="dim", highlight=False, markup=False)
+    if estimated:
+        console.print("~ an estimate: some of its requests overlapped another session's", style="dim", highlight=False, markup=False)

@@ -9,8 +9,7 @@ this module before any CLI framework is loaded, and `llmsm cost` or `report` pay
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # not typing's: importing typing costs the status line ~4 ms
 if TYPE_CHECKING:  # pragma: no cover
     from llmsm.analytics.health import SessionHealth
     from llmsm.analytics.statusline import QuickHealth, StatusLine
@@ -18,6 +17,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "QUOTA_CRITICAL_PCT",
     "QUOTA_WARN_PCT",
+    "bar_columns",
+    "format_session_line",
     "format_statusline",
     "human_tokens",
     "human_usd",
@@ -196,3 +197,70 @@ def format_statusline(s: StatusLine, *, color: bool = False) -> str:
         pct = f"{s.budget_pct:.0f}%" if s.budget_pct < 1e6 else "over"
         parts.append(paint(f"budget {pct}", "critical" if s.budget_state == "exceeded" else "warn", color))
     return " · ".join(parts)
+
+
+def format_session_line(snap: dict, *, color: bool = False, now_ts: float | None = None) -> str:
+    """One session's line from its status snapshot (analytics/session_status.py):
+    `llmsm refactor · ctx 42% · degraded (2 errors: rate limited (429)) · $1.24 $0.40/h · budget 31% · 5h 72% (this 18%)`.
+    A snapshot older than 5 minutes says when it was taken."""
+    from types import SimpleNamespace
+
+    parts = [f"llmsm {snap.get('name') or snap['session_id'][:12]}"]
+    h = snap.get("health")
+    fill = h.get("context_fill") if h else None
+    if fill is not None:
+        parts.append(paint(f"ctx {fill:.0%}", snap.get("context_level"), color))
+    elif snap.get("context_tokens"):
+        parts.append(f"ctx {human_tokens(snap['context_tokens'])} tok")
+    if h:
+        status = h.get("status") or "healthy"
+        text = paint(status, status, color)
+        reason = statusline_reason(SimpleNamespace(**h))
+        if reason:
+            text += f" ({reason})"
+        parts.append(text)
+    cost = human_usd(snap.get("cost_usd")) + ("*" if snap.get("unpriced") else "")
+    burn = snap.get("burn_usd_per_min") or 0.0
+    if burn > 0:
+        cost += f" {human_usd(burn * 60)}/h"
+    parts.append(cost)
+    b = snap.get("budget")
+    if b:
+        pct = f"{b['pct']:.0f}%" if b["pct"] < 1e6 else "over"
+        level = "critical" if b["state"] == "exceeded" else "warn" if b["state"] == "warn" else None
+        parts.append(paint(f"budget {pct}", level, color))
+    quota = snap.get("quota") or []
+    if quota:
+        q = quota[0]
+        text = f"{q['window']} {q['used_pct']:.0f}%"
+        if q.get("share_pct"):
+            text += f" (this {q['share_pct']:.0f}%{'~' if q.get('estimated') else ''})"
+        parts.append(paint(text, quota_level(q["used_pct"]), color))
+    line = " · ".join(parts)
+    if now_ts is not None and snap.get("updated_at"):
+        from datetime import datetime
+
+        at = datetime.fromisoformat(snap["updated_at"])
+        if now_ts - at.timestamp() > 300:
+            line += f" (as of {at.astimezone().strftime('%H:%M')})"
+    return line
+
+
+_EIGHTHS = " ▁▂▃▄▅▆▇█"
+
+
+def bar_columns(values: list[float], height: int = 4) -> list[str]:
+    """A small vertical bar chart, one character column per value, `height` lines from the top:
+    the largest value fills the whole height, eighths of a line in between; a value above
+    zero shows at least its lowest eighth."""
+    top = max((v for v in values if v), default=0.0)
+    lines = []
+    for row in range(height - 1, -1, -1):
+        chars = []
+        for v in values:
+            eighths = round((v or 0) / top * height * 8) if top > 0 else 0
+            if v and v > 0 and eighths == 0:
+                eighths = 1
+            chars.append(_EIGHTHS[max(0, min(8, eighths - row * 8))])
+        lines.append("".join(chars))
+    return lines

@@ -276,6 +276,38 @@ def render_report(data: dict[str, Any]) -> None:
         notes.append(f"times in {tz}")
     for n in notes:
         console.print(n, style="dim", highlight=False, markup=False)
+    if kind in _PERIOD_KEY and console.is_terminal and not console.is_dumb_terminal:
+        render_chart(rows, _PERIOD_KEY[kind])
+
+
+def render_chart(rows: list[dict[str, Any]], key: str, height: int = 4) -> None:
+    """Cost and tokens per period as two small bar charts under the table: one column per
+    period (two when they fit), the newest that fit the terminal. Only on a terminal: never
+    in --json or a pipe; with NO_COLOR the same bars without colour."""
+    from rich.text import Text
+
+    from llmsm.cli.format import bar_columns
+
+    rows = sorted(rows, key=lambda r: r[key])
+    label_w = 7
+    room = max(8, console.width - label_w - 12)
+    width = 2 if 2 * len(rows) <= room else 1
+    rows = rows[-(room // width):]
+    out = Text(no_wrap=True, overflow="ignore")
+    for name, field, style, fmt in (("cost", "cost_usd", "green", human_usd), ("tokens", "total_tokens", "cyan", human_tokens)):
+        values = [float(r[field] or 0) for r in rows]
+        lines = bar_columns(values, height)
+        for i, line in enumerate(lines):
+            out.append((name if i == 0 else "").ljust(label_w), style="bold")
+            out.append("".join(c * width for c in line), style=style)
+            if i == 0:
+                out.append(" max " + fmt(max(values) if values else 0), style="dim")
+            out.append("\n")
+    first, last = str(rows[0][key]), str(rows[-1][key])
+    span = len(rows) * width
+    axis = first + " " * max(1, span - len(first) - len(last)) + last if span >= len(first) + len(last) + 1 else first
+    out.append(" " * label_w + axis + "\n", style="dim")
+    console.print(out, end="", soft_wrap=True, highlight=False)
 
 
 _PERIOD_KEY = {"daily": "date", "weekly": "week", "monthly": "month"}

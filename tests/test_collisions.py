@@ -185,3 +185,26 @@ def test_the_status_line_with_one_session_active_shows_no_conflict(tmp_path, rep
                           turn(B, 0, now - timedelta(minutes=50), project=repo, files=[("src/cart.py", "edit")])])
     p = run_cli("statusline", "--db", str(db), env=isolated_env(tmp_path))
     assert p.stdout.startswith("llmsm 1 active · all healthy"), p.stdout
+
+
+def test_the_per_session_line_shows_it(tmp_path, repo):
+    """The gateway's snapshot of B (what `llmsm statusline` shows for B's Claude Code session),
+    given the conflicts the snapshot thread reads, says what the global line says."""
+    from llmsm.analytics.collisions import find_conflicts
+    from llmsm.analytics.session_status import SessionState, snapshot
+    from llmsm.analytics.store import open_db
+    from llmsm.cli.format import format_session_line
+
+    now = datetime.now(UTC)
+    events = same_file(repo, now)
+    db = write(tmp_path, events)
+    with open_db(db) as con:
+        conflicts = find_conflicts(con, now)
+    state = SessionState(B)
+    state.seeded = True
+    for e in events:
+        if e.session_id == B:
+            state.add(e)
+    line = format_session_line(snapshot(state, now, conflicts=conflicts.get(B)))
+    assert "degraded (conflict: cart.py with checkout)" in line, line
+    assert "conflict" not in format_session_line(snapshot(state, now))

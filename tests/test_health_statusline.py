@@ -140,6 +140,34 @@ def test_health_and_statusline_agree(tmp_path, case):
     assert f"worst: {row.name} {status} ({short_reason(h)})" in format_statusline(line)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_health_and_the_per_session_line_agree(tmp_path, case):
+    """The gateway's per-session snapshot (what `llmsm statusline` shows for a Claude Code
+    session) gives the verdict `llmsm health` gives, in the same words."""
+    from types import SimpleNamespace
+
+    from llmsm.analytics.session_status import SessionState, snapshot
+    from llmsm.cli.format import format_session_line
+
+    events, (status, factor, kind) = CASES[case]
+    db = tmp_path / f"{case}.duckdb"
+    insert_events(db, events)
+    sessions, _ = both(db)
+    h = sessions[0].health
+    state = SessionState(events[0].session_id)
+    state.seeded = True
+    for e in sorted(events, key=lambda e: e.ended_at):  # as the gateway sees them: in the order they end
+        state.add(e)
+    snap = snapshot(state, NOW)
+    q = snap["health"]
+    assert (q["status"], q["factor"], q["error_kind"]) == (status, factor, kind)
+    if {r.factor for r in h.reasons} <= QUICK_FACTORS:
+        assert q["score"] == h.score
+    assert statusline_reason(SimpleNamespace(**q)) == short_reason(h)
+    line = format_session_line(snap)
+    assert f" · {status}" in line and (short_reason(h) in line if h.reasons else True), line
+
+
 def test_the_worst_session_is_the_one_health_lists_first(tmp_path):
     """Among sessions the quick check sees whole (not "context-90-percent": the full model's
     growth forecast lowers its score), the status line names the one `llmsm health` lists first."""
@@ -173,7 +201,10 @@ def test_statusline_stays_light(tmp_path):
     from tests.conftest import REPO, isolated_env
 
     db = tmp_path / "light.duckdb"
-    insert_events(db, CASES["context-90-percent"][0] + CASES["openai-context-length-400"][0])
+    # the cases are as of NOW (collection time); the subprocess reads the clock: shift them to it
+    shift = datetime.now(UTC).replace(microsecond=0) - NOW
+    insert_events(db, [e.model_copy(update={"started_at": e.started_at + shift, "ended_at": e.ended_at + shift})
+                       for e in CASES["context-90-percent"][0] + CASES["openai-context-length-400"][0]])
     code = ("import sys, json; from llmsm.cli.statusline import main; main(sys.argv[1:]); "
             "heavy = ('pydantic', 'genai_prices', 'typer', 'rich', 'llmsm.analytics.store', 'llmsm.analytics.health'); "
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy)))")

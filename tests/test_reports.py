@@ -346,3 +346,33 @@ def test_report_over_real_gateway_traffic(gateway):
     daily = ok_json("report", "daily", "--db", str(gateway.db), "--since", "1h", "--utc")
     assert daily["totals"]["input_tokens"] >= row["input_tokens"]
     assert sum(r["requests"] for r in daily["rows"]) == daily["totals"]["requests"]
+
+
+def test_chart_under_the_table_only_on_a_terminal(data):
+    """`report daily|weekly|monthly` on a terminal draws cost and tokens per period under its
+    table; never in --json or a pipe; with NO_COLOR the same bars, no colour."""
+    import os
+
+    db, _ = data
+    base = {**os.environ, "COLUMNS": "100"}
+    base.pop("NO_COLOR", None)
+    for kind in ("daily", "weekly", "monthly"):
+        p = llmsm("report", kind, "--db", str(db), "--tz", TZ, env={**base, "TTY_COMPATIBLE": "1", "FORCE_COLOR": "1"})
+        assert p.returncode == 0, p.stderr
+        chart = p.stdout.split("times in", 1)[1]
+        assert "cost" in chart and "tokens" in chart and "█" in chart and "\x1b[" in chart, p.stdout
+        assert max(len(__import__("re").sub(r"\x1b\[[0-9;]*m", "", line)) for line in chart.splitlines()) <= 100
+        plain = llmsm("report", kind, "--db", str(db), "--tz", TZ, env={**base, "TTY_COMPATIBLE": "1", "NO_COLOR": "1"})
+        assert "█" in plain.stdout and not __import__("re").search(r"\x1b\[[0-9;]*3[0-9]m", plain.stdout), plain.stdout
+        piped = llmsm("report", kind, "--db", str(db), "--tz", TZ, env=base)
+        assert "█" not in piped.stdout and "max $" not in piped.stdout
+        as_json = llmsm("report", kind, "--db", str(db), "--tz", TZ, "--json", env={**base, "TTY_COMPATIBLE": "1"})
+        assert "█" not in as_json.stdout and json.loads(as_json.stdout)["rows"]
+
+
+def test_bar_columns_scale_to_the_largest():
+    from llmsm.cli.format import bar_columns
+
+    assert bar_columns([0, 1, 2, 4], height=2) == ["   █", " ▄██"]
+    assert bar_columns([0, 0], height=1) == ["  "]
+    assert bar_columns([1000, 1], height=1) == ["█▁"]  # a value above zero always shows

@@ -12,6 +12,7 @@ request by the ``x-fake`` header (it passes through the gateway untouched), a co
 - ``slow=SECONDS``: pause between events
 - ``html``: the error body is an HTML page, not JSON
 - ``stall=SECONDS``: wait that long before answering at all (an upstream that hangs)
+- ``util=F``, ``reset=EPOCH``: Anthropic's unified 5h utilization and reset (default 0.42, a past reset)
 
 Usage numbers are fixed per provider (the constants below), so tests know the exact answer.
 """
@@ -230,7 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
             streamed = bool(body.get("stream"))
             extra.update({
                 "anthropic-ratelimit-tokens-limit": "400000", "anthropic-ratelimit-tokens-remaining": "399000",
-                "anthropic-ratelimit-unified-5h-utilization": "0.42", "anthropic-ratelimit-unified-reset": "1764000000",
+                "anthropic-ratelimit-unified-5h-utilization": flags.get("util", "0.42"),
+                "anthropic-ratelimit-unified-reset": flags.get("reset", "1764000000"),
             })
         elif path.endswith("/chat/completions"):
             provider, (whole, events) = "openai", openai_chat(body, error_event=error_event)
