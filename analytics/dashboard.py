@@ -901,8 +901,8 @@ class SessionView:
     digest: dict[str, Any]
     conflicts: list[dict[str, Any]]
     query_ms: float = 0.0
-    # The session's share of each quota window, when a per-session quota function exists
-    # (analytics/quota*.py): None means not computed.
+    # The session's share of each quota window it used (analytics/quota_share.py:
+    # session_shares), most used window first; None: not computed.
     quota_share: list[dict[str, Any]] | None = None
 
 
@@ -930,12 +930,21 @@ def read_session_view(
         except duckdb.Error:  # a database of an older llmsm has no digests
             digest = {}
         conflicts = _fetch_conflicts(con, at).get(session_id, [])
+        quota_share = _session_quota_share(con, session_id, at)
     except duckdb.Error as exc:
         raise StoreError(f"cannot read the database: {str(exc).strip().splitlines()[0]}") from exc
     finally:
         con.close()
     return SessionView(detail=detail, turns=turns, spend=spend, digest=digest, conflicts=conflicts,
-                       query_ms=(time.perf_counter() - t0) * 1000)
+                       quota_share=quota_share, query_ms=(time.perf_counter() - t0) * 1000)
+
+
+def _session_quota_share(con: duckdb.DuckDBPyConnection, session_id: str, at: datetime) -> list[dict[str, Any]]:
+    """The quota windows this session used, with its share of each (the windows of its account
+    that it did not use are left out)."""
+    from .quota_share import quota_shares, session_shares
+
+    return [w for w in session_shares(quota_shares(con, now=at), session_id) if w["share_pct"] or w["estimated"]]
 
 
 if __name__ == "__main__":

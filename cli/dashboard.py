@@ -917,6 +917,12 @@ Claude Code, in ~/.claude/settings.json (it runs the command after each message)
 
     {"statusLine": {"type": "command", "command": "llmsm statusline"}}
 
+There Claude Code writes its session's JSON (session_id, cwd, model, …) to standard input, and the line speaks of that session: its label, context fill of its window, health and its top reason, cost and burn rate, its budget, and its share of the quota window:
+
+    llmsm refactor · ctx 86% · critical (context 86%) · $38.65 $6.30/h · budget 31% · 5h 46% (this 6%)
+
+It reads only the small status file the gateway keeps per session (docs/statusline.md), so it costs no database work; without that JSON, or before the gateway has a file for the session, it prints the line above.
+
 tmux, in ~/.tmux.conf:
 
     set -g status-right '#(llmsm statusline)'

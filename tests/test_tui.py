@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import uuid
 
 import anthropic
 import pytest
 
 from llmsm.cli.tui.app import WatchApp
-from llmsm.cli.tui.session_screen import SessionScreen, context_chart
+from llmsm.analytics.dashboard import read_session_view
+from llmsm.cli.tui.session_screen import SessionScreen, context_chart, quota_block
 from tests.conftest import TEST_KEYS, Gateway
 from tests.test_digest_gateway import _claude_code_session
 
@@ -29,9 +31,11 @@ def gw(upstream, tmp_path_factory):
     sdk = anthropic.Anthropic(api_key=TEST_KEYS["anthropic"], base_url=f"{g.url}/anthropic", max_retries=0,
                               default_headers={"x-llmsm-session": label})
     history: list[dict] = []
-    for i in range(3):
+    reset = int(time.time()) + 7200  # a new 5-hour window: the SDK session's responses are all of it
+    for i, util in enumerate(("0.30", "0.36", "0.40")):
         history = history + [{"role": "user", "content": f"step {i}"}]
-        sdk.messages.create(model="claude-sonnet-4-6", max_tokens=8, messages=history)
+        sdk.messages.create(model="claude-sonnet-4-6", max_tokens=8, messages=history,
+                            extra_headers={"x-fake": f"util={util},reset={reset}"})
         history.append({"role": "assistant", "content": "ok"})
     g.wait_rows(3, f"session_id = '{label}'")
     yield g, cc, label
@@ -108,6 +112,15 @@ def test_list_navigation_sort_filter_and_the_session_screen(gw):
         assert app.return_code in (0, None)
 
     run(go())
+
+
+def test_the_session_screen_shows_its_share_of_the_quota_window(gw):
+    g, cc, label = gw
+    view = read_session_view(g.db, label)
+    [window] = view.quota_share
+    assert window["window"] == "5h" and window["share_pct"] == 40.0 and not window["estimated"]
+    assert "5h" in str(quota_block(view)[1]) and "40.0 of its 40% used" in str(quota_block(view)[1])
+    assert read_session_view(g.db, cc).quota_share == []  # its window was reset since: none of the new one
 
 
 def test_context_chart_marks_the_window_and_the_compactions():

@@ -133,13 +133,17 @@ def digest_block(view: SessionView, width: int) -> Group:
 
 
 def quota_block(view: SessionView) -> list[Any]:
-    """The session's share of each quota window. A per-session quota function (analytics/quota*)
-    fills `view.quota_share`; until then nothing is shown here."""
-    if view.quota_share is None:
+    """The session's share of each quota window it used (as `llmsm quota --by session`)."""
+    if not view.quota_share:
         return []
     out: list[Any] = [Text("\nquota share", style="bold")]
     for q in view.quota_share:
-        out.append(Text(f"  {q.get('text') or q}"))
+        t = Text(f"  {q['window']} ({q['account'] or 'no account'}): ")
+        t.append(f"{q['share_pct']:.1f}{'~' if q['estimated'] else ''}", style="bold")
+        t.append(f" of its {q['used_pct']:.0f}% used")
+        if q["estimated"]:
+            t.append("  ~ an estimate: requests overlapped another session's", style="dim")
+        out.append(t)
     return out
 
 
