@@ -251,8 +251,12 @@ def _extend(old: _Body, j: int, raw: bytes, scope: Scope, summarize: Callable | 
     # Where each new element ends, as far as their compact JSON is their bytes (exact: a value's
     # text ends where it ends); the last one's end is always known from the list's ']'.
     verified = _chain(raw, pos, new_items, ks, offs, k)
-    if close is None:
-        close = _close_after(raw, verified, k + len(new_items), ks, offs)
+    if close is None or (verified is None and new_items):
+        # (JSON that is not compact: the new elements' ends by their brackets)
+        found = _close_after(raw, verified, k + len(new_items), ks, offs)
+        if close is not None and found != close:
+            raise _NotExact
+        close = found
     if new_items and ks[-1] != k + len(new_items):
         ks.append(k + len(new_items))
         offs.append(_rstrip(raw, close))
@@ -332,9 +336,11 @@ def _close_after(raw: bytes, verified: int | None, n: int, ks: list[int], offs: 
         if pos < len(raw) and raw[pos] == 0x5D:
             return pos
         raise _NotExact
-    count, close = _scan_elements(raw, offs[-1], len(raw))
-    if close is None or ks[-1] + count != n:
+    ends, close = _scan_elements(raw, offs[-1], len(raw))
+    if close is None or ks[-1] + len(ends) != n:
         raise _NotExact
+    ks.extend(range(ks[-1] + 1, n + 1))
+    offs.extend(ends)
     return close
 
 
@@ -350,26 +356,27 @@ def _rstrip(raw: bytes, pos: int) -> int:
     return pos
 
 
-def _scan_elements(raw: bytes, start: int, end: int) -> tuple[int, int | None]:
-    """(elements, offset of the ']') of a list whose next element (or ',') follows `start`,
-    by its brackets (strings skipped whole); None for the ']' when raw[start:end] ends first.
-    Slower than `_chain` (the regular expression walks every byte): for bodies whose JSON is not
-    compact."""
-    count = depth = 0
+def _scan_elements(raw: bytes, start: int, end: int) -> tuple[list[int], int | None]:
+    """(where each element ends, offset of the ']') of a list whose next element (or ',')
+    follows `start`, by its brackets (strings skipped whole); None for the ']' when
+    raw[start:end] ends first. Slower than `_chain` (the regular expression walks every byte):
+    for bodies whose JSON is not compact."""
+    ends: list[int] = []
+    depth = 0
     for match in _TOKENS.finditer(raw, start, end):
         ch = raw[match.start()]
         if ch == 0x22:  # '"'
             if depth == 0:
-                count += 1
+                ends.append(match.end())
         elif ch in (0x7B, 0x5B):  # '{' '['
             depth += 1
         else:
             depth -= 1
             if depth == 0:
-                count += 1
+                ends.append(match.end())
             elif depth < 0:
-                return count, match.start()
-    return count, None
+                return ends, match.start()
+    return ends, None
 
 
 def _layout(raw: bytes, body: dict[str, Any], key: str) -> tuple[list[int], list[int], int] | None:
@@ -388,7 +395,10 @@ def _layout(raw: bytes, body: dict[str, Any], key: str) -> tuple[list[int], list
         items = body[key]
         end = _chain(raw, len(head), items, ks, offs, 0)
         if end is None and items:
-            close = _close_after(raw, None, len(items), ks, offs)
+            try:
+                close = _close_after(raw, None, len(items), ks, offs)
+            except _NotExact:
+                return None
         else:
             close = _skip_ws(raw, end if end is not None else len(head), len(raw))
             if close >= len(raw) or raw[close] != 0x5D:
@@ -425,13 +435,10 @@ def _layout_by_scan(raw: bytes, key: str, n_keys: int, n_items: int) -> tuple[li
     open_, close = found
     ks, offs = [0], [open_]
     last = _rstrip(raw, close)
-    count, _ = _scan_elements(raw, open_, close + 1)
-    if count != n_items:
+    ends, _ = _scan_elements(raw, open_, close + 1)
+    if len(ends) != n_items or (ends and ends[-1] != last):
         return None  # an element whose end the brackets do not show (a number)
-    if count:
-        ks.append(count)
-        offs.append(last)
-    return ks, offs, close
+    return [*range(n_items + 1)], [open_, *ends], close
 
 
 # -- CRC-32 -------------------------------------------------------------------------------------
