@@ -215,6 +215,9 @@ def _reusable(body: _Body, raw: bytes) -> int:
     hi = bisect_right(offs, len(raw)) - 1
     if hi <= 0:
         return 0
+    # Another conversation of the scope differs from its first element on: two compares.
+    if not raw.startswith(view[offs[0] : offs[1]], offs[0]):
+        return 0
     # A conversation's next request most often changes only its last message (a moved cache
     # marker): try the boundary before it, then the last one.
     if hi >= 2 and raw.startswith(view[offs[0] : offs[hi - 1]], offs[0]):
