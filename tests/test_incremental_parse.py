@@ -179,6 +179,29 @@ def test_other_apis_message_lists_are_reused_exactly():
     assert _run(bodies, raws, api=api, scope=api) == [False, True, True, True]
 
 
+def test_random_edits_are_read_exactly_or_parsed_whole():
+    """A kept body, then the next one with one byte changed, dropped or added anywhere (often
+    no longer JSON): whatever is reused gives what a parse from scratch gives."""
+    import random
+
+    rng = random.Random(7)
+    small_pad = _messages("r", 4)
+    small_pad[0]["content"][0]["text"] = "x" * (MIN_BODY + 100)
+    first, nxt = _raw(_body(small_pad)), _raw(_body(small_pad + _messages("r", 5)[-2:]))
+    reused = 0
+    for _ in range(300):
+        bodies = RequestBodies()
+        bodies.parse("anthropic", "messages", ("s",), first)
+        p = rng.randrange(len(nxt)) if rng.random() < 0.5 else len(nxt) - rng.randrange(1, 3000)
+        ch = rng.choice(b'{}[],:" \\0a')
+        kind = rng.randrange(3)
+        raw = nxt[:p] + (bytes([ch]) if kind != 1 else b"") + nxt[p + (kind != 2):]
+        got, was_reused = _through(bodies, raw, scope=("s",))
+        reused += was_reused
+        assert got is None or got == _scratch(raw)
+    assert reused > 50
+
+
 def test_what_is_kept_is_bounded():
     bodies = RequestBodies(max_bytes=3 * 60_000)
     for i in range(10):

@@ -220,11 +220,11 @@ def _reusable(body: _Body, raw: bytes) -> int:
         return 0
     # A conversation's next request most often changes only its last message (a moved cache
     # marker): try the boundary before it, then the last one.
-    if hi >= 2 and raw.startswith(view[offs[0] : offs[hi - 1]], offs[0]):
+    if hi == 1:
+        return 1
+    if raw.startswith(view[offs[1] : offs[hi - 1]], offs[1]):
         return hi if raw.startswith(view[offs[hi - 1] : offs[hi]], offs[hi - 1]) else hi - 1
-    if hi < 2 and raw.startswith(view[offs[0] : offs[hi]], offs[0]):
-        return hi
-    lo, hi = 0, hi - 1  # raw[:offs[lo]] is body's, raw[:offs[hi]] is not
+    lo, hi = 1, hi - 1  # raw[:offs[lo]] is body's, raw[:offs[hi]] is not
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if raw.startswith(view[offs[lo] : offs[mid]], offs[lo]):
