@@ -13,7 +13,11 @@ b. throughput: requests per second and proxy CPU per request (utime+stime from /
    mitmproxy as mitmdump loads it (the baseline of the target), lean mitmproxy (only the
    mitmproxy addons llmsm loads: what llmsm's own hooks cost on the same mitmproxy) and
    llmsm. The proxy is pinned to CPU 0, the client and upstream to CPU 1 (2+ CPUs).
-   Target: llmsm's CPU per request at most 1.15x bare mitmproxy (median of rounds).
+   Bodies: a short message, one of --big-body-kb KiB, and two conversations as Claude Code sends
+   them (--turns / --long-turns: ~137 KB and ~1 MB), ten sessions at once, each request one
+   turn more than its session's previous one, the cache marker on the newest message.
+   Target: llmsm's CPU per request at most 1.15x bare mitmproxy (median of rounds); llmsm's own
+   work (llmsm minus lean) the same at 137 KB and at 1 MB.
 c. memory: peak RSS of the proxy with --streams concurrent slow streams against idle; every
    stream compared byte for byte with the same stream fetched directly; no row lost.
 d. load (issue 7): --load-sessions concurrent streaming sessions, --load-requests streams each
