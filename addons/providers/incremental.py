@@ -6,8 +6,11 @@ it and walking every message again would make llmsm's work per request grow with
 `RequestBodies` keeps, for the recent bodies (LRU, bounded in count and bytes), the body, where
 each element of its message list ends (byte offsets), what parsing gave, and CRC-32 checkpoints.
 A new body is compared byte for byte with them (a memcmp: cheap in C); only what follows the
-longest common prefix that ends on an element boundary is parsed, and the CRC continues from the
-last checkpoint inside that prefix.
+longest common prefix that ends on a known element boundary is parsed, and the CRC continues
+from the last checkpoint inside that prefix. Where an element ends is known without scanning:
+each new element's compact JSON (orjson.dumps) is compared with the body's bytes at its start
+(exact: a JSON object's text ends where it ends); the last element ends before the list's ']'.
+Bodies written with spaces fall back to a scan of their brackets (slower, as exact).
 
 Exact, or not at all: the reused part is the same bytes, hence the same values; the rest is
 parsed in the same nesting as in the whole body; anything unusual (no message list at the top,
