@@ -64,6 +64,7 @@ class LLMGateway:
         # The recent request bodies, so that a conversation's next request parses only what is
         # new (addons/providers/incremental.py).
         self.bodies = RequestBodies()
+        self.keep_bodies = True  # off with llmsm_content (--no-content): no body outlives its flow
         self.upstream_timeout = 0.0  # the llmsm_upstream_timeout option, kept by configure()
         # Where an event finished outside a hook goes (a held side call): the recorder's put.
         self.late_event: Callable[[Any], None] | None = None
@@ -88,6 +89,10 @@ class LLMGateway:
                 raise exceptions.OptionsError(str(exc)) from None
         if "llmsm_upstream_timeout" in updated:
             self.upstream_timeout = ctx.options.llmsm_upstream_timeout
+        if "llmsm_content" in updated:  # the digest keeper's option (addons/digest.py)
+            self.keep_bodies = bool(ctx.options.llmsm_content)
+            if not self.keep_bodies:
+                self.bodies.clear()
 
     def running(self) -> None:
         # genai-prices loads its data on first use (~0.5 s): not on the first request's loop turn.
@@ -156,7 +161,7 @@ class LLMGateway:
         ex.request_bytes = len(body)
         if body and len(body) <= MAX_PARSED_REQUEST and ex.provider is not None:
             encoding = ex.headers.get("content-encoding", "identity").strip().lower()
-            if encoding in ("", "identity") and len(body) >= MIN_BODY:
+            if encoding in ("", "identity") and len(body) >= MIN_BODY and self.keep_bodies:
                 # A conversation's next request: only what its previous one did not have is read.
                 scope = (ex.provider, ex.api, ex.account)
                 reused = self.bodies.reuse(ex.provider, ex.api, scope, body)

@@ -210,6 +210,21 @@ def test_what_is_kept_is_bounded():
     assert 1 <= len(bodies) < 10
 
 
+def test_no_content_keeps_no_bodies():
+    """`llmsm proxy --no-content` (the option llmsm_content off): no body outlives its flow."""
+    from mitmproxy.test import taddons
+
+    from llmsm.addons.digest import DigestKeeper
+    from llmsm.addons.gateway import LLMGateway
+
+    gw, keeper = LLMGateway(), DigestKeeper()
+    with taddons.context(gw, keeper) as tctx:
+        gw.bodies.parse("anthropic", "messages", ("s",), _raw(_body(_messages("k", 3))))
+        assert len(gw.bodies) == 1 and gw.keep_bodies
+        tctx.configure(gw, llmsm_content=False)
+        assert len(gw.bodies) == 0 and not gw.keep_bodies
+
+
 # -- through the real gateway ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def conversation():
