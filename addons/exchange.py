@@ -25,7 +25,13 @@ def request_hash(body: bytes) -> str:
     """CRC-32 and length of the body (16 hex digits): the same request sent again has the same
     hash. Enough to tell a retry among a session's recent turns, and 3x cheaper than SHA-256 on
     the 100+ KB body every assistant turn sends."""
-    return f"{zlib.crc32(body):08x}{len(body) & 0xFFFFFFFF:08x}"
+    return format_request_hash(zlib.crc32(body), len(body))
+
+
+def format_request_hash(crc: int, size: int) -> str:
+    """`request_hash` from the body's CRC-32 and length (addons/providers/incremental.py
+    continues the CRC of the body a request repeats)."""
+    return f"{crc:08x}{size & 0xFFFFFFFF:08x}"
 
 
 def header_dict(fields: Any) -> dict[str, str]:

@@ -32,10 +32,12 @@ from llmsm.addons import routes
 from llmsm.addons.errors import error_body
 from llmsm.addons.hooks import EVENT_META, META, PROXY_USER_META, WS_META, guarded
 from llmsm.addons.exchange import (
-    REQUEST_ID_HEADERS, Exchange, estimate_usage, header_dict, pick_ratelimit_headers, request_hash,
+    REQUEST_ID_HEADERS, Exchange, estimate_usage, format_request_hash, header_dict, pick_ratelimit_headers,
+    request_hash,
 )
 from llmsm.addons.providers import new_parser, parse_request
 from llmsm.addons.providers._common import parse_json
+from llmsm.addons.providers.incremental import MIN_BODY, RequestBodies
 from llmsm.addons.server import llmsm_addons
 from llmsm.addons.sessions import LABEL_HEADER, SessionAttributor, account_fingerprint, detect_client
 from llmsm.addons.tap import MessageTap, StreamTap
@@ -59,6 +61,10 @@ class LLMGateway:
         self.upstreams: dict[str, routes.Upstream] = routes.build_upstreams()
         self.overridden: set[str] = set()  # routes given with --upstream
         self.sessions = SessionAttributor()
+        # The recent request bodies, so that a conversation's next request parses only what is
+        # new (addons/providers/incremental.py).
+        self.bodies = RequestBodies()
+        self.keep_bodies = True  # off with llmsm_content (--no-content): no body outlives its flow
         self.upstream_timeout = 0.0  # the llmsm_upstream_timeout option, kept by configure()
         # Where an event finished outside a hook goes (a held side call): the recorder's put.
         self.late_event: Callable[[Any], None] | None = None
@@ -83,6 +89,10 @@ class LLMGateway:
                 raise exceptions.OptionsError(str(exc)) from None
         if "llmsm_upstream_timeout" in updated:
             self.upstream_timeout = ctx.options.llmsm_upstream_timeout
+        if "llmsm_content" in updated:  # the digest keeper's option (addons/digest.py)
+            self.keep_bodies = bool(ctx.options.llmsm_content)
+            if not self.keep_bodies:
+                self.bodies.clear()
 
     def running(self) -> None:
         # genai-prices loads its data on first use (~0.5 s): not on the first request's loop turn.
@@ -150,19 +160,46 @@ class LLMGateway:
         body = flow.request.raw_content or b""
         ex.request_bytes = len(body)
         if body and len(body) <= MAX_PARSED_REQUEST and ex.provider is not None:
-            ex.request_hash = request_hash(body)
             encoding = ex.headers.get("content-encoding", "identity").strip().lower()
-            # mitmproxy decodes only what is encoded; asking it would look the header up again.
-            decoded = body if encoding in ("", "identity") else (flow.request.get_content(strict=False) or b"")
-            if len(decoded) > INLINE_PARSE_LIMIT:
-                return self._parse_in_thread_then_attribute(flow, ex, decoded)
-            ex.request = _parse_request_body(ex.provider, ex.api, decoded)
+            if encoding in ("", "identity") and len(body) >= MIN_BODY and self.keep_bodies:
+                # A conversation's next request: only what its previous one did not have is read.
+                scope = (ex.provider, ex.api, ex.account)
+                reused = self.bodies.reuse(ex.provider, ex.api, scope, body)
+                if reused is not None:
+                    ex.request, crc = reused
+                    ex.request_hash = format_request_hash(crc, len(body))
+                elif len(body) > INLINE_PARSE_LIMIT:
+                    return self._parse_in_thread_then_attribute(flow, ex, body, scope)
+                else:
+                    self._parse_whole(ex, body, scope)
+            else:
+                ex.request_hash = request_hash(body)
+                # mitmproxy decodes only what is encoded; asking it would look the header up again.
+                decoded = body if encoding in ("", "identity") else (flow.request.get_content(strict=False) or b"")
+                if len(decoded) > INLINE_PARSE_LIMIT:
+                    return self._parse_in_thread_then_attribute(flow, ex, decoded, None)
+                ex.request = _parse_request_body(ex.provider, ex.api, decoded)
         self._attribute(flow, ex)
         return None
 
-    async def _parse_in_thread_then_attribute(self, flow: http.HTTPFlow, ex: Exchange, decoded: bytes) -> None:
-        # A big body (a long conversation) takes milliseconds to parse: not on the event loop.
-        ex.request = await asyncio.to_thread(_parse_request_body, ex.provider, ex.api, decoded)
+    def _parse_whole(self, ex: Exchange, body: bytes, scope: tuple | None) -> None:
+        """Parse a body from scratch (kept for the conversation's next request when `scope` is
+        given: the body is what came on the wire); `None` scope: a decoded body."""
+        parsed = self.bodies.parse(ex.provider, ex.api, scope, body) if scope is not None else None
+        if parsed is None:
+            ex.request = _parse_request_body(ex.provider, ex.api, body)
+            if scope is not None:
+                ex.request_hash = request_hash(body)
+        else:
+            ex.request, crc = parsed
+            ex.request_hash = format_request_hash(crc, len(body))
+
+    async def _parse_in_thread_then_attribute(
+        self, flow: http.HTTPFlow, ex: Exchange, body: bytes, scope: tuple | None
+    ) -> None:
+        # A big body parsed whole (a long conversation seen for the first time) takes
+        # milliseconds: not on the event loop.
+        await asyncio.to_thread(self._parse_whole, ex, body, scope)
         self._attribute(flow, ex)
 
     def _attribute(self, flow: http.HTTPFlow, ex: Exchange) -> None:

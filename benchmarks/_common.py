@@ -434,9 +434,11 @@ class RssSampler:
 API_KEY = "sk-ant-bench-0123456789abcdef"
 
 
-def request_body(sid: str, *, stream: bool, pad_kb: int = 0, turns: int = 1, turn_kb: int = 0) -> bytes:
+def request_body(sid: str, *, stream: bool, pad_kb: int = 0, turns: int = 1, turn_kb: int = 0,
+                 cache_last: bool = False) -> bytes:
     """A Claude-Code-like Messages request; `pad_kb` adds a long first message, `turns` a history
-    in which, with `turn_kb`, each later turn is a tool call and a tool result of that size."""
+    in which, with `turn_kb`, each later turn is a tool call and a tool result of that size.
+    `cache_last`: a cache marker on the last message, as Claude Code moves it there each turn."""
     messages: list[dict] = []
     for t in range(turns):
         if t and turn_kb:
@@ -453,6 +455,8 @@ def request_body(sid: str, *, stream: bool, pad_kb: int = 0, turns: int = 1, tur
         if t == 0 and pad_kb:
             text += " " + ("lorem ipsum " * (pad_kb * 1024 // 12))
         messages.append({"role": "user", "content": [{"type": "text", "text": text}]})
+    if cache_last:
+        messages[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
     body = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 4096,

@@ -13,7 +13,11 @@ b. throughput: requests per second and proxy CPU per request (utime+stime from /
    mitmproxy as mitmdump loads it (the baseline of the target), lean mitmproxy (only the
    mitmproxy addons llmsm loads: what llmsm's own hooks cost on the same mitmproxy) and
    llmsm. The proxy is pinned to CPU 0, the client and upstream to CPU 1 (2+ CPUs).
-   Target: llmsm's CPU per request at most 1.15x bare mitmproxy (median of rounds).
+   Bodies: a short message, one of --big-body-kb KiB, and two conversations as Claude Code sends
+   them (--turns / --long-turns: ~137 KB and ~1 MB), ten sessions at once, each request one
+   turn more than its session's previous one, the cache marker on the newest message.
+   Target: llmsm's CPU per request at most 1.15x bare mitmproxy (median of rounds); llmsm's own
+   work (llmsm minus lean) the same at 137 KB and at 1 MB.
 c. memory: peak RSS of the proxy with --streams concurrent slow streams against idle; every
    stream compared byte for byte with the same stream fetched directly; no row lost.
 d. load (issue 7): --load-sessions concurrent streaming sessions, --load-requests streams each
@@ -127,9 +131,23 @@ async def part_a(args, up: C.Server) -> dict:
 # -------------------------------------------------------------------------------------------
 
 
+# A conversation shape: CONVERSATIONS sessions at once, each request one turn more than its
+# session's previous one, over GROWTH turns around the shape's turn count (then it starts again).
+CONVERSATIONS, GROWTH = 10, 10
+
+
+def _conversation_body(i: int, shape: dict) -> bytes:
+    session, step = i % CONVERSATIONS, (i // CONVERSATIONS) % GROWTH
+    turns = shape["turns"] - GROWTH // 2 + step
+    return C.request_body(f"conv{session}", stream=False, turns=turns, turn_kb=shape["turn_kb"], cache_last=True)
+
+
 def _make_json_request(shape: dict):
-    # 100 distinct requests, built once, so the client spends its time sending, not building
-    reqs = [(C.request_headers(f"j{i}", session=f"bench-session-{i % 10}"), C.request_body(f"j{i}", stream=False, **shape))
+    # 100 distinct requests, built once, so the client spends its time sending, not building.
+    # A conversation grows turn by turn, as an assistant sends it (Claude Code: the whole history
+    # on every turn, the cache marker moved to the newest message).
+    reqs = [(C.request_headers(f"j{i}", session=f"bench-session-{i % 10}"),
+             _conversation_body(i, shape) if "turns" in shape else C.request_body(f"j{i}", stream=False, **shape))
             for i in range(100)]
 
     def make(i: int):
@@ -175,11 +193,12 @@ async def part_b(args, up: C.Server, proxy_cpus) -> dict:
     shapes: list[tuple[str, dict, int]] = [("one short message", {}, args.requests)]
     if args.big_body_kb:
         shapes.append((f"one {args.big_body_kb} KiB message", {"pad_kb": args.big_body_kb}, max(200, args.requests // 4)))
-    if args.turns:
-        shapes.append((f"a conversation of {args.turns} turns, {args.turn_kb} KiB tool results",
-                       {"turns": args.turns, "turn_kb": args.turn_kb}, max(200, args.requests // 4)))
+    for turns, turn_kb, share in ((args.turns, args.turn_kb, 4), (args.long_turns, args.long_turn_kb, 8)):
+        if turns:
+            shapes.append((f"a conversation growing turn by turn around {turns} turns, {turn_kb} KiB tool results",
+                           {"turns": turns, "turn_kb": turn_kb}, max(200, args.requests // share)))
     for name, shape, n in shapes:
-        size = len(C.request_body("j0", stream=False, **shape))
+        size = len(_conversation_body(0, shape) if "turns" in shape else C.request_body("j0", stream=False, **shape))
         print(f"\n== b. non-streamed POST /v1/messages, request body {size} B ({name}), response {len(C.json_message('j0'))} B: "
               f"{n} requests x {args.rounds} rounds, {args.concurrency} keep-alive clients"
               + (f", proxy pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "") + " ==")
@@ -383,6 +402,8 @@ def main() -> None:
     p.add_argument("--big-body-kb", type=int, default=100, help="b: also measure with a request padded to this many KiB (0: skip)")
     p.add_argument("--turns", type=int, default=60, help="b: also measure a conversation of this many turns, as Claude Code sends (0: skip)")
     p.add_argument("--turn-kb", type=int, default=2, help="b: KiB of tool result per turn of that conversation")
+    p.add_argument("--long-turns", type=int, default=300, help="b: and of this many turns (0: skip)")
+    p.add_argument("--long-turn-kb", type=int, default=3, help="b: KiB of tool result per turn of the long one (~1 MB)")
     p.add_argument("--streams", type=int, default=50, help="c: concurrent streams")
     p.add_argument("--slow-events", type=int, default=20, help="c: events per stream")
     p.add_argument("--slow-gap", type=float, default=0.1, help="c: seconds between events")

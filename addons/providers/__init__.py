@@ -16,7 +16,7 @@ from llmsm.addons.providers.base import ParseResult, RequestInfo, ResponseParser
 from llmsm.addons.providers.sse import SSEDecoder
 from llmsm.analytics.apis import APIS
 
-__all__ = ["PARSERS", "REQUEST_PARSERS", "new_parser", "parse_request", "replay_sse"]
+__all__ = ["ITEMS_KEYS", "ITEM_SUMMARIES", "PARSERS", "REQUEST_PARSERS", "new_parser", "parse_request", "replay_sse"]
 
 log = logging.getLogger("llmsm.providers")
 
@@ -24,11 +24,21 @@ log = logging.getLogger("llmsm.providers")
 # response parser class in it, and the module's `parse_request` reads its request bodies. A row
 # whose parser is missing fails here, at import, not on the first request.
 PARSERS: dict[tuple[str, str], type[ResponseParser]] = {}
-REQUEST_PARSERS: dict[tuple[str, str], Callable[[dict[str, Any]], RequestInfo]] = {}
+REQUEST_PARSERS: dict[tuple[str, str], Callable[..., RequestInfo]] = {}
+# For addons/providers/incremental.py: the top-level key of a request body's message list
+# (`REQUEST_ITEMS_KEY` in the module), and the module's `item_summary`, if it has one: what its
+# `parse_request(body, item_summaries=[...])` needs of each item (computed once per item, so a
+# reused item is not walked again).
+ITEMS_KEYS: dict[tuple[str, str], str] = {}
+ITEM_SUMMARIES: dict[tuple[str, str], Callable[[Any], Any]] = {}
 for _spec in APIS:
     _module = importlib.import_module(f"{__name__}.{_spec.module}")
     PARSERS[(_spec.provider, _spec.api)] = getattr(_module, _spec.parser)
     REQUEST_PARSERS[(_spec.provider, _spec.api)] = _module.parse_request
+    if getattr(_module, "REQUEST_ITEMS_KEY", None):
+        ITEMS_KEYS[(_spec.provider, _spec.api)] = _module.REQUEST_ITEMS_KEY
+    if getattr(_module, "item_summary", None) is not None:
+        ITEM_SUMMARIES[(_spec.provider, _spec.api)] = _module.item_summary
 
 
 def new_parser(provider: str, api: str) -> ResponseParser | None:
@@ -37,13 +47,16 @@ def new_parser(provider: str, api: str) -> ResponseParser | None:
     return parser_class() if parser_class is not None else None
 
 
-def parse_request(provider: str, api: str, body: dict[str, Any]) -> RequestInfo:
-    """What the gateway needs from a request body. Never raises."""
+def parse_request(
+    provider: str, api: str, body: dict[str, Any], *, item_summaries: list[Any] | None = None
+) -> RequestInfo:
+    """What the gateway needs from a request body. Never raises. `item_summaries`: the module's
+    `item_summary` of each item of the body's message list, when the caller has them."""
     try:
         reader = REQUEST_PARSERS.get((provider, api))
         if reader is None or not isinstance(body, dict):
             return RequestInfo()
-        info = reader(body)
+        info = reader(body) if item_summaries is None else reader(body, item_summaries=item_summaries)
         return info if isinstance(info, RequestInfo) else RequestInfo()
     except Exception:
         log.debug("request body of %s/%s could not be read", provider, api, exc_info=True)

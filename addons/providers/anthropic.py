@@ -170,33 +170,54 @@ def session_id_from_user_id(user_id: Any) -> str | None:
     return match.group(1) if match else None
 
 
-def cache_ttl(body: dict[str, Any]) -> str | None:
+def cache_ttl(body: dict[str, Any], message_ttls: list[int] | None = None) -> str | None:
     """'1h' when any `cache_control` asks for a 1 h TTL, '5m' when there is one at all, else None.
 
     A `cache_control` may sit on the body (automatic caching), system blocks, tools, message
-    content blocks and the blocks nested in tool results. Written as plain loops: it runs over
-    every block of the conversation on every request."""
-    groups: list[Any] = [(body,), as_list(body.get("system")), as_list(body.get("tools"))]
-    for message in as_list(body.get("messages")):
-        if isinstance(message, dict):
-            content = message.get("content")
-            if isinstance(content, list):
-                groups.append(content)
-                for block in content:
-                    if isinstance(block, dict):
-                        nested = block.get("content")
-                        if isinstance(nested, list):
-                            groups.append(nested)
-    seen = False
+    content blocks and the blocks nested in tool results. `message_ttls`: each message's
+    `item_summary`, when known (a message reused from the conversation's previous request is
+    not walked again)."""
+    rank = _ttl_rank((body,), as_list(body.get("system")), as_list(body.get("tools")))
+    if rank < 2:
+        if message_ttls is None:
+            message_ttls = [item_summary(message) for message in as_list(body.get("messages"))]
+        rank = max(rank, max(message_ttls, default=0))
+    return _TTLS[rank]
+
+
+_TTLS = (None, "5m", "1h")
+REQUEST_ITEMS_KEY = "messages"  # the body's message list (addons/providers/incremental.py)
+
+
+def item_summary(message: Any) -> int:
+    """What `parse_request` needs of one message: the rank of its longest `cache_control` TTL
+    (0 none, 1 5m, 2 1h) over its content blocks and the blocks nested in tool results."""
+    if not isinstance(message, dict):
+        return 0
+    content = message.get("content")
+    if not isinstance(content, list):
+        return 0
+    groups: list[Any] = [content]
+    for block in content:
+        if isinstance(block, dict):
+            nested = block.get("content")
+            if isinstance(nested, list):
+                groups.append(nested)
+    return _ttl_rank(*groups)
+
+
+def _ttl_rank(*groups: Any) -> int:
+    """Written as plain loops: it runs over every block of a new message."""
+    seen = 0
     for group in groups:
         for item in group:
             if isinstance(item, dict):
                 control = item.get("cache_control")
                 if isinstance(control, dict):
                     if control.get("ttl") == "1h":
-                        return "1h"
-                    seen = True
-    return "5m" if seen else None
+                        return 2
+                    seen = 1
+    return seen
 
 
 def tool_errors_in_last_user_message(messages: list[Any]) -> int | None:
@@ -213,13 +234,14 @@ def tool_errors_in_last_user_message(messages: list[Any]) -> int | None:
 
 
 @returns_on_error(RequestInfo)
-def parse_request(body: dict[str, Any]) -> RequestInfo:
+def parse_request(body: dict[str, Any], item_summaries: list[int] | None = None) -> RequestInfo:
+    """`item_summaries`: `item_summary` of each message, when the caller has them."""
     body = as_dict(body)
     info = request_basics(body)
     messages = as_list(body.get("messages"))
     info.message_count = len(messages) if "messages" in body else None
     info.tool_errors = tool_errors_in_last_user_message(messages)
-    info.cache_ttl = cache_ttl(body)
+    info.cache_ttl = cache_ttl(body, item_summaries if item_summaries is not None and len(item_summaries) == len(messages) else None)
     info.body_session_id = session_id_from_user_id(dig(body, "metadata", "user_id"))
     info.side_call = not body.get("tools") and isinstance(dig(body, "output_config", "format"), dict)
     info.newest_user_parts = newest_user_parts(messages)

@@ -132,6 +132,9 @@ class GeminiCountTokensParser(BaseResponseParser):
         self.out.counted_tokens = as_int(body.get("totalTokens"))
 
 
+REQUEST_ITEMS_KEY = "contents"  # the body's message list (addons/providers/incremental.py)
+
+
 @returns_on_error(RequestInfo)
 def parse_request(body: dict[str, Any]) -> RequestInfo:
     body = as_dict(body)

@@ -120,6 +120,9 @@ class OpenAIChatParser(BaseResponseParser):
         return openai_usage(self._usage_raw, "prompt_tokens", "completion_tokens")
 
 
+REQUEST_ITEMS_KEY = "messages"  # the body's message list (addons/providers/incremental.py)
+
+
 @returns_on_error(RequestInfo)
 def parse_request(body: dict[str, Any]) -> RequestInfo:
     body = as_dict(body)

@@ -129,6 +129,9 @@ def _input_messages(items: Any) -> list[dict[str, Any]]:
     return messages
 
 
+REQUEST_ITEMS_KEY = "input"  # the body's message list (addons/providers/incremental.py)
+
+
 @returns_on_error(RequestInfo)
 def parse_request(body: dict[str, Any]) -> RequestInfo:
     body = as_dict(body)
