@@ -60,7 +60,99 @@ def _json_default(value: Any) -> Any:
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, ensure_ascii=False, indent=2)
+    """`json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)`, byte for byte,
+    but each run of plain values (a report row's numbers) is written by json's C encoder, its
+    item separator being the newline and indent of its depth: the pure-Python indenting encoder
+    took most of a large report's time (18k team rows: 0.4 s of 0.5)."""
+    return _pretty(value, 0)
+
+
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+_NESTED = (dict, list, tuple)
+_FLAT: dict[int, Any] = {}
+_KEYS: dict[tuple[type, Any], str] = {}
+
+
+def _flat(level: int) -> Any:
+    """Encodes a plain value, or a container of plain values whose items sit at depth `level`."""
+    enc = _FLAT.get(level)
+    if enc is None:
+        from json import encoder as _enc
+
+        sep = ",\n" + "  " * level
+        if _enc.c_make_encoder is not None:  # json.JSONEncoder.encode's own C path, made once
+            c = _enc.c_make_encoder(None, _json_default, _enc.encode_basestring, None, ": ", sep, False, False, True)
+
+            def enc(o: Any, _c: Any = c) -> str:
+                return _enc.encode_basestring(o) if isinstance(o, str) else "".join(_c(o, 0))
+        else:
+            enc = json.JSONEncoder(ensure_ascii=False, default=_json_default, separators=(sep, ": ")).encode
+        _FLAT[level] = enc
+    return enc
+
+
+def _key(k: Any) -> str:
+    text = _KEYS.get((type(k), k))
+    if text is None:
+        text = _KEYS[(type(k), k)] = _flat(0)({k: 0})[1:-4]  # str() and escaped as json does
+    return text
+
+
+def _pretty(value: Any, level: int) -> str:
+    while type(value) not in _PLAIN_TYPES and not isinstance(value, (str, int, float, *_NESTED)):
+        value = _json_default(value)
+    if not isinstance(value, _NESTED):
+        return _flat(level)(value)
+    if not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    inner = level + 1
+    pad, close = "\n" + "  " * inner, "\n" + "  " * level + ("}" if isinstance(value, dict) else "]")
+    values = value.values() if isinstance(value, dict) else value
+    odd = [i for i, t in enumerate(map(type, values)) if t not in _PLAIN_TYPES]
+    if not odd:
+        return ("{" if isinstance(value, dict) else "[") + pad + _flat(inner)(value)[1:-1] + close
+    parts = []
+    if isinstance(value, dict):
+        items = list(value.items())
+        prev = 0
+        for i in odd:
+            if i > prev:
+                parts.append(_flat(inner)(dict(items[prev:i]))[1:-1])
+            parts.append(_key(items[i][0]) + ": " + _pretty(items[i][1], inner))
+            prev = i + 1
+        if prev < len(items):
+            parts.append(_flat(inner)(dict(items[prev:]))[1:-1])
+        return "{" + pad + ("," + pad).join(parts) + close
+    if len(odd) == len(value) and all(type(v) is dict and v for v in value):
+        return _rows(value, level)
+    return "[" + pad + ("," + pad).join(_pretty(v, inner) for v in value) + close
+
+
+def _rows(rows: list[dict], level: int) -> str:
+    """A list of non-empty dicts (a report's rows) at depth `level`, in one C-encoder call: a
+    row's non-plain values are encoded apart and stand in as unique marker strings meanwhile.
+    Encoded strings hold no raw newline, so "},<newline+indent>{" only ever joins two rows."""
+    import re
+    import uuid
+
+    token = uuid.uuid4().hex
+    pieces: list[str] = []
+    plain = _PLAIN_TYPES.issuperset
+    swapped = []
+    for row in rows:
+        if not plain(map(type, row.values())):
+            row = dict(row)
+            for k, v in row.items():
+                if type(v) not in _PLAIN_TYPES:
+                    row[k] = f"\x00{token}{len(pieces)}\x00"
+                    pieces.append(_pretty(v, level + 2))
+        swapped.append(row)
+    ind1, ind2 = "\n" + "  " * (level + 1), "\n" + "  " * (level + 2)
+    text = _flat(level + 2)(swapped)
+    text = "[" + ind1 + "{" + ind2 + text[2:-2].replace("}," + ind2 + "{", ind1 + "}," + ind1 + "{" + ind2) + ind1 + "}\n" + "  " * level + "]"
+    if pieces:
+        text = re.sub(rf'"\\u0000{token}(\d+)\\u0000"', lambda m: pieces[int(m.group(1))], text)
+    return text
 
 
 def print_json(value: Any) -> None:

@@ -16,7 +16,9 @@ class TeamDbError(Exception):
 
 
 def connect(url: str, *, connect_timeout: float = 5.0, migrate: bool = True) -> Any:
-    """A psycopg connection to the team database, its schema brought up to date."""
+    """A psycopg connection to the team database, its schema brought up to date (`migrate`;
+    the readers, `llmsm team report|sessions`, do not migrate: a read-only role can run them,
+    and they load neither DuckDB nor the local schema; they call `check_schema`)."""
     import psycopg
 
     try:
@@ -32,6 +34,14 @@ def connect(url: str, *, connect_timeout: float = 5.0, migrate: bool = True) -> 
             con.close()
             raise TeamDbError(f"cannot prepare the team database {redact_url(url)}: {_one_line(exc)}") from exc
     return con
+
+
+def check_schema(con: Any, url: str) -> None:
+    """TeamDbError unless the team tables exist (a reader's connection, made without migrating)."""
+    row = con.execute("SELECT to_regclass('usage_hourly') IS NOT NULL AND to_regclass('events') IS NOT NULL").fetchone()
+    if not row[0]:
+        raise TeamDbError(f"the team database {redact_url(url)} has no llmsm tables yet: ship to it first "
+                          "(a gateway with --team-db, or llmsm team push)")
 
 
 def _one_line(exc: BaseException) -> str:
