@@ -4,6 +4,7 @@ one statement: insert what is new, roll up what was inserted)."""
 from __future__ import annotations
 
 import json
+import operator
 from datetime import date
 from typing import Any
 
@@ -128,19 +129,20 @@ class PostgresSink:
             cur = con.cursor()
             schema.ensure_partitions(cur, months, self._months)
             cur.execute("CREATE TEMP TABLE IF NOT EXISTS _llmsm_stage (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            local = self._cols[:-4]
+            pick = operator.itemgetter(*local)
+            as_json = [i for i, name in enumerate(local) if name in self._json]
             with cur.copy(f"COPY _llmsm_stage ({', '.join(self._cols)}) FROM STDIN") as copy:
                 for r in rows:
-                    copy.write_row([
-                        *(self._value(name, r[name]) for name in self._cols[:-4]),
-                        ident.developer, ident.host, r.get("project"), bool(r.get("counted", True)),
-                    ])
+                    values = list(pick(r))
+                    for i in as_json:
+                        v = values[i]
+                        if v is not None and not isinstance(v, str):
+                            values[i] = json.dumps(v)
+                    values += (ident.developer, ident.host, r.get("project"), bool(r.get("counted", True)))
+                    copy.write_row(values)
             cur.execute(rollup_insert_sql("_llmsm_stage"))
             return int(cur.fetchone()[0])
-
-    def _value(self, name: str, value: Any) -> Any:
-        if value is not None and name in self._json and not isinstance(value, str):
-            return json.dumps(value)
-        return value
 
     def close(self) -> None:
         if self._con is not None:
