@@ -71,6 +71,7 @@ _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 _NESTED = (dict, list, tuple)
 _FLAT: dict[int, Any] = {}
 _KEYS: dict[tuple[type, Any], str] = {}
+_SHORT: dict[tuple, str] = {}
 
 
 def _flat(level: int) -> Any:
@@ -110,6 +111,14 @@ def _pretty(value: Any, level: int) -> str:
     values = value.values() if isinstance(value, dict) else value
     odd = [i for i, t in enumerate(map(type, values)) if t not in _PLAIN_TYPES]
     if not odd:
+        if type(value) is list and len(value) < 8:  # a row's short list (its models): often the same
+            key = (level, *value, *map(type, value))
+            text = _SHORT.get(key)
+            if text is None:
+                if len(_SHORT) > 4096:
+                    _SHORT.clear()
+                text = _SHORT[key] = "[" + pad + _flat(inner)(value)[1:-1] + close
+            return text
         return ("{" if isinstance(value, dict) else "[") + pad + _flat(inner)(value)[1:-1] + close
     parts = []
     if isinstance(value, dict):
@@ -130,12 +139,13 @@ def _pretty(value: Any, level: int) -> str:
 
 def _rows(rows: list[dict], level: int) -> str:
     """A list of non-empty dicts (a report's rows) at depth `level`, in one C-encoder call: a
-    row's non-plain values are encoded apart and stand in as unique marker strings meanwhile.
-    Encoded strings hold no raw newline, so "},<newline+indent>{" only ever joins two rows."""
-    import re
+    row's non-plain values are encoded apart and stand in as a marker string meanwhile (the
+    encoder keeps their order). Encoded strings hold no raw newline, so
+    "},<newline+indent>{" only ever joins two rows."""
+    import itertools
     import uuid
 
-    token = uuid.uuid4().hex
+    marker = "\x00" + uuid.uuid4().hex + "\x00"
     pieces: list[str] = []
     plain = _PLAIN_TYPES.issuperset
     swapped = []
@@ -144,14 +154,16 @@ def _rows(rows: list[dict], level: int) -> str:
             row = dict(row)
             for k, v in row.items():
                 if type(v) not in _PLAIN_TYPES:
-                    row[k] = f"\x00{token}{len(pieces)}\x00"
+                    row[k] = marker
                     pieces.append(_pretty(v, level + 2))
         swapped.append(row)
     ind1, ind2 = "\n" + "  " * (level + 1), "\n" + "  " * (level + 2)
     text = _flat(level + 2)(swapped)
     text = "[" + ind1 + "{" + ind2 + text[2:-2].replace("}," + ind2 + "{", ind1 + "}," + ind1 + "{" + ind2) + ind1 + "}\n" + "  " * level + "]"
     if pieces:
-        text = re.sub(rf'"\\u0000{token}(\d+)\\u0000"', lambda m: pieces[int(m.group(1))], text)
+        chunks = text.split(_flat(0)(marker))
+        pieces.append("")
+        text = "".join(itertools.chain.from_iterable(zip(chunks, pieces)))
     return text
 
 
