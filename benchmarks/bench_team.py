@@ -153,20 +153,26 @@ def fill(pg, rows: int) -> str:
     return url
 
 
-def _whole(argv: list[str], env: dict | None = None) -> float:
-    t = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    el = time.perf_counter() - t
-    if p.returncode != 0:
-        raise SystemExit(f"{argv} failed: {p.stderr[-2000:]}")
-    return el
+def _whole(argv: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one whole process; its output is read in full."""
+    with tempfile.TemporaryFile() as out:
+        t = time.perf_counter()
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(p.pid, 0)
+        el = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err = p.stderr.read().decode(errors="replace")
+        p.stderr.close()
+        if p.returncode != 0:
+            raise SystemExit(f"{argv} failed: {err[-2000:]}")
+    return el, usage.ru_utime + usage.ru_stime
 
 
 def bench_report(pg, a) -> None:
     url = fill(pg, a.rows)
     llmsm = str(Path(sys.executable).parent / "llmsm")
     psql = str(pg.bin / "psql")
-    series: dict[str, list[float]] = {}
+    series: dict[str, list[tuple[float, float]]] = {}
     cases = [
         ("llmsm --version", [llmsm, "--version"], None),
         ("psql -c 'select 1'", [psql, url, "-c", "select 1"], None),
@@ -179,15 +185,19 @@ def bench_report(pg, a) -> None:
     ]
     for _, argv, env in cases:  # warm the caches once
         _whole(argv, env)
+    print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     for _ in range(a.runs):  # interleaved, so that the machine's load falls on all alike
         for name, argv, env in cases:
             series.setdefault(name, []).append(_whole(argv, env))
-    base = statistics.median(series["llmsm --version"])
-    print(f"whole processes over {a.rows:,} team rows, {a.runs} runs each (median / best / worst):")
+    base = statistics.median(w for w, _ in series["llmsm --version"])
+    print(f"whole processes over {a.rows:,} team rows, {a.runs} runs each; load average after: {os.getloadavg()[0]:.2f}")
+    print(f"  {'':50s} {'wall: median / best / worst':>28s}   {'x --version':>11s}   client CPU (median)")
     for name, ts in series.items():
-        med = statistics.median(ts)
+        walls = [w for w, _ in ts]
+        med = statistics.median(walls)
         verdict = "" if "team report" not in name else ("  under 1 s" if med < 1 else "  OVER 1 s")
-        print(f"  {name:50s} {med:6.3f} / {min(ts):6.3f} / {max(ts):6.3f} s  ({med / base:4.1f}x llmsm --version){verdict}")
+        print(f"  {name:50s} {med:6.3f} / {min(walls):6.3f} / {max(walls):6.3f} s   {med / base:9.1f}x   "
+              f"{statistics.median(c for _, c in ts):6.3f} s{verdict}")
 
 
 def main() -> None:

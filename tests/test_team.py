@@ -157,6 +157,26 @@ def test_team_prune_drops_whole_months(team_db):
     assert json.loads(p.stdout)["dropped_months"] == ["2025-01", "2025-02"]
 
 
+def test_reports_need_only_a_read_only_role(postgres, team_db):
+    """docs/team.md's reader: SELECT on events and the two rollups is enough for every report and
+    team sessions (they never migrate); a database without the tables is named in one line."""
+    from llmsm.analytics.team.pg import connect
+
+    connect(team_db).close()  # the tables, as the first gateway makes them
+    role = "reader_" + team_db.rsplit("/", 1)[1]
+    with psycopg.connect(team_db, autocommit=True) as con:
+        con.execute(f"CREATE ROLE {role} LOGIN")
+        con.execute(f"GRANT SELECT ON events, usage_hourly, usage_daily TO {role}")
+    url = team_db.replace("postgres@", f"{role}@")
+    for kind in ("daily", "weekly", "monthly", "developers", "projects", "models"):
+        p = run_cli("team", "report", kind, "--json", "--team-db", url)
+        assert p.returncode == 0 and json.loads(p.stdout)["rows"] == [], (kind, p.stderr)
+    p = run_cli("team", "sessions", "--json", "--team-db", url)
+    assert p.returncode == 0, p.stderr
+    p = run_cli("team", "report", "daily", "--team-db", postgres.create_db())
+    assert p.returncode == 1 and "has no llmsm tables yet" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_team_commands_without_a_database_say_so():
     p = run_cli("team", "report", "daily", env={"PATH": "/usr/bin"})
     assert p.returncode == 1 and "no team database" in p.stderr and "Traceback" not in p.stderr

@@ -3,6 +3,7 @@ one statement: insert what is new, roll up what was inserted)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 from datetime import date
@@ -24,6 +25,7 @@ def connect(url: str, *, connect_timeout: float = 5.0, migrate: bool = True) -> 
 
     try:
         con = psycopg.connect(url, connect_timeout=max(1, int(connect_timeout)), autocommit=True)
+        con.prepare_threshold = None  # no server-side prepared statements: any pgbouncer in transaction mode
     except psycopg.Error as exc:
         raise TeamDbError(f"cannot reach the team database {redact_url(url)}: {_one_line(exc)}") from exc
     except Exception as exc:  # a malformed URL
@@ -106,6 +108,7 @@ class PostgresSink:
         self._months: set[date] = set()
         self._cols = [name for name, _ in schema.local_columns()] + ["developer", "host", "project", "counted"]
         self._json = {name for name, t in schema.local_columns() if t == "jsonb"}
+        self._stage = "_llmsm_stage_" + hashlib.sha1(",".join(self._cols).encode()).hexdigest()[:10]
 
     def _connection(self) -> Any:
         if self._con is None or self._con.closed:
@@ -128,11 +131,14 @@ class PostgresSink:
         with con.transaction():
             cur = con.cursor()
             schema.ensure_partitions(cur, months, self._months)
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS _llmsm_stage (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            # Named by its columns: behind pgbouncer a server session (and its temp table) may have
+            # served an llmsm with other columns before.
+            stage = self._stage
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
             local = self._cols[:-4]
             pick = operator.itemgetter(*local)
             as_json = [i for i, name in enumerate(local) if name in self._json]
-            with cur.copy(f"COPY _llmsm_stage ({', '.join(self._cols)}) FROM STDIN") as copy:
+            with cur.copy(f"COPY {stage} ({', '.join(self._cols)}) FROM STDIN") as copy:
                 for r in rows:
                     values = list(pick(r))
                     for i in as_json:
@@ -141,7 +147,7 @@ class PostgresSink:
                             values[i] = json.dumps(v)
                     values += (ident.developer, ident.host, r.get("project"), bool(r.get("counted", True)))
                     copy.write_row(values)
-            cur.execute(rollup_insert_sql("_llmsm_stage"))
+            cur.execute(rollup_insert_sql(stage))
             return int(cur.fetchone()[0])
 
     def close(self) -> None:
