@@ -36,7 +36,10 @@ def _metrics(values: dict[str, Any]) -> dict[str, Any]:
     """The report metrics (METRICS, in order) of a group's sums: total_tokens is input + output
     + cache writes + cache reads (reasoning is part of output); a missing cost stays None."""
     cost = values["cost_usd"]
-    i, o, cw, cr = (int(values[k] or 0) for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens"))
+    i = int(values["input_tokens"] or 0)
+    o = int(values["output_tokens"] or 0)
+    cw = int(values["cache_write_tokens"] or 0)
+    cr = int(values["cache_read_tokens"] or 0)
     return {
         "requests": int(values["requests"] or 0),
         "errors": int(values["errors"] or 0),

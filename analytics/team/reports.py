@@ -70,6 +70,7 @@ def build_report(con: Any, kind: str, *, tz: str, since: datetime | None = None,
     else:
         row: dict[str, Any] = {}
         last: Any = object()
+        merged = []
         for r in fetched:  # in order of (row key, developer): a row's models are consecutive
             g = dict(zip(names, r))
             m = _metrics(g)
@@ -82,9 +83,10 @@ def build_report(con: Any, kind: str, *, tz: str, since: datetime | None = None,
                 out.append(row)
             else:
                 _add(row, m)
+                merged.append(row)
             if g["model"] is not None:
                 row["models"].append(g["model"])
-        for row in out:
+        for row in merged:  # a row of several models: its models in order, its cost rounded again
             row["models"].sort()
             if row["cost_usd"] is not None:
                 row["cost_usd"] = round(row["cost_usd"], 9)
