@@ -14,7 +14,7 @@ server), with baselines measured in the same run:
    as whole processes.
 
     python benchmarks/bench_team.py [--gateways 50] [--events 10000] [--batch 5000] [--rows 10000000]
-                                    [--skip-ship] [--skip-report] [--runs 5]
+                                    [--skip-ship] [--skip-report] [--runs 5] [--team-db URL] [--compare-with REV]
 """
 
 from __future__ import annotations
@@ -168,14 +168,25 @@ def _whole(argv: list[str], env: dict | None = None) -> tuple[float, float]:
     return el, usage.ru_utime + usage.ru_stime
 
 
+def _daily_sql() -> str:
+    """The daily report's statement (UTC: no hour moved), for psql: the server's share alone."""
+    from llmsm.analytics.team.reports import _report_sql
+
+    sql, _ = _report_sql("daily", None)
+    return (sql.replace("%(lo_day)s", "'0001-01-01'").replace("%(hi_day)s", "'9999-12-31'")
+            .replace("%(moved_out)s", "'{}'::timestamptz[]").replace("%(moved_in)s", "'{}'::timestamptz[]")
+            .replace("%(tz)s", "'UTC'"))
+
+
 def bench_report(pg, a) -> None:
-    url = fill(pg, a.rows)
+    url = a.team_db or fill(pg, a.rows)
     llmsm = str(Path(sys.executable).parent / "llmsm")
     psql = str(pg.bin / "psql")
     series: dict[str, list[tuple[float, float]]] = {}
     cases = [
         ("llmsm --version", [llmsm, "--version"], None),
         ("psql -c 'select 1'", [psql, url, "-c", "select 1"], None),
+        ("psql: the daily report's query (UTC)", [psql, url, "-o", "/dev/null", "-c", _daily_sql()], None),
         ("team report daily --utc --json", [llmsm, "team", "report", "daily", "--utc", "--json", "--team-db", url], None),
         ("team report daily --json (TZ=Europe/Paris)", [llmsm, "team", "report", "daily", "--json", "--team-db", url],
          {"TZ": "Europe/Paris"}),
@@ -183,6 +194,17 @@ def bench_report(pg, a) -> None:
          {"TZ": "America/New_York"}),
         ("team report developers --json", [llmsm, "team", "report", "developers", "--json", "--team-db", url], None),
     ]
+    if a.compare_with:  # the same command of an older llmsm (its tree from git), in the same runs
+        old = Path(tempfile.mkdtemp(prefix="llmsm-bench-old-"))
+        (old / "tree").mkdir()
+        subprocess.run(f"git -C {ROOT} archive {a.compare_with} | tar -x -C {old / 'tree'}", shell=True, check=True)
+        (old / "llmsm").symlink_to(old / "tree" / "llmsm")  # pyproject's package-dir, by hand
+        for sub in ("addons", "analytics", "cli"):
+            (old / "tree" / "llmsm" / sub).symlink_to(old / "tree" / sub)
+        code = "import sys; sys.argv[0] = 'llmsm'; from llmsm.cli.entry import main; main()"
+        cases.append((f"team report daily --utc --json, llmsm {a.compare_with}",
+                      [sys.executable, "-P", "-c", code, "team", "report", "daily", "--utc", "--json", "--team-db", url],
+                      {"PYTHONPATH": str(old)}))
     for _, argv, env in cases:  # warm the caches once
         _whole(argv, env)
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
@@ -209,6 +231,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--skip-ship", action="store_true")
     ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument("--compare-with", metavar="REV", help="also time an older llmsm's team report daily (git revision)")
+    ap.add_argument("--team-db", help="report over this (already filled) team database instead of generating one")
     a = ap.parse_args()
 
     from tests.conftest_team import Postgres
