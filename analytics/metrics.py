@@ -21,6 +21,9 @@ METRICS = (
     "cost_usd",
     "unpriced_requests",
 )
+TOTAL_TOKEN_PARTS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")  # total_tokens: their sum
+COST_DIGITS = 9  # a reported cost is rounded to this many decimals
+
 _AGG_NAMES = (
     "requests",
     "errors",
@@ -51,7 +54,7 @@ def _metrics(values: dict[str, Any]) -> dict[str, Any]:
         "cache_read_tokens": cr,
         "reasoning_tokens": int(values["reasoning_tokens"] or 0),
         "total_tokens": i + o + cw + cr,
-        "cost_usd": None if cost is None else round(float(cost), 9),
+        "cost_usd": None if cost is None else round(float(cost), COST_DIGITS),
         "unpriced_requests": int(values["unpriced_requests"] or 0),
     }
 
@@ -80,3 +83,4 @@ def _utc_iso(value: datetime | None) -> str | None:
 
 
 assert tuple(_zero()) == METRICS  # _metrics writes every metric, in the order of METRICS
+assert _metrics({**dict.fromkeys(_AGG_NAMES, 1), "cost_usd": None})["total_tokens"] == len(TOTAL_TOKEN_PARTS)

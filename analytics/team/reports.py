@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from llmsm.analytics.metrics import REPORT_SCHEMA, _add, _metrics, _utc_iso, _zero
+from llmsm.analytics.metrics import COST_DIGITS, METRICS, REPORT_SCHEMA, TOTAL_TOKEN_PARTS, _add, _metrics, _utc_iso, _zero
 from llmsm.analytics.team.schema import ROLLUP_SUMS
 
 TEAM_REPORT_KINDS = ("daily", "weekly", "monthly", "developers", "projects", "models")
@@ -68,28 +68,35 @@ def build_report(con: Any, kind: str, *, tz: str, since: datetime | None = None,
             g = dict(zip(names, r))
             out.append({"developer": None, **_metrics(g), "provider": g["provider"], "model": g["model"], "breakdown": None})
     else:
+        # Each fetched row: developer, the METRICS (summed and totalled by PostgreSQL), the row
+        # key (but for developers), model; one per (row key, developer, model), in order.
+        keys = ("developer", *METRICS) + (() if kind == "developers" else (key,))
+        n, at_key, ncost = len(keys), (0 if kind == "developers" else len(keys) - 1), METRICS.index("cost_usd") + 1
         row: dict[str, Any] = {}
         last: Any = object()
         merged = []
-        for r in fetched:  # in order of (row key, developer): a row's models are consecutive
-            g = dict(zip(names, r))
-            m = _metrics(g)
-            if (g["k"], g["developer"]) != last:
-                last = (g["k"], g["developer"])
-                row = {"developer": g["developer"], **m}
-                if kind != "developers":
-                    row[key] = g["k"]
-                row["models"], row["breakdown"] = [], None
+        for r in fetched:
+            model = r[n]
+            if (r[at_key], r[0]) != last:
+                last = (r[at_key], r[0])
+                row = dict(zip(keys, r))
+                if r[ncost] is not None:
+                    row["cost_usd"] = round(r[ncost], COST_DIGITS)
+                row["models"] = [] if model is None else [model]
+                row["breakdown"] = None
                 out.append(row)
-            else:
-                _add(row, m)
-                merged.append(row)
-            if g["model"] is not None:
-                row["models"].append(g["model"])
+                continue
+            m = dict(zip(METRICS, r[1:]))  # another model of the same row (rare): added up
+            if m["cost_usd"] is not None:
+                m["cost_usd"] = round(m["cost_usd"], COST_DIGITS)
+            _add(row, m)
+            merged.append(row)
+            if model is not None:
+                row["models"].append(model)
         for row in merged:  # a row of several models: its models in order, its cost rounded again
             row["models"].sort()
             if row["cost_usd"] is not None:
-                row["cost_usd"] = round(row["cost_usd"], 9)
+                row["cost_usd"] = round(row["cost_usd"], COST_DIGITS)
     if not by_day:
         out.sort(key=lambda r: (r["cost_usd"] is None, -(r["cost_usd"] or 0), -r["total_tokens"], str(r.get(key) or "")))
     totals = _zero()
@@ -116,7 +123,6 @@ def _report_sql(kind: str, developer: str | None) -> tuple[str, dict[str, Any]]:
         UNION ALL
         SELECT (hour AT TIME ZONE %(tz)s)::date, {cols}, {moved} FROM usage_hourly WHERE hour = ANY(%(moved_in)s) {dev}"""
     cost = "CASE WHEN sum(priced_hours) > 0 THEN sum(cost_usd) END AS cost_usd"
-    outer = ", ".join(f"sum({n})::bigint AS {n}" for n in ROLLUP_SUMS) + f", {cost}"
     if kind == "models":
         sql = (f"SELECT NULL::text AS developer, provider, model, " + ", ".join(f"sum({n})::bigint AS {n}" for n in ROLLUP_SUMS)
                + f", {cost} FROM ({parts}) p(day, {cols}, {plus}) GROUP BY provider, model HAVING sum(requests) <> 0")
@@ -124,15 +130,24 @@ def _report_sql(kind: str, developer: str | None) -> tuple[str, dict[str, Any]]:
     if kind in _UNIT:
         unit, _, fmt = _UNIT[kind]
         k = "day" if unit == "day" else f"date_trunc('{unit}', day)::date"
-        key, order = f"to_char({k}, '{fmt}') AS k, developer", 'ORDER BY k, developer COLLATE "C"'
+        dev_col, key_cols, group, order = "developer", f"to_char({k}, '{fmt}') AS k, ", f"{k}, developer", \
+            'ORDER BY k, developer COLLATE "C"'
     elif kind == "developers":
-        key, order = "developer AS k, developer", "ORDER BY 1"
+        dev_col, key_cols, group, order = "developer", "", "developer", "ORDER BY 1"
     else:
-        key, order = "project AS k, NULL::text AS developer", "ORDER BY 1"
+        dev_col, key_cols, group, order = "NULL::text", "project AS k, ", "project", "ORDER BY k"
+    metrics = []
+    for name in METRICS:
+        if name == "total_tokens":
+            metrics.append("(" + " + ".join(f"sum({p})" for p in TOTAL_TOKEN_PARTS) + ")::bigint")
+        elif name == "cost_usd":
+            metrics.append(cost)
+        else:
+            metrics.append(f"sum({name})::bigint")
     # One row per (row key, model): the caller merges a key's models (few) into its row.
     sql = f"""
-        SELECT {key}, model, {outer} FROM ({parts}) p(day, {cols}, {plus})
-        GROUP BY 1, 2, 3 HAVING sum(requests) <> 0 {order}"""
+        SELECT {dev_col} AS developer, {", ".join(metrics)}, {key_cols}model FROM ({parts}) p(day, {cols}, {plus})
+        GROUP BY {group}, model HAVING sum(requests) <> 0 {order}"""
     return sql, params
 
 
