@@ -140,7 +140,7 @@ def _pretty(value: Any, level: int) -> str:
 def _rows(rows: list[dict], level: int) -> str:
     """A list of non-empty dicts (a report's rows) at depth `level`, in one C-encoder call: a
     row's non-plain values are encoded apart and stand in as a marker string meanwhile (the
-    encoder keeps their order). Encoded strings hold no raw newline, so
+    encoder keeps their order); a row with a single one has it swapped in place and put back. Encoded strings hold no raw newline, so
     "},<newline+indent>{" only ever joins two rows."""
     import itertools
     import uuid
@@ -149,16 +149,34 @@ def _rows(rows: list[dict], level: int) -> str:
     pieces: list[str] = []
     plain = _PLAIN_TYPES.issuperset
     swapped = []
-    for row in rows:
-        if not plain(map(type, row.values())):
-            row = dict(row)
-            for k, v in row.items():
-                if type(v) not in _PLAIN_TYPES:
-                    row[k] = marker
-                    pieces.append(_pretty(v, level + 2))
-        swapped.append(row)
-    ind1, ind2 = "\n" + "  " * (level + 1), "\n" + "  " * (level + 2)
-    text = _flat(level + 2)(swapped)
+    restore: list[tuple[dict, Any, Any]] = []  # rows whose one nested value is swapped in place
+    guess = [k for k, v in rows[0].items() if type(v) not in _PLAIN_TYPES]
+    in_place = len(guess) == 1 and len({id(r) for r in rows}) == len(rows)
+    try:
+        for row in rows:
+            if not plain(map(type, row.values())):
+                if in_place:  # the usual report row: one nested value (its models), at the first row's key
+                    v = row.get(guess[0], row)
+                    if v is not row and type(v) not in _PLAIN_TYPES:
+                        row[guess[0]] = marker
+                        restore.append((row, guess[0], v))
+                        if plain(map(type, row.values())):
+                            pieces.append(_pretty(v, level + 2))
+                            swapped.append(row)
+                            continue
+                        row[guess[0]] = v
+                        restore.pop()
+                row = dict(row)
+                for k, v in row.items():
+                    if type(v) not in _PLAIN_TYPES:
+                        row[k] = marker
+                        pieces.append(_pretty(v, level + 2))
+            swapped.append(row)
+        ind1, ind2 = "\n" + "  " * (level + 1), "\n" + "  " * (level + 2)
+        text = _flat(level + 2)(swapped)
+    finally:
+        for row, k, v in restore:
+            row[k] = v
     text = "[" + ind1 + "{" + ind2 + text[2:-2].replace("}," + ind2 + "{", ind1 + "}," + ind1 + "{" + ind2) + ind1 + "}\n" + "  " * level + "]"
     if pieces:
         chunks = text.split(_flat(0)(marker))
