@@ -211,6 +211,10 @@ def bench_report(pg, a) -> None:
     for _ in range(a.runs):  # interleaved, so that the machine's load falls on all alike
         for name, argv, env in cases:
             series.setdefault(name, []).append(_whole(argv, env))
+    if a.compare_with:
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
     base = statistics.median(w for w, _ in series["llmsm --version"])
     print(f"whole processes over {a.rows:,} team rows, {a.runs} runs each; load average after: {os.getloadavg()[0]:.2f}")
     print(f"  {'':50s} {'wall: median / best / worst':>28s}   {'x --version':>11s}   client CPU (median)")
