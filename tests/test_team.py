@@ -216,7 +216,8 @@ def test_team_reports_from_the_daily_rollup_equal_the_hours_summed_in_any_zone(t
                         [h + "+00", dev, "p" + model[-1], model, int(cost is None), cost])
     utc = timezone.utc
     cases = [(None, None), (datetime(2025, 3, 1, 3, tzinfo=utc), datetime(2025, 3, 31, 23, tzinfo=utc)),
-             (datetime(2025, 3, 1, 19, tzinfo=utc), None)]
+             (datetime(2025, 3, 1, 19, tzinfo=utc), None), (datetime(1, 1, 1, tzinfo=utc), datetime(9999, 1, 1, tzinfo=utc)),
+             (datetime(2025, 4, 2, tzinfo=utc), None)]
     for tz in ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"):
         for since, until in cases:
             for kind in reports.TEAM_REPORT_KINDS:

@@ -29,8 +29,11 @@ def _where(since: datetime | None, until: datetime | None, developer: str | None
 
 
 _MOVED_SQL = """
-WITH b AS (SELECT coalesce(%(since)s, min(hour)) AS lo, coalesce(%(until)s, max(hour) + interval '1 hour') AS hi FROM usage_hourly),
-d AS (SELECT lo, hi, (lo AT TIME ZONE 'UTC')::date AS lo_day, ((hi - interval '1 microsecond') AT TIME ZONE 'UTC')::date AS hi_day FROM b)
+WITH r AS (SELECT min(hour) AS first, max(hour) + interval '1 hour' AS last FROM usage_hourly),
+b AS (SELECT greatest(coalesce(%(since)s, first), first) AS lo, least(coalesce(%(until)s, last), last) AS hi
+      FROM r WHERE first IS NOT NULL),  -- within the data: `--since 0001-01-01` walks no empty hours
+d AS (SELECT lo, hi, (lo AT TIME ZONE 'UTC')::date AS lo_day, ((hi - interval '1 microsecond') AT TIME ZONE 'UTC')::date AS hi_day
+      FROM b WHERE lo < hi)
 SELECT lo_day, hi_day,
        coalesce(array_agg(h) FILTER (WHERE NOT (h >= lo AND h < hi AND (NOT %(by_day)s OR (h AT TIME ZONE %(tz)s)::date = (h AT TIME ZONE 'UTC')::date))), '{}'),
        coalesce(array_agg(h) FILTER (WHERE h >= lo AND h < hi AND %(by_day)s AND (h AT TIME ZONE %(tz)s)::date <> (h AT TIME ZONE 'UTC')::date), '{}')
