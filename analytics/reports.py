@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 
+from .metrics import _AGG_NAMES, METRICS, REPORT_SCHEMA, TOKEN_KINDS, _add, _metrics, _utc_iso, _zero  # noqa: F401
 from .store import BadInput, StoreError
 
 __all__ = [
@@ -32,20 +33,8 @@ __all__ = [
     "reconcile",
 ]
 
-REPORT_SCHEMA = "llmsm.report/1"
 RECONCILE_SCHEMA = "llmsm.reconcile/1"
 
-TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens", "reasoning_tokens")
-METRICS = (
-    "requests",
-    "errors",
-    "estimated_requests",
-    "transcript_requests",
-    *TOKEN_KINDS,
-    "total_tokens",
-    "cost_usd",
-    "unpriced_requests",
-)
 REPORT_KINDS = ("daily", "weekly", "monthly", "sessions", "models")
 
 
@@ -95,57 +84,11 @@ _AGGREGATES = """
     count(*) FILTER (WHERE cost_usd IS NULL AND (input_tokens > 0 OR output_tokens > 0
         OR cache_read_tokens > 0 OR cache_write_tokens > 0)) AS unpriced_requests"""
 
-_AGG_NAMES = (
-    "requests",
-    "errors",
-    "estimated_requests",
-    "transcript_requests",
-    *TOKEN_KINDS,
-    "cost_usd",
-    "unpriced_requests",
-)
-
-
-def _metrics(values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in METRICS:
-        if name == "total_tokens":
-            out[name] = (
-                values["input_tokens"] + values["output_tokens"] + values["cache_write_tokens"] + values["cache_read_tokens"]
-            )
-        elif name == "cost_usd":
-            out[name] = None if values["cost_usd"] is None else round(float(values["cost_usd"]), 9)
-        else:
-            out[name] = int(values[name] or 0)
-    return out
-
-
-def _zero() -> dict[str, Any]:
-    return _metrics({name: (None if name == "cost_usd" else 0) for name in _AGG_NAMES})
-
-
-def _add(total: dict[str, Any], row: dict[str, Any]) -> None:
-    for name in METRICS:
-        if name == "cost_usd":
-            if row[name] is not None:
-                total[name] = (total[name] or 0.0) + row[name]
-        else:
-            total[name] += row[name]
-
-
 # --------------------------------------------------------------------------------------------
 # Reports
 # --------------------------------------------------------------------------------------------
 
 _PERIOD_UNIT = {"daily": ("day", "date"), "weekly": ("week", "week"), "monthly": ("month", "month")}
-
-
-def _utc_iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:

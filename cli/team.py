@@ -49,11 +49,20 @@ def _url(team_db: str | None) -> str:
     return team_db
 
 
-def team_connect(team_db: str | None):
-    from llmsm.analytics.team.pg import TeamDbError, connect
+def team_connect(team_db: str | None, *, read_only: bool = False):
+    """The team database; `read_only` (reports, sessions): no migration, the tables must exist."""
+    from llmsm.analytics.team.pg import TeamDbError, check_schema, connect
 
+    url = _url(team_db)
     try:
-        return connect(_url(team_db))
+        con = connect(url, migrate=not read_only)
+        if read_only:
+            try:
+                check_schema(con, url)
+            except BaseException:
+                con.close()
+                raise
+        return con
     except TeamDbError as exc:
         fail(str(exc))
 
@@ -71,8 +80,28 @@ def _instant(text: str | None, option: str, *, end: bool, tz: str) -> datetime |
 
 
 def _zone(utc: bool) -> str:
+    """UTC, or the local zone the local reports use (analytics/reports.py `local_timezone`:
+    DuckDB's TimeZone, i.e. TZ or the system zone). Read without DuckDB when TZ or the
+    /etc/localtime link names a zone Python knows (a team report need not load DuckDB);
+    otherwise asked of DuckDB."""
     if utc:
         return "UTC"
+    import os
+    from zoneinfo import ZoneInfo
+
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name and "TZ" not in os.environ:
+        try:
+            link = os.readlink("/etc/localtime")
+        except OSError:
+            link = ""
+        name = link.split("zoneinfo/", 1)[1] if "zoneinfo/" in link else ""
+    if name and "/" in name or name in ("UTC", "GMT"):
+        try:
+            ZoneInfo(name)
+            return name
+        except Exception:
+            pass
     import duckdb
 
     from llmsm.analytics.reports import local_timezone
@@ -126,6 +155,11 @@ def status(team_db: TeamDbOption = None, db: DbOption = None, as_json: JsonOptio
         if r["last_error"]:
             line += f"; LAST ATTEMPT FAILED {_when(r['last_error_at'])}: {r['last_error']}"
         console.print(line, markup=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _when(ts: Any) -> str:
@@ -189,9 +223,11 @@ def _report_command(kind: str):
         tz = _zone(utc)
         s = _instant(since, "--since", end=False, tz=tz)
         u = _instant(until, "--until", end=True, tz=tz)
-        con = team_connect(team_db)
+        con = team_connect(team_db, read_only=True)
         try:
             data = reports.build_report(con, kind, tz=tz, since=s, until=u, developer=developer)
+        except Exception as exc:  # e.g. a role without SELECT on the rollup
+            fail(f"team report {kind} failed: {_first_line(exc)}")
         finally:
             con.close()
         if as_json:
@@ -237,9 +273,11 @@ def sessions(
     tz = _zone(False)
     s = _instant(since, "--since", end=False, tz=tz)
     u = _instant(until, "--until", end=True, tz=tz)
-    con = team_connect(team_db)
+    con = team_connect(team_db, read_only=True)
     try:
         data = reports.sessions(con, since=s, until=u, developer=developer, limit=limit)
+    except Exception as exc:
+        fail(f"team sessions failed: {_first_line(exc)}")
     finally:
         con.close()
     if as_json:

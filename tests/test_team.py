@@ -157,8 +157,100 @@ def test_team_prune_drops_whole_months(team_db):
     assert json.loads(p.stdout)["dropped_months"] == ["2025-01", "2025-02"]
 
 
+def test_reports_need_only_a_read_only_role(postgres, team_db):
+    """docs/team.md's reader: SELECT on events and the two rollups is enough for every report and
+    team sessions (they never migrate); a database without the tables is named in one line."""
+    from llmsm.analytics.team.pg import connect
+
+    connect(team_db).close()  # the tables, as the first gateway makes them
+    role = "reader_" + team_db.rsplit("/", 1)[1]
+    with psycopg.connect(team_db, autocommit=True) as con:
+        con.execute(f"CREATE ROLE {role} LOGIN")
+        con.execute(f"GRANT SELECT ON events, usage_hourly, usage_daily TO {role}")
+    url = team_db.replace("postgres@", f"{role}@")
+    for kind in ("daily", "weekly", "monthly", "developers", "projects", "models"):
+        p = run_cli("team", "report", kind, "--json", "--team-db", url)
+        assert p.returncode == 0 and json.loads(p.stdout)["rows"] == [], (kind, p.stderr)
+    p = run_cli("team", "sessions", "--json", "--team-db", url)
+    assert p.returncode == 0, p.stderr
+    p = run_cli("team", "report", "daily", "--team-db", postgres.create_db())
+    assert p.returncode == 1 and "has no llmsm tables yet" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_team_commands_without_a_database_say_so():
     p = run_cli("team", "report", "daily", env={"PATH": "/usr/bin"})
     assert p.returncode == 1 and "no team database" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("team", "report", "daily", "--team-db", "postgresql://nobody@127.0.0.1:1/x")
     assert p.returncode == 1 and "cannot reach the team database" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_team_reports_from_the_daily_rollup_equal_the_hours_summed_in_any_zone(team_db):
+    """The reports read usage_daily (kept by a trigger) corrected by the hours whose local day
+    is not their UTC day, and by the hours outside --since/--until: the result must equal the
+    plain sum of the hours grouped by their local day, for zones east, west and half-hour."""
+    from datetime import datetime, timezone
+
+    from llmsm.analytics.team import reports
+    from llmsm.analytics.team.pg import connect
+
+    con = connect(team_db)
+    hours = ["2025-03-01 00:00", "2025-03-01 03:00", "2025-03-01 18:00", "2025-03-01 23:00", "2025-03-02 04:00",
+             "2025-03-02 12:00", "2025-03-30 00:00", "2025-03-30 01:00", "2025-03-31 22:00", "2025-04-01 02:00"]
+    with con.transaction():
+        cur = con.cursor()
+        for i, h in enumerate(hours):
+            for dev, model in (("ann", "m1"), ("ben", "m2"), ("ann", "m2")):
+                if (i + len(dev)) % 3 == 0 and model == "m2":
+                    continue
+                cost = None if (i + len(model)) % 4 == 0 else 0.25 * (i + 1)
+                # twice: the second insert is the shipper's ON CONFLICT update (the trigger's UPDATE path)
+                for _ in range(2):
+                    cur.execute(
+                        "INSERT INTO usage_hourly AS u (hour, developer, host, project, provider, model, client, requests,"
+                        " input_tokens, output_tokens, unpriced_requests, cost_usd) VALUES (%s, %s, 'h', %s, 'anthropic', %s,"
+                        " 'c', 1, 10, 2, %s, %s) ON CONFLICT ON CONSTRAINT usage_hourly_key DO UPDATE SET"
+                        " requests = u.requests + 1, input_tokens = u.input_tokens + 10, output_tokens = u.output_tokens + 2,"
+                        " unpriced_requests = u.unpriced_requests + excluded.unpriced_requests,"
+                        " cost_usd = CASE WHEN u.cost_usd IS NULL AND excluded.cost_usd IS NULL THEN NULL"
+                        " ELSE coalesce(u.cost_usd, 0) + coalesce(excluded.cost_usd, 0) END",
+                        [h + "+00", dev, "p" + model[-1], model, int(cost is None), cost])
+    utc = timezone.utc
+    cases = [(None, None), (datetime(2025, 3, 1, 3, tzinfo=utc), datetime(2025, 3, 31, 23, tzinfo=utc)),
+             (datetime(2025, 3, 1, 19, tzinfo=utc), None), (datetime(1, 1, 1, tzinfo=utc), datetime(9999, 1, 1, tzinfo=utc)),
+             (datetime(2025, 4, 2, tzinfo=utc), None)]
+    for tz in ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"):
+        for since, until in cases:
+            for kind in reports.TEAM_REPORT_KINDS:
+                got = reports.build_report(con, kind, tz=tz, since=since, until=until)
+                want = _reference(con, kind, tz, since, until)
+                rows = {_row_key(kind, r): (r["requests"], r["input_tokens"], r["unpriced_requests"], r["cost_usd"],
+                                            r.get("models")) for r in got["rows"]}
+                assert rows == want, (kind, tz, since, until)
+    assert reports.build_report(con, "daily", tz="UTC", developer="ben")["totals"]["requests"] == sum(
+        v[0] for k, v in _reference(con, "daily", "UTC", None, None).items() if k[1] == "ben")
+    con.close()
+    p = run_cli("team", "report", "weekly", "--json", "--team-db", team_db, env={"TZ": "America/New_York"})
+    assert p.returncode == 0 and json.loads(p.stdout)["timezone"] == "America/New_York", p.stderr
+
+
+_ROW_KEYS = {"daily": ("date", "developer"), "weekly": ("week", "developer"), "monthly": ("month", "developer"),
+             "developers": ("developer",), "projects": ("project",), "models": ("provider", "model")}
+
+
+def _row_key(kind: str, r: dict) -> tuple:
+    return tuple(r[k] for k in _ROW_KEYS[kind])
+
+
+def _reference(con, kind: str, tz: str, since, until) -> dict:
+    key = {"daily": "to_char((hour AT TIME ZONE %(tz)s)::date, 'YYYY-MM-DD'), developer",
+           "weekly": "to_char(date_trunc('week', hour AT TIME ZONE %(tz)s), 'YYYY-MM-DD'), developer",
+           "monthly": "to_char(date_trunc('month', hour AT TIME ZONE %(tz)s), 'YYYY-MM'), developer",
+           "developers": "developer", "projects": "project", "models": "provider, model"}[kind]
+    n = len(_ROW_KEYS[kind])
+    rows = con.execute(
+        f"SELECT {key}, sum(requests), sum(input_tokens), sum(unpriced_requests), round(sum(cost_usd)::numeric, 9)::float8,"
+        f" array_agg(DISTINCT model) FROM usage_hourly WHERE (%(since)s::timestamptz IS NULL OR hour >= %(since)s)"
+        f" AND (%(until)s::timestamptz IS NULL OR hour < %(until)s) GROUP BY {', '.join(str(i + 1) for i in range(n))}",
+        {"tz": tz, "since": since, "until": until}).fetchall()
+    return {tuple(r[:n]): (int(r[n]), int(r[n + 1]), int(r[n + 2]), r[n + 3], None if kind == "models" else sorted(r[n + 4]))
+            for r in rows}

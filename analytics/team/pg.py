@@ -3,7 +3,9 @@ one statement: insert what is new, roll up what was inserted)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import operator
 from datetime import date
 from typing import Any
 
@@ -16,11 +18,14 @@ class TeamDbError(Exception):
 
 
 def connect(url: str, *, connect_timeout: float = 5.0, migrate: bool = True) -> Any:
-    """A psycopg connection to the team database, its schema brought up to date."""
+    """A psycopg connection to the team database, its schema brought up to date (`migrate`;
+    the readers, `llmsm team report|sessions`, do not migrate: a read-only role can run them,
+    and they load neither DuckDB nor the local schema; they call `check_schema`)."""
     import psycopg
 
     try:
         con = psycopg.connect(url, connect_timeout=max(1, int(connect_timeout)), autocommit=True)
+        con.prepare_threshold = None  # no server-side prepared statements: any pgbouncer in transaction mode
     except psycopg.Error as exc:
         raise TeamDbError(f"cannot reach the team database {redact_url(url)}: {_one_line(exc)}") from exc
     except Exception as exc:  # a malformed URL
@@ -32,6 +37,14 @@ def connect(url: str, *, connect_timeout: float = 5.0, migrate: bool = True) -> 
             con.close()
             raise TeamDbError(f"cannot prepare the team database {redact_url(url)}: {_one_line(exc)}") from exc
     return con
+
+
+def check_schema(con: Any, url: str) -> None:
+    """TeamDbError unless the team tables exist (a reader's connection, made without migrating)."""
+    row = con.execute("SELECT to_regclass('usage_hourly') IS NOT NULL AND to_regclass('events') IS NOT NULL").fetchone()
+    if not row[0]:
+        raise TeamDbError(f"the team database {redact_url(url)} has no llmsm tables yet: ship to it first "
+                          "(a gateway with --team-db, or llmsm team push)")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -95,6 +108,7 @@ class PostgresSink:
         self._months: set[date] = set()
         self._cols = [name for name, _ in schema.local_columns()] + ["developer", "host", "project", "counted"]
         self._json = {name for name, t in schema.local_columns() if t == "jsonb"}
+        self._stage = "_llmsm_stage_" + hashlib.sha1(",".join(self._cols).encode()).hexdigest()[:10]
 
     def _connection(self) -> Any:
         if self._con is None or self._con.closed:
@@ -117,20 +131,24 @@ class PostgresSink:
         with con.transaction():
             cur = con.cursor()
             schema.ensure_partitions(cur, months, self._months)
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS _llmsm_stage (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-            with cur.copy(f"COPY _llmsm_stage ({', '.join(self._cols)}) FROM STDIN") as copy:
+            # Named by its columns: behind pgbouncer a server session (and its temp table) may have
+            # served an llmsm with other columns before.
+            stage = self._stage
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            local = self._cols[:-4]
+            pick = operator.itemgetter(*local)
+            as_json = [i for i, name in enumerate(local) if name in self._json]
+            with cur.copy(f"COPY {stage} ({', '.join(self._cols)}) FROM STDIN") as copy:
                 for r in rows:
-                    copy.write_row([
-                        *(self._value(name, r[name]) for name in self._cols[:-4]),
-                        ident.developer, ident.host, r.get("project"), bool(r.get("counted", True)),
-                    ])
-            cur.execute(rollup_insert_sql("_llmsm_stage"))
+                    values = list(pick(r))
+                    for i in as_json:
+                        v = values[i]
+                        if v is not None and not isinstance(v, str):
+                            values[i] = json.dumps(v)
+                    values += (ident.developer, ident.host, r.get("project"), bool(r.get("counted", True)))
+                    copy.write_row(values)
+            cur.execute(rollup_insert_sql(stage))
             return int(cur.fetchone()[0])
-
-    def _value(self, name: str, value: Any) -> Any:
-        if value is not None and name in self._json and not isinstance(value, str):
-            return json.dumps(value)
-        return value
 
     def close(self) -> None:
         if self._con is not None:

@@ -7,7 +7,9 @@ local schema so the list is written once: `sync_columns`) plus who shipped them 
 before the first row of its month arrives (`ensure_partitions`), and `llmsm team prune` drops
 whole months. `usage_hourly` is kept current by each shipped batch, in the batch's own
 statement, from the rows that batch really inserted: a resent batch inserts nothing and adds
-nothing. Hours (not days) so that day boundaries can be taken in any time zone.
+nothing. Hours (not days) so that day boundaries can be taken in any time zone; `usage_daily`
+(the hours summed per UTC day, kept by a trigger on usage_hourly) lets a report read a day in
+one row, corrected by the few hours whose local day differs.
 """
 
 from __future__ import annotations
@@ -95,6 +97,77 @@ def t003_team_budgets(cur: Any) -> None:
         )
         """
     )
+
+
+@migration
+def t004_usage_daily(cur: Any) -> None:
+    """The daily rollup: usage_hourly summed per UTC day, kept by a trigger on usage_hourly (so
+    every writer, of any llmsm version, keeps it, in the writer's own statement). The reports
+    read it and correct it with the few hours whose local day is not their UTC day
+    (analytics/team/reports.py). `cost_usd` is a plain sum (0 for none), `priced_hours` how
+    many of the day's hourly rows have a cost: none means the cost is unknown (NULL)."""
+    keys = ", ".join(ROLLUP_KEYS[1:])
+    sums = ",\n".join(f"{name} bigint NOT NULL DEFAULT 0" for name in ROLLUP_SUMS)
+    names = ", ".join(ROLLUP_SUMS)
+    cur.execute("LOCK TABLE usage_hourly IN SHARE ROW EXCLUSIVE MODE")  # no writer between the copy and the trigger
+    cur.execute(
+        f"""
+        CREATE TABLE usage_daily (
+            day date NOT NULL,
+            developer text NOT NULL,
+            host text NOT NULL,
+            project text,
+            provider text,
+            model text,
+            client text,
+            {sums},
+            cost_usd double precision NOT NULL DEFAULT 0,
+            priced_hours bigint NOT NULL DEFAULT 0,
+            CONSTRAINT usage_daily_key UNIQUE NULLS NOT DISTINCT (day, {keys})
+        )
+        """
+    )
+
+    def upsert(rec: str, sign: str) -> str:
+        vals = ", ".join(f"{sign}{rec}.{n}" for n in ROLLUP_SUMS)
+        return (f"INSERT INTO usage_daily AS d (day, {keys}, {names}, cost_usd, priced_hours) VALUES "
+                f"(({rec}.hour AT TIME ZONE 'UTC')::date, {', '.join(f'{rec}.{k}' for k in ROLLUP_KEYS[1:])}, {vals}, "
+                f"{sign}coalesce({rec}.cost_usd, 0), {sign}({rec}.cost_usd IS NOT NULL)::int) "
+                f"ON CONFLICT ON CONSTRAINT usage_daily_key DO UPDATE SET "
+                + ", ".join(f"{n} = d.{n} + excluded.{n}" for n in (*ROLLUP_SUMS, "cost_usd", "priced_hours")) + ";")
+
+    same = " AND ".join(f"OLD.{k} IS NOT DISTINCT FROM NEW.{k}" for k in ROLLUP_KEYS)
+    delta = ", ".join(f"NEW.{n} - OLD.{n}" for n in ROLLUP_SUMS)
+    cur.execute(
+        f"""
+        CREATE FUNCTION llmsm_usage_daily() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'UPDATE' AND {same} THEN
+                INSERT INTO usage_daily AS d (day, {keys}, {names}, cost_usd, priced_hours) VALUES
+                    ((NEW.hour AT TIME ZONE 'UTC')::date, {', '.join(f'NEW.{k}' for k in ROLLUP_KEYS[1:])}, {delta},
+                     coalesce(NEW.cost_usd, 0) - coalesce(OLD.cost_usd, 0),
+                     (NEW.cost_usd IS NOT NULL)::int - (OLD.cost_usd IS NOT NULL)::int)
+                ON CONFLICT ON CONSTRAINT usage_daily_key DO UPDATE SET
+                    {", ".join(f"{n} = d.{n} + excluded.{n}" for n in (*ROLLUP_SUMS, "cost_usd", "priced_hours"))};
+                RETURN NULL;
+            END IF;
+            IF TG_OP = 'UPDATE' THEN
+                {upsert("OLD", "-")}
+            END IF;
+            {upsert("NEW", "")}
+            RETURN NULL;
+        END $$
+        """
+    )
+    cur.execute(
+        f"""
+        INSERT INTO usage_daily (day, {keys}, {names}, cost_usd, priced_hours)
+        SELECT (hour AT TIME ZONE 'UTC')::date, {keys}, {", ".join(f"sum({n})" for n in ROLLUP_SUMS)},
+               coalesce(sum(cost_usd), 0), count(cost_usd)
+        FROM usage_hourly GROUP BY 1, {keys}
+        """
+    )
+    cur.execute("CREATE TRIGGER usage_daily_sync AFTER INSERT OR UPDATE ON usage_hourly FOR EACH ROW EXECUTE FUNCTION llmsm_usage_daily()")
 
 
 _PG_TYPES = {
@@ -215,6 +288,7 @@ def prune(con: Any, cutoff: datetime, *, dry_run: bool = False) -> dict[str, Any
                 cur.execute(f"DROP TABLE {partition_name(m)}")
             if keep_from is not None:
                 cur.execute("DELETE FROM usage_hourly WHERE hour < %s", [datetime(keep_from.year, keep_from.month, 1, tzinfo=timezone.utc)])
+                cur.execute("DELETE FROM usage_daily WHERE day < %s", [keep_from])  # the trigger sees no DELETE
     return {
         "cutoff": cutoff.isoformat(),
         "dropped_months": [m.strftime("%Y-%m") for m in old],

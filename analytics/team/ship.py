@@ -32,11 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from llmsm.analytics import store
 from llmsm.analytics.events import EVENT_COLUMNS
+
+if TYPE_CHECKING:
+    from llmsm.analytics import store
 
 log = logging.getLogger("llmsm.ship")
 
@@ -101,6 +103,8 @@ def read_batch(db: Path, after: int, limit: int, *, share_content: bool, timeout
         WITH o AS (SELECT id, seq FROM event_order WHERE seq > $after ORDER BY seq LIMIT $limit)
         SELECT {cols}, {_PROJECT_SQL} AS project, {_COUNTED_SQL} AS counted, o.seq AS _seq
         FROM o JOIN events e USING (id) ORDER BY o.seq"""
+    from llmsm.analytics import store  # here, not at the top: a team report must not load DuckDB
+
     with store.read_attached(db, timeout=timeout) as con:
         cur = con.execute(sql, {"after": after, "limit": limit})
         names = [d[0] for d in cur.description]
@@ -146,12 +150,16 @@ def positions(con: Any) -> list[str]:
 
 
 def _load_position(db: Path, target: str, timeout: float) -> int:
+    from llmsm.analytics import store
+
     with store.write_attached(db, timeout=timeout) as con:
         con.execute("INSERT INTO ship_positions (target) VALUES (?) ON CONFLICT DO NOTHING", [target])
         return int(con.execute("SELECT position FROM ship_positions WHERE target = ?", [target]).fetchone()[0])
 
 
 def record_attempt(db: Path, target: str, timeout: float = 2.0, *, position: int | None = None, shipped: int = 0, error: str | None = None) -> None:
+    from llmsm.analytics import store
+
     now = datetime.now(timezone.utc)
     with store.write_attached(db, timeout=timeout) as con:
         con.execute("INSERT INTO ship_positions (target) VALUES (?) ON CONFLICT DO NOTHING", [target])
@@ -236,6 +244,8 @@ class ShipLoop:
             pass
 
     def _run(self) -> None:
+        from llmsm.analytics import store
+
         delay = self.interval
         while not self._stop.is_set():
             try:
