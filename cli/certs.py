@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +42,8 @@ def ensure_ca() -> Path:
 
 
 def _system_roots() -> Path | None:
+    import ssl  # here: every other command would pay for its import
+
     paths = ssl.get_default_verify_paths()
     for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"):
         if candidate and Path(candidate).is_file():

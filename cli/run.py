@@ -17,8 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -235,6 +233,9 @@ def _probe(host: str, port: Any) -> dict | None:
     """GET / on the gateway: its JSON answer, or None when nothing (or not llmsm) answers there."""
     if not isinstance(port, int) or not 0 < port < 65536:
         return None
+    import urllib.error  # here: every other command would pay for http.client and ssl
+    import urllib.request
+
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via the user's proxy
     request = urllib.request.Request(f"http://{_client_host(host)}:{port}/", headers={"User-Agent": f"llmsm-run/{__version__}"})
     try:
