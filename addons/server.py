@@ -47,6 +47,7 @@ class GatewayConfig:
     team_share_content: bool = False  # ship session digests too
     otlp_endpoint: str = ""  # OTLP/HTTP endpoint (or the OTEL_EXPORTER_OTLP_* variables)
     flush_interval: float | None = None  # seconds between the writer's commits (None: the writer's default)
+    status_files: bool = True  # the per-session status snapshot for `llmsm statusline` (status_snapshot.py)
 
 
 def ca_dir() -> Path:
@@ -272,6 +273,8 @@ async def _serve(config: GatewayConfig, on_ready) -> None:
     )
     if config.flush_interval is not None:
         opts.update(llmsm_flush_interval=config.flush_interval)
+    if not config.status_files:
+        opts.update(llmsm_status=False)
     if config.upstream_ca is not None:
         opts.update(ssl_verify_upstream_trusted_ca=str(upstream_bundle(config.upstream_ca)))
     loop = asyncio.get_running_loop()

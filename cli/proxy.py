@@ -70,6 +70,9 @@ def proxy(
         float | None,
         typer.Option("--flush-interval", help="Seconds between the database writer's commits, i.e. how far behind `llmsm watch` may be (0.5 by default).", min=0.01, show_default=False),
     ] = None,
+    no_status_files: Annotated[
+        bool, typer.Option("--no-status-files", help="Keep no per-session status file for `llmsm statusline` (it then prints the global line).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every exchange.")] = False,
 ) -> None:
     from llmsm.addons.server import GatewayConfig, GatewayError, run, state_file_for
@@ -82,7 +85,7 @@ def proxy(
         auth_token=auth_token or "", upstream_ca=upstream_ca, content=not no_content,
         team_db=team_db or "", developer=developer or "",
         team_share_content=team_share_content, otlp_endpoint=otlp_endpoint or "",
-        flush_interval=flush_interval,
+        flush_interval=flush_interval, status_files=not no_status_files,
     )
 
     def on_ready(state: dict) -> None:

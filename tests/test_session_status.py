@@ -259,3 +259,20 @@ def test_session_input_from_a_pipe_that_stays_open():
     assert piped(b"", close=True)[0] is None
     assert piped(b"not json", close=True)[0] is None
     assert piped(b'{"model": {}}', close=True)[0] is None
+
+
+def test_no_status_files_keeps_none(upstream, tmp_path):
+    from tests.conftest import Gateway
+
+    gw = Gateway(tmp_path, upstream.url, extra_args=("--no-status-files",)).start()
+    try:
+        sid = str(uuid.uuid4())
+        headers = {"user-agent": CC_UA, "x-app": "cli", "x-claude-code-session-id": sid,
+                   "x-api-key": TEST_KEYS["anthropic"], "anthropic-version": "2023-06-01"}
+        body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(f"{gw.url}/anthropic/v1/messages", json=body, headers=headers, timeout=15).status_code == 200
+        gw.wait_rows(1, f"session_id = '{sid}'")
+        time.sleep(0.3)  # the snapshot thread would have written by now (it writes right after each event)
+        assert not os.path.exists(snapshot_dir(gw.db))
+    finally:
+        gw.stop()
