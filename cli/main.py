@@ -9,7 +9,7 @@ import typer
 
 from llmsm import __version__
 
-app = typer.Typer(
+_app = typer.Typer(
     name="llmsm",
     help="LLM Session Manager: exact usage, health and cost of your AI coding sessions, read from the wire.",
     no_args_is_help=True,
@@ -25,25 +25,66 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     pass
 
 
-def _register() -> None:
-    from llmsm.cli import certs, cost, dashboard, handoff, imports, mcp, memory, proxy, report, run, sessions, sql, team
+# The modules that register commands, in the order `llmsm --help` lists them, and the top-level
+# names each registers: `llmsm NAME ...` imports only NAME's module (each costs start-up: rich
+# tables, SQL, analytics), `llmsm`, `llmsm --help` and any other word import them all.
+# tests/test_cli.py checks this table against what the modules really register.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "proxy": ("proxy", "stop"),
+    "run": ("run",),
+    "sessions": ("sessions",),
+    "dashboard": ("watch", "top", "show", "health", "statusline"),
+    "handoff": ("handoff",),
+    "cost": ("cost", "quota", "budget"),
+    "report": ("export", "reconcile", "prune", "report"),
+    "imports": ("import",),
+    "sql": ("sql",),
+    "certs": ("certs",),
+    "team": ("team",),
+    "mcp": ("mcp",),
+    "memory": ("memory",),
+}
+_MODULE_OF = {name: module for module, names in COMMAND_MODULES.items() for name in names}
 
-    for module in (proxy, run, sessions, dashboard, handoff, cost, report, imports, sql, certs, team, mcp, memory):
-        module.register(app)
+
+_registered: set[str] = set()
 
 
-_register()
+def _register(modules) -> typer.Typer:
+    """The app with the commands of `modules` registered (each module once)."""
+    import importlib
+
+    for module in modules:
+        if module not in _registered:
+            _registered.add(module)
+            importlib.import_module(f"llmsm.cli.{module}").register(_app)
+    return _app
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    module = _MODULE_OF.get(args[0]) if args else None
+    if module is not None and not _registered:
+        _register((module,))
+    elif args != ["--version"]:
+        _register(COMMAND_MODULES)
+    _app(args=args, prog_name="llmsm")
+
+
+def __getattr__(name: str):
+    # `from llmsm.cli.main import app`: the app with every command (the tests, embedders).
+    if name == "app":
+        return _register(COMMAND_MODULES)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,33 @@ def test_help_and_version():
     assert p.returncode == 0 and p.stdout.startswith("llmsm ")
 
 
+def test_the_command_table_names_what_each_module_registers():
+    """`llmsm NAME` loads only the module cli/main.py's table names for NAME: the table must say
+    exactly what each module registers, and name every module that registers commands."""
+    import importlib
+
+    import typer
+
+    from llmsm.cli.main import COMMAND_MODULES
+
+    for module, names in COMMAND_MODULES.items():
+        app = typer.Typer()
+        importlib.import_module(f"llmsm.cli.{module}").register(app)
+        got = [c.name for c in app.registered_commands] + [g.name or g.typer_instance.info.name for g in app.registered_groups]
+        assert sorted(got) == sorted(names), module
+    registering = {f.stem for f in (REPO / "cli").glob("*.py") if "\ndef register(app" in f.read_text()}
+    assert registering == set(COMMAND_MODULES)
+
+
+def test_a_command_loads_only_its_module():
+    code = ("import sys; from llmsm.cli.main import main\n"
+            "try:\n    main(['sessions', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('llmsm.cli.')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    loaded = eval(p.stdout.strip().splitlines()[-1])
+    assert "llmsm.cli.sessions" in loaded and "llmsm.cli.dashboard" not in loaded and "llmsm.cli.team" not in loaded, loaded
+
+
 def test_every_help_text_is_shown_whole():
     """rich reads "[...]" in a help text as markup and drops it silently ("... file ." was left
     of a "[default: ...]"). Every option and argument help of every command is checked."""
