@@ -103,19 +103,25 @@ def load_stamps(db: Path, source: str, timeout: float) -> dict[str, tuple[int, i
     """(size, mtime_ns) of every file of `source` as last read (empty without a database or
     table): what tells an unchanged file, read without the rest of its state (cheap for the
     thousands of files an import finds unchanged)."""
+    rows = _read_state(db, timeout, f"SELECT path, size, mtime_ns FROM {STATE_TABLE} WHERE source = $source", {"source": source})
+    return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
+
+
+def _read_state(db: Path, timeout: float, sql: str, params: dict[str, Any]) -> list[tuple]:
+    """Rows of the import state table on a short read-only connection; none without a database
+    or table (a database this version could not migrate, held by a writer: read everything)."""
     try:
         con = connect(db, read_only=True, timeout=timeout)
     except DatabaseMissing:
-        return {}
+        return []
     try:
-        rows = con.execute(f"SELECT path, size, mtime_ns FROM {STATE_TABLE} WHERE source = ?", [source]).fetchall()
+        return con.execute(sql, params).fetchall()
     except duckdb.CatalogException:
-        return {}  # a database this version could not migrate (held by a writer): read everything
+        return []
     except duckdb.Error as exc:
         raise StoreError(f"cannot read {db}: {_one_line(exc)}") from exc
     finally:
         con.close()
-    return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
 
 def load_states(db: Path, source: str, timeout: float, paths: list[str] | None = None) -> dict[str, FileState]:
@@ -123,23 +129,12 @@ def load_states(db: Path, source: str, timeout: float, paths: list[str] | None =
     without a database or table)."""
     if paths is not None and not paths:
         return {}
-    try:
-        con = connect(db, read_only=True, timeout=timeout)
-    except DatabaseMissing:
-        return {}
-    try:
-        sql = f"SELECT path, size, mtime_ns, read_bytes, fingerprint, earliest, carry FROM {STATE_TABLE} WHERE source = $source"
-        params: dict[str, Any] = {"source": source}
-        if paths is not None:
-            sql += " AND path IN (SELECT unnest($paths::VARCHAR[]))"
-            params["paths"] = paths
-        rows = con.execute(sql, params).fetchall()
-    except duckdb.CatalogException:
-        return {}  # a database this version could not migrate (held by a writer): read everything
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot read {db}: {_one_line(exc)}") from exc
-    finally:
-        con.close()
+    sql = f"SELECT path, size, mtime_ns, read_bytes, fingerprint, earliest, carry FROM {STATE_TABLE} WHERE source = $source"
+    params: dict[str, Any] = {"source": source}
+    if paths is not None:
+        sql += " AND path IN (SELECT unnest($paths::VARCHAR[]))"
+        params["paths"] = paths
+    rows = _read_state(db, timeout, sql, params)
     out = {}
     for path, size, mtime_ns, read_bytes, fp, earliest, carry in rows:
         try:
