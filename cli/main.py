@@ -59,12 +59,11 @@ _registered: set[str] = set()
 
 def _register(modules) -> typer.Typer:
     """The app with the commands of `modules` registered (each module once)."""
-    import importlib
-
     for module in modules:
         if module not in _registered:
             _registered.add(module)
-            importlib.import_module(f"llmsm.cli.{module}").register(_app)
+            # __import__, not importlib.import_module: `python -X importtime` sees only the former
+            __import__(f"llmsm.cli.{module}", fromlist=["register"]).register(_app)
     return _app
 
 
