@@ -174,6 +174,21 @@ def _one_scope(session: str | None, label: str | None, client: str | None, day: 
     return scope, target.strip() if target is not None else None
 
 
+def budget_limits(tokens: str | None, usd_limit: str | None, warn_at: str | None) -> tuple[int | None, float | None, float | None]:
+    """The limits `budget set` was given (local or --team), read by analytics/budgets.py; a
+    missing or malformed one ends the command with its error."""
+    from llmsm.analytics import budgets
+
+    if tokens is None and usd_limit is None:
+        fail("give a limit: --tokens N or --usd X (or both)")
+    try:
+        return (budgets.parse_tokens(tokens) if tokens is not None else None,
+                budgets.parse_usd(usd_limit) if usd_limit is not None else None,
+                budgets.parse_warn_at(warn_at) if warn_at is not None else None)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def budget_set(
     session: SessionScope = None,
     label: LabelScope = None,
@@ -200,14 +215,7 @@ def budget_set(
             fail("--team budgets are per --developer, --project or --all")
         return team_budget_set(team_db, developer, project, all_, day, month, tokens, usd_limit, warn_at, as_json)
     scope, target = _one_scope(session, label, client, day)
-    if tokens is None and usd_limit is None:
-        fail("give a limit: --tokens N or --usd X (or both)")
-    try:
-        max_tokens = budgets.parse_tokens(tokens) if tokens is not None else None
-        max_usd = budgets.parse_usd(usd_limit) if usd_limit is not None else None
-        warn = budgets.parse_warn_at(warn_at) if warn_at is not None else None
-    except ValueError as exc:
-        fail(str(exc))
+    max_tokens, max_usd, warn = budget_limits(tokens, usd_limit, warn_at)
     from llmsm.analytics.store import StoreError, open_db
 
     try:

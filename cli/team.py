@@ -318,8 +318,8 @@ def prune(
 def team_budget_set(team_db: str | None, developer: str | None, project: str | None, all_: bool, day: bool, month: bool,
                     tokens: str | None, usd_limit: str | None, warn_at: str | None, as_json: bool) -> None:
     """`llmsm budget set --team ...` (cli/cost.py hands it over)."""
-    from llmsm.analytics import budgets
     from llmsm.analytics.team import budgets as team_budgets
+    from llmsm.cli.cost import budget_limits
 
     scopes = [(s, t) for s, t, on in (("developer", developer, developer is not None), ("project", project, project is not None),
                                         ("all", None, all_)) if on]
@@ -330,14 +330,7 @@ def team_budget_set(team_db: str | None, developer: str | None, project: str | N
     scope, target = scopes[0]
     if scope != "all" and not (target or "").strip():
         fail(f"--{scope} needs a name")
-    if tokens is None and usd_limit is None:
-        fail("give a limit: --tokens N or --usd X (or both)")
-    try:
-        max_tokens = budgets.parse_tokens(tokens) if tokens is not None else None
-        max_usd = budgets.parse_usd(usd_limit) if usd_limit is not None else None
-        warn = budgets.parse_warn_at(warn_at) if warn_at is not None else None
-    except ValueError as exc:
-        fail(str(exc))
+    max_tokens, max_usd, warn = budget_limits(tokens, usd_limit, warn_at)
     con = team_connect(team_db)
     try:
         budget, created = team_budgets.set_budget(con, scope, target, "day" if day else "month",
