@@ -944,7 +944,8 @@ def _session_quota_share(con: duckdb.DuckDBPyConnection, session_id: str, at: da
     that it did not use are left out)."""
     from .quota_share import quota_shares, session_shares
 
-    return [w for w in session_shares(quota_shares(con, now=at), session_id) if w["share_pct"] or w["estimated"]]
+    windows = quota_shares(con, now=at, session_id=session_id)
+    return [w for w in session_shares(windows, session_id) if w["share_pct"] or w["estimated"]]
 
 
 if __name__ == "__main__":

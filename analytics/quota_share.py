@@ -218,13 +218,27 @@ def feed(trackers: dict[tuple, ShareTracker], rows: list[tuple]) -> None:
             sid, {str(k): str(v) for k, v in h.items() if v is not None}, observed_at(started, ended, ttft), started, ended)
 
 
-def quota_shares(con: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+_SESSION_ACCOUNTS_SQL = """
+SELECT DISTINCT account FROM events
+WHERE session_id = $sid AND ratelimit IS NOT NULL AND started_at >= $since AND started_at <= $now
+"""
+
+
+def quota_shares(con: Any, now: datetime | None = None, *, session_id: str | None = None) -> list[dict[str, Any]]:
     """The current quota windows of every account with each session's share (the dicts of
     `ShareTracker.shares()` plus account and provider; each session also has label and client),
-    from the responses of the last 7 days. Most used window first per account."""
+    from the responses of the last 7 days. Most used window first per account. With
+    `session_id`: only the accounts that session used (its screen refreshes every second)."""
     now = _utc(now) if now is not None else datetime.now(UTC)
     trackers: dict[tuple, ShareTracker] = {}
-    feed(trackers, tracker_rows(con, now))
+    accounts = None
+    if session_id is not None:
+        accounts = [r[0] for r in con.execute(_SESSION_ACCOUNTS_SQL, {"sid": session_id, "since": now - LOOKBACK, "now": now}).fetchall()]
+    if accounts is None or None in accounts:  # a response without an account: tracker_rows cannot pick it out
+        feed(trackers, tracker_rows(con, now))
+    else:
+        for account in accounts:
+            feed(trackers, tracker_rows(con, now, account=account))
     out = []
     for (account, provider), tracker in trackers.items():
         for w in tracker.shares(now):
