@@ -396,25 +396,29 @@ def quota_by_session(db, as_json: bool) -> None:
     from rich.table import Table
 
     now = datetime.now(timezone.utc)
-    table = Table(header_style="bold", box=None, pad_edge=False)
-    for name, justify in (("account", "left"), ("window", "left"), ("session", "left"), ("client", "left"),
-                          ("share", "right"), ("requests", "right")):
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis" if name == "session" else "fold")
     estimated = False
-    for w in rows:
+    # One heading line per account and window, its sessions in a table under it: the numbers
+    # keep their columns on a narrow terminal.
+    for i, w in enumerate(rows):
         resets = w["resets_at"]
         head = f"{w['window']} {w['used_pct']:.0f}% used"
         if isinstance(resets, datetime):
             head += f", reset since {clock(resets, now)}" if w["stale"] else f", resets {clock(resets, now)}"
-        table.add_row(escape(w["account"] or "(none)"), f"[dim]{escape(head)}[/]" if w["stale"] else escape(head), "", "", "", "")
+        console.print(("\n" if i else "") + f"[bold]{escape(w['account'] or '(no account)')}[/] · "
+                      + (f"[dim]{escape(head)}[/]" if w["stale"] else escape(head)), highlight=False)
+        table = Table(header_style="bold", box=None, pad_edge=False, padding=(0, 1, 0, 2))
+        table.add_column("session", overflow="ellipsis", ratio=2)
+        table.add_column("client", overflow="ellipsis", ratio=1)
+        table.add_column("share", justify="right", no_wrap=True, min_width=5)
+        table.add_column("requests", justify="right", no_wrap=True, min_width=8)
         if w["baseline_pct"]:
-            table.add_row("", "", "[dim](before llmsm)[/]", "", f"{w['baseline_pct']:.1f}", "")
+            table.add_row("[dim](before llmsm)[/]", "", f"{w['baseline_pct']:.1f}", "")
         for s in w["sessions"]:
             mark = "~" if s["estimated"] else ""
             estimated = estimated or bool(mark)
             name = s["label"] or (s["session_id"] or "(no session)")
-            table.add_row("", "", escape(name), escape(s["client"] or ""), f"{s['share_pct']:.1f}{mark}", str(s["requests"]))
-    console.print(table)
+            table.add_row(escape(name), escape(s["client"] or ""), f"{s['share_pct']:.1f}{mark}", str(s["requests"]))
+        console.print(table)
     console.print("share: percentage points of the window, from the change between consecutive responses of the account",
                   style="dim", highlight=False, markup=False)
     if estimated:
