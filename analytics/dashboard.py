@@ -681,19 +681,16 @@ def read_frame(
     events_per_session: int = EVENTS_PER_SESSION,
     previous: Frame | None = None,
 ) -> Frame:
-    """`load_frame` on a read-only connection opened for this frame (waiting at most `timeout` s
-    for a writer) and closed before health is computed: the file is held only for the queries.
+    """`load_frame` on the file attached read-only for this frame (waiting at most `timeout` s
+    for a writer) and detached before health is computed: the file is held only for the queries.
     Raises the store's errors (DatabaseBusy, DatabaseMissing, StoreError)."""
-    from .store import connect
+    from .store import read_attached
 
     live = at is None
     at = _now() if at is None else _utc(at)
     t0 = time.perf_counter()
-    con = connect(path, read_only=True, timeout=timeout)
-    try:
+    with read_attached(path, timeout=timeout) as con:
         fresh, events, since, extras = _read(con, at, window_minutes, None, events_per_session, previous)
-    finally:
-        con.close()
     query_ms = (time.perf_counter() - t0) * 1000
     frame = _compose(fresh, events, since, previous, at, live, window_minutes, None, extras)
     frame.query_ms = query_ms
@@ -910,31 +907,29 @@ def read_session_view(
     path: str | os.PathLike[str], session_id: str, *, at: datetime | None = None, limit: int = 50,
     timeout: float = 0.25,
 ) -> SessionView | None:
-    """One session's screen on a read-only connection opened for it and closed right after
+    """One session's screen on the file attached read-only for it and detached right after
     (None when the session has no requests by `at`). Raises the store's errors."""
     from .digest import load_digest
-    from .store import StoreError, connect
+    from .store import StoreError, read_attached
 
     import duckdb
 
     at = _now() if at is None else _utc(at)
     t0 = time.perf_counter()
-    con = connect(path, read_only=True, timeout=timeout)
-    try:
-        detail = load_session(con, session_id, at=at, limit=limit)
-        if detail is None:
-            return None
-        turns, spend = session_series(con, session_id, at=at, limit=max(limit, CONTEXT_TURNS))
+    with read_attached(path, timeout=timeout) as con:
         try:
-            digest = load_digest(con, session_id, at=at).to_dict()
-        except duckdb.Error:  # a database of an older llmsm has no digests
-            digest = {}
-        conflicts = _fetch_conflicts(con, at).get(session_id, [])
-        quota_share = _session_quota_share(con, session_id, at)
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot read the database: {str(exc).strip().splitlines()[0]}") from exc
-    finally:
-        con.close()
+            detail = load_session(con, session_id, at=at, limit=limit)
+            if detail is None:
+                return None
+            turns, spend = session_series(con, session_id, at=at, limit=max(limit, CONTEXT_TURNS))
+            try:
+                digest = load_digest(con, session_id, at=at).to_dict()
+            except duckdb.Error:  # a database of an older llmsm has no digests
+                digest = {}
+            conflicts = _fetch_conflicts(con, at).get(session_id, [])
+            quota_share = _session_quota_share(con, session_id, at)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot read the database: {str(exc).strip().splitlines()[0]}") from exc
     return SessionView(detail=detail, turns=turns, spend=spend, digest=digest, conflicts=conflicts,
                        quota_share=quota_share, query_ms=(time.perf_counter() - t0) * 1000)
 

@@ -154,6 +154,29 @@ def test_read_only_connect_migrates_an_old_database(db: Path) -> None:
         ro.close()
 
 
+def test_read_attached_migrates_an_old_database_and_leaves_the_file_free(db: Path) -> None:
+    """The live screens read through read_attached (ATTACH on the process's instance): a file
+    of an older llmsm is migrated on the way, as a read-only connect would, and after the read
+    another process can write the file."""
+    db.parent.mkdir(parents=True)
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE _llmsm_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+    migrations.m001_events(con)
+    con.execute("INSERT INTO _llmsm_migrations VALUES ('m001_events', now())")
+    con.close()
+
+    with store.read_attached(db) as ro:
+        assert ro.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
+    with store.read_attached(db) as ro:  # current now: read on the attached file
+        assert migrations.is_current(ro)
+        assert ro.execute("SELECT current_database()").fetchone() != ("memory",)
+        with pytest.raises(duckdb.Error):
+            ro.execute("CREATE TABLE x (y INTEGER)")
+    writer = subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(db)!r}).close(); print('ok')"],
+                            capture_output=True, text=True, timeout=60)
+    assert writer.stdout.strip() == "ok", writer.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # views
 # --------------------------------------------------------------------------------------------
