@@ -689,7 +689,7 @@ def read_frame(
     live = at is None
     at = _now() if at is None else _utc(at)
     t0 = time.perf_counter()
-    with read_attached(path, timeout=timeout) as con:
+    with read_attached(path, timeout=timeout, migrate=True) as con:
         fresh, events, since, extras = _read(con, at, window_minutes, None, events_per_session, previous)
     query_ms = (time.perf_counter() - t0) * 1000
     frame = _compose(fresh, events, since, previous, at, live, window_minutes, None, extras)
@@ -916,7 +916,7 @@ def read_session_view(
 
     at = _now() if at is None else _utc(at)
     t0 = time.perf_counter()
-    with read_attached(path, timeout=timeout) as con:
+    with read_attached(path, timeout=timeout, migrate=True) as con:
         try:
             detail = load_session(con, session_id, at=at, limit=limit)
             if detail is None:

@@ -437,7 +437,9 @@ def insert_events(path: str | os.PathLike[str], events: Sequence[ExchangeEvent],
 
 
 @contextlib.contextmanager
-def read_attached(path: str | os.PathLike[str], timeout: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def read_attached(
+    path: str | os.PathLike[str], timeout: float = 5.0, *, migrate: bool = False,
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """The database read-only, for a reader that comes back often: inside the gateway (the
     budget guard, the status snapshot) and the live screens (`watch` reads every second).
     The file is attached to the process's one private DuckDB instance (the one the event
@@ -445,13 +447,15 @@ def read_attached(path: str | os.PathLike[str], timeout: float = 5.0) -> Iterato
     instance of its own (~30 ms of CPU to open, ~8 ms to close), and the writer cannot change
     the file while it is read. Other processes can't write it either meanwhile.
 
-    A database whose schema is behind is read through connect() instead, which migrates it
-    when nobody else holds it (as every other read-only command does).
+    `migrate`: for a process that did not open the file itself (the screens; the gateway's
+    writer migrates its database when it starts): a database whose schema is behind is read
+    through connect() instead, which migrates it when nobody else holds it, as every other
+    read-only command does (~1 ms more per read to find out).
     Raises DatabaseMissing, DatabaseBusy, DatabaseCorrupt or StoreError."""
     path = Path(path).expanduser()
     with _host.attached(path, timeout, read_only=True) as con:
         try:
-            current = migrations.is_current(con)
+            current = not migrate or migrations.is_current(con)
         except duckdb.Error:
             current = False
         if current:

@@ -165,9 +165,9 @@ def test_read_attached_migrates_an_old_database_and_leaves_the_file_free(db: Pat
     con.execute("INSERT INTO _llmsm_migrations VALUES ('m001_events', now())")
     con.close()
 
-    with store.read_attached(db) as ro:
+    with store.read_attached(db, migrate=True) as ro:
         assert ro.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
-    with store.read_attached(db) as ro:  # current now: read on the attached file
+    with store.read_attached(db, migrate=True) as ro:  # current now: read on the attached file
         assert migrations.is_current(ro)
         assert ro.execute("SELECT current_database()").fetchone() != ("memory",)
         with pytest.raises(duckdb.Error):
