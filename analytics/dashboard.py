@@ -321,8 +321,9 @@ FROM cat LEFT JOIN agg ON true LEFT JOIN run ON run.session_id = agg.session_id
 
 
 _EVENTS_SQL = f"""
+WITH scope AS ({{scope}})
 SELECT {_HEALTH_SELECT} FROM events
-WHERE session_id IN (SELECT unnest($ids::VARCHAR[])) AND started_at <= $at
+WHERE session_id IN (SELECT session_id FROM scope) AND started_at <= $at
 QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY started_at DESC) <= $n
 """
 
@@ -407,25 +408,61 @@ def _fetch(
     con: duckdb.DuckDBPyConnection, scope: str, params: dict[str, Any], n_events: int,
 ) -> tuple[list[SessionRow], dict[str, list[HealthRow]], _Extras]:
     """The round trips: aggregates, the last `n_events` events of those sessions, budgets and
-    quota windows, file conflicts."""
+    quota windows, file conflicts. The events and the conflicts are read on a second cursor in a
+    thread meanwhile (DuckDB works without the GIL): both scan what the aggregates scan, and on
+    2 cores a frame takes the longer of the two, not their sum. The file cannot change between
+    the cursors' reads: it is open read-only, which keeps every writer out."""
     at = params["at"]
-    cur = con.execute(_AGG_SQL.format(scope=scope), params)
-    columns = [d[0] for d in cur.description]
-    rows = cur.fetchall()
-    sessions = _rows_from_agg(columns, rows, at)
+    side = _side_cursor(con)
+    try:
+        later = _pool().submit(_recent_and_conflicts, side, scope, params, n_events)
+        cur = con.execute(_AGG_SQL.format(scope=scope), params)
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        sessions = _rows_from_agg(columns, rows, at)
+        cat = dict(zip(columns, rows[0])) if rows else {}
+        with_budgets = bool(cat.get("n_budgets")) and bool(cat.get("budget_view"))
+        extras = _fetch_extras(con, at, with_budgets)
+        events, extras.conflicts = later.result()  # also for the sessions an --all refresh keeps
+    finally:
+        side.close()
+    return sessions, events, extras
+
+
+def _side_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A second connection to the same database instance, on the same catalog (USE is per
+    connection)."""
+    side = con.cursor()
+    db = con.execute("SELECT current_database()").fetchone()[0]
+    side.execute(f'USE "{db}"')
+    return side
+
+
+_POOL: Any = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmsm-frame")
+    return _POOL
+
+
+def _recent_and_conflicts(
+    con: duckdb.DuckDBPyConnection, scope: str, params: dict[str, Any], n_events: int,
+) -> tuple[dict[str, list[HealthRow]], dict[str, list[dict[str, Any]]]]:
     events: dict[str, list[HealthRow]] = {}
-    if sessions and n_events > 0:
-        ids = [s.session_id for s in sessions]
-        cur = con.execute(_EVENTS_SQL, {"ids": ids, "at": at, "n": n_events})
+    if n_events > 0:
+        sql = _EVENTS_SQL.format(scope=scope)
+        used = {k: v for k, v in params.items() if f"${k}" in sql}
+        cur = con.execute(sql, {**used, "n": n_events})
         _check_health_columns(cur.description)
         make = HealthRow._make
         for r in map(make, cur.fetchall()):
             events.setdefault(r.session_id, []).append(r)
-    cat = dict(zip(columns, rows[0])) if rows else {}
-    with_budgets = bool(cat.get("n_budgets")) and bool(cat.get("budget_view"))
-    extras = _fetch_extras(con, at, with_budgets)
-    extras.conflicts = _fetch_conflicts(con, at)  # also for the sessions an --all refresh keeps
-    return sessions, events, extras
+    return events, _fetch_conflicts(con, params["at"])
 
 
 def _fetch_conflicts(con: duckdb.DuckDBPyConnection, at: datetime) -> dict[str, list[dict[str, Any]]]:

@@ -80,6 +80,18 @@ def test_list_navigation_sort_filter_and_the_session_screen(gw):
             assert costs == sorted(costs, reverse=True)
             await pilot.press("s", "s", "s")
             assert app.sort == "health"
+            titles = app.query_one("#sessions")  # a click on the cost column's title sorts by it
+            x = 0
+            for column in titles.columns:
+                if column.key == "cost":
+                    break
+                x += column.width + 2
+            else:
+                raise AssertionError("no cost column")
+            await pilot.click("#sessions", offset=(x + 1, 0))
+            assert app.sort == "cost"
+            await pilot.press("s", "s", "s")  # cost -> burn -> last -> health
+            assert app.sort == "health"
 
             await pilot.press("slash", *"shop")  # the Claude Code session's project
             await settle(app, pilot, lambda: len(app.rows) == 1)

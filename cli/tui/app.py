@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from llmsm.cli.dashboard import (
     EMPTY_HINT,
@@ -26,19 +26,13 @@ from llmsm.cli.dashboard import (
 )
 from llmsm.cli.tui import actions
 from llmsm.cli.tui.model import SORT_ORDER, SORTS, sort_for_column, visible
+from llmsm.cli.tui.widgets.session_list import Column, SessionList
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmsm.analytics.dashboard import Frame, SessionRow
 
 UTC = timezone.utc
 _RIGHT = {"score", "tokens", "cost", "burn", "req", "err", "age", "last"}
-
-
-class SessionTable(DataTable):
-    BINDINGS = [
-        Binding("j", "cursor_down", "down", show=False),
-        Binding("k", "cursor_up", "up", show=False),
-    ]
 
 
 class WatchApp(actions.SessionActions, App):
@@ -79,7 +73,7 @@ class WatchApp(actions.SessionActions, App):
         self.query_text = ""
         self.rows: list[SessionRow] = []  # as shown
         self._layout_key: tuple | None = None
-        self._shown_cells: dict[str, list[Any]] = {}
+        self._statics: dict[str, Text] = {}  # what #header and #below show
         self._refreshing = False
         self.refresh_ms = 0.0  # the last refresh: read + table update
 
@@ -87,15 +81,14 @@ class WatchApp(actions.SessionActions, App):
 
     def compose(self) -> ComposeResult:
         yield Static(id="header")
-        table = SessionTable(id="sessions", cursor_type="row", zebra_stripes=False, cell_padding=1)
-        yield table
+        yield SessionList(id="sessions")
         yield Static(id="below")
         yield Input(placeholder="filter: project, client, label or status (field:word); Enter keeps it, Esc clears",
                     id="filter")
         yield Footer()
 
     async def on_mount(self) -> None:
-        self.query_one(SessionTable).focus()
+        self.query_one(SessionList).focus()
         await self.refresh_now()
         if self.at is None:  # --at shows one moment: nothing changes
             self.set_interval(self.interval, self._tick)
@@ -156,18 +149,16 @@ class WatchApp(actions.SessionActions, App):
         return t
 
     def show_frame(self) -> None:
-        """Draw the frame: columns chosen for the width (kept while they fit), cells updated in
-        place when the same sessions are shown in the same order (no flicker), else the rows
-        replaced with the cursor kept on its session."""
+        """Draw the frame: columns chosen for the width (kept while they fit); the list draws
+        again only the rows whose cells changed (no flicker) and keeps the cursor on its session."""
         try:
-            table = self.query_one(SessionTable)
+            table = self.query_one(SessionList)
         except Exception:  # not mounted yet
             return
         width = max(20, self.size.width)
         frame = self.frame
         self.rows = visible(frame.sessions, self.sort, self.query_text) if frame is not None else []
-        self.query_one("#header", Static).update(self._header(width))
-        below = self.query_one("#below", Static)
+        self._update("#header", self._header(width))
         if frame is None or not frame.sessions:
             if self.reader.missing:
                 msg = f"no database yet at {self.db_path}: {EMPTY_HINT}"
@@ -175,11 +166,11 @@ class WatchApp(actions.SessionActions, App):
                 msg = f"no active sessions in the last {frame.window_minutes:g} min: {EMPTY_HINT}; `--all` includes older sessions"
             else:
                 msg = f"no sessions recorded yet: {EMPTY_HINT}"
-            below.update(Text(msg, style="dim"))
+            self._update("#below", Text(msg, style="dim"))
         else:
             lines = [totals_line(frame, width - 2, timing=frame.live)]
             lines += _quota_lines(frame, width - 2)
-            below.update(Text("\n").join(lines))
+            self._update("#below", Text("\n").join(lines))
 
         at = frame.at if frame is not None else datetime.now(UTC)
         wide = width >= 140
@@ -189,63 +180,44 @@ class WatchApp(actions.SessionActions, App):
         widths = {k: (reason_width if k == "reason" else natural[k]) for k, _, _ in order}
         key = tuple((k, widths[k]) for k, _, _ in order)
         if key != self._layout_key:
-            selected = self.selected_id()
-            table.clear(columns=True)
+            columns = []
             for k, title, _ in order:
                 if k == "ctx" and natural["ctx"] == 4:
                     title = "ctx"
-                label = Text(title, justify="right" if k in _RIGHT else "left")
+                label = Text(title)
                 if k in SORTS[self.sort][1][:1] or (self.sort != "health" and k == self.sort):
                     label.stylize("underline")
-                table.add_column(label, key=k, width=widths[k])
+                columns.append(Column(k, label, widths[k], right=k in _RIGHT))
+            selected = self.selected_id()
+            table.set_columns(columns)
             self._layout_key = key
-            self._shown_cells = {}
-            self._fill(table, cells, order, widths, selected)
-            return
-        self._fill(table, cells, order, widths, self.selected_id())
+        else:
+            selected = self.selected_id()
+        table.set_rows(self._row_cells(cells, order, widths), keep=selected)
 
-    def _fill(self, table: DataTable, cells: list[dict[str, Any]], order: list, widths: dict[str, int],
-              selected: str | None) -> None:
-        rows: dict[str, list[Any]] = {}
+    def _update(self, selector: str, text: Text) -> None:
+        """A Static's new text, if it is new: an update lays the screen out again."""
+        if self._statics.get(selector) != text:
+            self._statics[selector] = text
+            self.query_one(selector, Static).update(text)
+
+    def _row_cells(self, cells: list[dict[str, Any]], order: list, widths: dict[str, int]) -> dict[str, list[Text]]:
+        rows: dict[str, list[Text]] = {}
         for r, c in zip(self.rows, cells):
             values = []
             for k, _, _ in order:
                 v = c[k]
                 if k == "ctx":
                     v = fill_bar(v, widths["ctx"])
-                if not isinstance(v, Text):
-                    v = Text(str(v))
-                if k in _RIGHT:
-                    v.justify = "right"
-                v.no_wrap = True
-                v.overflow = "ellipsis"
-                values.append(v)
+                values.append(v if isinstance(v, Text) else Text(str(v)))
             rows[r.session_id] = values
-        if list(rows) == list(self._shown_cells):
-            cols = [k for k, _, _ in order]
-            for sid, values in rows.items():
-                old = self._shown_cells[sid]
-                for k, new, was in zip(cols, values, old):
-                    if new != was:
-                        table.update_cell(sid, k, new)
-        else:
-            table.clear()
-            for sid, values in rows.items():
-                table.add_row(*values, key=sid)
-            if selected in rows:
-                table.move_cursor(row=list(rows).index(selected), animate=False)
-        self._shown_cells = rows
+        return rows
 
     def selected_id(self) -> str | None:
         try:
-            table = self.query_one(SessionTable)
-        except Exception:
+            return self.query_one(SessionList).selected()
+        except Exception:  # not mounted yet
             return None
-        if not self._shown_cells or table.row_count == 0:
-            return None
-        row = table.cursor_row
-        keys = list(self._shown_cells)
-        return keys[row] if 0 <= row < len(keys) else None
 
     def selected_row(self) -> SessionRow | None:
         sid = self.selected_id()
@@ -263,10 +235,10 @@ class WatchApp(actions.SessionActions, App):
         self.sort = SORT_ORDER[(SORT_ORDER.index(self.sort) + 1) % len(SORT_ORDER)]
         self._layout_key = None
         self.show_frame()
-        self.query_one(SessionTable).move_cursor(row=0, animate=False)
+        self.query_one(SessionList).move_cursor(row=0, animate=False)
 
-    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        how = sort_for_column(str(event.column_key.value))
+    def on_session_list_header_selected(self, event: SessionList.HeaderSelected) -> None:
+        how = sort_for_column(event.column)
         if how is not None:
             self.sort = how
             self._layout_key = None
@@ -286,7 +258,7 @@ class WatchApp(actions.SessionActions, App):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
             event.input.remove_class("shown")
-            self.query_one(SessionTable).focus()
+            self.query_one(SessionList).focus()
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -295,10 +267,10 @@ class WatchApp(actions.SessionActions, App):
             self.query_text = ""
             box.value = ""
             self.show_frame()
-        self.query_one(SessionTable).focus()
+        self.query_one(SessionList).focus()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.open_session(str(event.row_key.value))
+    def on_session_list_row_selected(self, event: SessionList.RowSelected) -> None:
+        self.open_session(event.session_id)
 
     def open_session(self, session_id: str) -> None:
         from llmsm.cli.tui.session_screen import SessionScreen
