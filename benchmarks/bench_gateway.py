@@ -164,12 +164,12 @@ async def _one_round(kind: str, up: C.Server, args, proxy_cpus, shape: dict, n: 
     try:
         warm = max(100, args.concurrency * 20)
         await C.load(proxy.port, path, warm, args.concurrency, make)
-        time.sleep(1.0)  # let llmsm's writer flush the warm-up rows
+        time.sleep(1.5)  # let llmsm's writer flush the warm-up rows
         threads0 = C.thread_cpu_seconds(proxy.pid)
         cpu0 = C.cpu_seconds(proxy.pid)
         secs, failures = await C.load(proxy.port, path, n, args.concurrency, make)
         cpu1 = C.cpu_seconds(proxy.pid)
-        time.sleep(1.0)  # the writer's last batch (it flushes every 0.5 s) belongs to this load
+        time.sleep(1.5)  # the writer's last batch (it flushes every 1 s) belongs to this load
         cpu2 = C.cpu_seconds(proxy.pid)
         threads2 = C.thread_cpu_seconds(proxy.pid)
     finally:

@@ -157,7 +157,7 @@ def main() -> None:
     p.add_argument("--events", type=int, default=20, help="events per stream")
     p.add_argument("--gap", type=float, default=0.005, help="seconds between events")
     p.add_argument("--sessions", choices=("header", "conversation"), default="header")
-    p.add_argument("--settle", type=float, default=1.2, help="seconds of quiet before each sample (the writer flushes every 0.5 s)")
+    p.add_argument("--settle", type=float, default=1.5, help="seconds of quiet before each sample (the writer flushes every 1 s)")
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the same soak through bare mitmproxy")
     p.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long")
     args = p.parse_args()

@@ -68,7 +68,7 @@ def proxy(
     ] = None,
     flush_interval: Annotated[
         float | None,
-        typer.Option("--flush-interval", help="Seconds between the database writer's commits, i.e. how far behind `llmsm watch` may be (0.5 by default).", min=0.01, show_default=False),
+        typer.Option("--flush-interval", help="Seconds between the database writer's commits, i.e. how far behind `llmsm watch` may be (1 by default).", min=0.01, show_default=False),
     ] = None,
     no_status_files: Annotated[
         bool, typer.Option("--no-status-files", help="Keep no per-session status file for `llmsm statusline` (it then prints the global line).")

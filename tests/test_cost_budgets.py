@@ -58,7 +58,7 @@ def _ok_rows(gw: Gateway, session: str) -> int:
         n = gw.query(f"SELECT count(*) AS n FROM requests WHERE session_id = '{session}' AND total_tokens > 0")[0]["n"]
         if n != last:
             last, stable_since = n, time.monotonic()
-        elif time.monotonic() - stable_since > 0.8:  # the writer flushes every ~0.5 s
+        elif time.monotonic() - stable_since > 0.8:  # the test gateway's writer flushes every 0.05 s
             return n
         time.sleep(0.1)
 
