@@ -115,3 +115,20 @@ def test_titles_and_rows_answer_the_mouse_and_enter():
             assert app.selected == ["s-002", "s-003"]
 
     run(go())
+
+
+def test_no_color_keeps_what_colour_said_readable():
+    """NO_COLOR: Textual turns colours into greys (red on the dark background: unreadable), so
+    the app's cells say it with attributes instead: red is bold and reversed, other colours bold."""
+    from llmsm.cli.tui.app import monochrome
+
+    critical = monochrome(Text("critical", style="bold red"))
+    assert critical.plain == "critical" and critical.style.reverse and critical.style.bold and critical.style.color is None
+    reason = Text("2 errors: ")
+    reason.append("overloaded", style="yellow")
+    reason.append(" (529)", style="underline")
+    mono = monochrome(reason)
+    styles = {mono.plain[s.start:s.end]: s.style for s in mono.spans}
+    assert styles["overloaded"].bold and styles["overloaded"].color is None and not styles["overloaded"].reverse
+    assert styles[" (529)"].underline
+    assert monochrome(Text("plain")) == Text("plain")

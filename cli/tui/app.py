@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -197,6 +198,8 @@ class WatchApp(actions.SessionActions, App):
 
     def _update(self, selector: str, text: Text) -> None:
         """A Static's new text, if it is new: an update lays the screen out again."""
+        if self.no_color:
+            text = monochrome(text)
         if self._statics.get(selector) != text:
             self._statics[selector] = text
             self.query_one(selector, Static).update(text)
@@ -209,7 +212,8 @@ class WatchApp(actions.SessionActions, App):
                 v = c[k]
                 if k == "ctx":
                     v = fill_bar(v, widths["ctx"])
-                values.append(v if isinstance(v, Text) else Text(str(v)))
+                v = v if isinstance(v, Text) else Text(str(v))
+                values.append(monochrome(v) if self.no_color else v)
             rows[r.session_id] = values
         return rows
 
@@ -279,6 +283,24 @@ class WatchApp(actions.SessionActions, App):
 
     def current_session(self) -> SessionRow | None:
         return self.selected_row()
+
+
+def monochrome(text: Text) -> Text:
+    """`text` for NO_COLOR: what was red is bold and reversed, other colours bold, the rest as
+    it was. (Textual's monochrome filter turns colours into greys: red text became a dark grey
+    on the dark grey background, next to unreadable.)"""
+    def plain(style: str | Style) -> Style:
+        style = Style.parse(style) if isinstance(style, str) else style
+        if style.color is None and style.bgcolor is None:
+            return style
+        red = style.color is not None and "red" in style.color.name
+        return Style(bold=True, reverse=True if red else None, italic=style.italic, underline=style.underline)
+
+    out = Text(text.plain, style=plain(text.style), justify=text.justify, overflow=text.overflow,
+               no_wrap=text.no_wrap, end=text.end)
+    for span in text.spans:
+        out.stylize(plain(span.style), span.start, span.end)
+    return out
 
 
 _EMPTY_CELLS: dict[str, Any] = {k: "" for k in (
