@@ -1,15 +1,17 @@
 """The data behind `llmsm watch`, `show` and `health`.
 
-A dashboard frame is four SQL round trips on a read-only connection that is opened for the frame
-and closed right after (DuckDB locks the file per process: holding it would block the gateway's
-writes):
+A dashboard frame is four SQL round trips on the file attached read-only for the frame and
+detached right after (store.read_attached: DuckDB locks the file per process, and holding it
+would block the gateway's writes; attaching it to the process's one DuckDB instance costs a few
+milliseconds where opening an instance costs ~40). The second and fourth run on a second cursor
+in a thread while the first runs:
 
 1. per-session aggregates (first/last seen, requests, errors, turns, tokens, cost, tokens of the
    last 10 minutes for the burn rate, the first TTFTs for the slowdown baseline, the latest
    `llmsm run`) for the sessions in scope: active within a window (default 60 min), all, or
    given ids;
-2. the last 50 events of each of those sessions (a `row_number()` window), only the fields the
-   health model reads (`health_rules.HEALTH_FIELDS`, one `HealthRow` each);
+2. the last 50 events of each of those sessions (a `row_number()` window over the same scope),
+   only the fields the health model reads (`health_rules.HEALTH_FIELDS`, one `HealthRow` each);
 3. one small query for budgets and quota windows (analytics/live.py, shared with the status
    line): the `budget_status` rows only when the `budgets` table has rows and the view exists
    (the first query reads that from the catalog, so a database without budgets pays nothing
