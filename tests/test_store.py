@@ -135,13 +135,18 @@ def test_views_are_recreated_when_views_sql_changes(db: Path) -> None:
         con.close()
 
 
-def test_read_only_connect_migrates_an_old_database(db: Path) -> None:
+def _write_first_schema(db: Path) -> None:
+    """A database as the first llmsm left it: migration m001 only."""
     db.parent.mkdir(parents=True)
     con = duckdb.connect(str(db))
     con.execute("CREATE TABLE _llmsm_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
     migrations.m001_events(con)
     con.execute("INSERT INTO _llmsm_migrations VALUES ('m001_events', now())")
     con.close()
+
+
+def test_read_only_connect_migrates_an_old_database(db: Path) -> None:
+    _write_first_schema(db)
 
     ro = store.connect(db, read_only=True)
     try:
@@ -158,12 +163,7 @@ def test_read_attached_migrates_an_old_database_and_leaves_the_file_free(db: Pat
     """The live screens read through read_attached (ATTACH on the process's instance): a file
     of an older llmsm is migrated on the way, as a read-only connect would, and after the read
     another process can write the file."""
-    db.parent.mkdir(parents=True)
-    con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE _llmsm_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
-    migrations.m001_events(con)
-    con.execute("INSERT INTO _llmsm_migrations VALUES ('m001_events', now())")
-    con.close()
+    _write_first_schema(db)
 
     with store.read_attached(db, migrate=True) as ro:
         assert ro.execute("SELECT count(*) FROM sessions").fetchone() == (0,)

@@ -41,17 +41,23 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def shown(app: Host, pilot, n: int) -> SessionList:
+    """The host's list with COLUMNS and n rows, drawn."""
+    sl = app.query_one(SessionList)
+    sl.set_columns(COLUMNS)
+    sl.set_rows(rows(n))
+    await pilot.pause()
+    return sl
+
+
 def test_a_refresh_draws_again_only_the_rows_that_changed():
     async def go():
         app = Host()
         async with app.run_test(size=(40, 12)) as pilot:
-            sl = app.query_one(SessionList)
-            sl.set_columns(COLUMNS)
-            sl.set_rows(rows(8))
-            await pilot.pause()
+            sl = await shown(app, pilot, 8)
             assert sl.renders == 8  # every row once
-            shown = app.export_screenshot()
-            assert "s-007" in shown and "$7.00" in shown
+            screen = app.export_screenshot()
+            assert "s-007" in screen and "$7.00" in screen
 
             sl.set_rows(rows(8))  # the same cells: nothing drawn again
             await pilot.pause()
@@ -71,10 +77,7 @@ def test_the_cursor_follows_its_session_and_stays_in_view():
     async def go():
         app = Host()
         async with app.run_test(size=(40, 12)) as pilot:
-            sl = app.query_one(SessionList)
-            sl.set_columns(COLUMNS)
-            sl.set_rows(rows(50))
-            await pilot.pause()
+            sl = await shown(app, pilot, 50)
             sl.move_cursor(row=5)
             reordered = dict(reversed(list(rows(50).items())))
             sl.set_rows(reordered, keep="s-005")
@@ -100,10 +103,7 @@ def test_titles_and_rows_answer_the_mouse_and_enter():
     async def go():
         app = Host()
         async with app.run_test(size=(40, 12)) as pilot:
-            sl = app.query_one(SessionList)
-            sl.set_columns(COLUMNS)
-            sl.set_rows(rows(5))
-            await pilot.pause()
+            sl = await shown(app, pilot, 5)
             await pilot.click(SessionList, offset=(14, 0))  # the "cost" title (session is 12 wide)
             await pilot.click(SessionList, offset=(2, 0))
             assert app.titles == ["cost", "session"]
