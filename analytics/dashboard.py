@@ -416,8 +416,8 @@ def _fetch(
     the cursors' reads: it is open read-only, which keeps every writer out."""
     at = params["at"]
     side = _side_cursor(con)
+    later = _pool().submit(_recent_and_conflicts, side, scope, params, n_events)
     try:
-        later = _pool().submit(_recent_and_conflicts, side, scope, params, n_events)
         cur = con.execute(_AGG_SQL.format(scope=scope), params)
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()
@@ -427,6 +427,7 @@ def _fetch(
         extras = _fetch_extras(con, at, with_budgets)
         events, extras.conflicts = later.result()  # also for the sessions an --all refresh keeps
     finally:
+        later.exception()  # when the aggregates failed: the side read ends before its cursor closes
         side.close()
     return sessions, events, extras
 
