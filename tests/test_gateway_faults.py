@@ -143,18 +143,11 @@ def test_client_gone_mid_stream(gateway):
 
 HOLDER = textwrap.dedent(
     """
-    import sys, time, duckdb
+    import sys, time
+    from llmsm.analytics import store
     # The gateway's writer holds the file for a moment each batch (other tests share this
-    # gateway), so the holder, like any other process would, waits for its turn first.
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            con = duckdb.connect(sys.argv[1])
-            break
-        except duckdb.IOException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    # gateway): the holder waits for its turn as llmsm's own commands do.
+    con = store.connect(sys.argv[1], timeout=20)
     print("holding", flush=True)
     time.sleep(float(sys.argv[2]))
     con.close()
