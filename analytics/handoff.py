@@ -342,7 +342,7 @@ _PARENT_SQL = "SELECT parent_session FROM runs WHERE session_id = $sid AND paren
 
 def _context(con: Any, session_id: str) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """(context, provider, model): the latest main-agent turn with usage against its window."""
-    from .statusline import _context_windows  # the status line's window cache: no slow prices import
+    from .prices import context_window  # from its cache file: genai-prices is not imported for it
 
     row = con.execute(_TURN_SQL, {"sid": session_id}).fetchone()
     latest = con.execute(_LATEST_SQL, {"sid": session_id}).fetchone() or (None, None)
@@ -352,9 +352,8 @@ def _context(con: Any, session_id: str) -> tuple[dict[str, Any] | None, str | No
     t_provider, t_model, long_context, prompt = row
     window = None
     if t_model:
-        key = (t_provider or "", t_model, bool(long_context))
         try:
-            window = _context_windows({key}).get(key)
+            window = context_window(t_model, t_provider or None, bool(long_context))
         except Exception:  # noqa: BLE001 - a broken cache costs the fill, not the brief
             window = None
     context = {"model": t_model, "prompt_tokens": int(prompt), "context_window": window,

@@ -6,7 +6,9 @@ Public API:
   cache_write_tokens=, cache_write_1h_tokens=, at=)` -> USD as float, or None for a model nobody
   knows (never 0 for "unknown").
 - `cost_for_event(event)` -> the same for one `ExchangeEvent` (or a dict with its field names).
-- `context_window(model, provider=None, long_context=False)` -> the prompt window in tokens, or None.
+- `context_window(model, provider=None, long_context=False)` -> the prompt window in tokens, or None
+  (cached in memory and in a file, so that callers need not import genai-prices);
+  `resolve_context_window(...)` -> the same straight from genai-prices' data.
 - `known_model(provider, model)` -> bool.
 - `PriceOverrides`: per-model prices from a TOML file that win over genai-prices.
 
@@ -25,27 +27,28 @@ price has parts that this arithmetic does not cover (a per-request fee) go throu
 from __future__ import annotations
 
 import fnmatch
-import logging
+import json
 import os
 import threading
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import genai_prices
-from genai_prices import types as gp_types
-from genai_prices.data_snapshot import get_snapshot
+if TYPE_CHECKING:
+    from genai_prices import types as gp_types
 
-from .events import ExchangeEvent
+# genai-prices is imported on first use, not here: with its price data it costs ~350 ms (pydantic,
+# httpx for its updater), and the screens that only need a context window read it from the
+# cache file below without it (`llmsm watch` starts in under a second).
 
 __all__ = [
     "PriceOverride",
     "PriceOverrides",
     "context_window",
+    "resolve_context_window",
+    "answer_cache_path",
     "cost_for_event",
     "cost_usd",
     "cache_miss_extra_usd",
@@ -56,7 +59,6 @@ __all__ = [
     "clear_caches",
 ]
 
-log = logging.getLogger(__name__)
 
 _UTC = timezone.utc
 _MTOK = Decimal(1_000_000)
@@ -111,18 +113,30 @@ _lock = threading.Lock()
 _snapshot_seen: Any = None
 _LOOKUP_CACHE_MAX = 4096
 _lookup_cache: dict[tuple[str | None, str], tuple[gp_types.Provider, gp_types.ModelInfo] | None] = {}
+_get_snapshot: Any = None
+
+
+def _snapshot() -> Any:
+    """genai-prices' current data snapshot (imports genai-prices the first time)."""
+    global _get_snapshot
+    if _get_snapshot is None:
+        from genai_prices.data_snapshot import get_snapshot
+
+        _get_snapshot = get_snapshot
+    return _get_snapshot()
 
 
 def _check_snapshot() -> None:
     """Drop our caches when genai-prices switched to another data snapshot (UpdatePrices)."""
     global _snapshot_seen
-    snap = get_snapshot()
+    snap = _snapshot()
     if snap is not _snapshot_seen:
         with _lock:
             _lookup_cache.clear()
             _compiled_cache.clear()
             _entry_cache.clear()
-            context_window.cache_clear()
+            if _snapshot_seen is not None:  # a switch, not the first look: answers may differ
+                _answers.clear()
             _snapshot_seen = snap
 
 
@@ -137,7 +151,7 @@ def _lookup(provider: str | None, model_norm: str) -> tuple[gp_types.Provider, g
         return _lookup_cache[key]
     except KeyError:
         pass
-    snap = get_snapshot()
+    snap = _snapshot()
     candidates: list[str | None] = []
     if provider:
         candidates.append(PROVIDER_IDS.get(provider.lower(), provider.lower()))
@@ -156,9 +170,101 @@ def _lookup(provider: str | None, model_norm: str) -> tuple[gp_types.Provider, g
     return found
 
 
-@lru_cache(maxsize=2048)
+# Answers that need genai-prices' data (a window, a model's cache prices on a day) are kept in
+# memory and in a cache file shared by every llmsm process, so that a screen or the status line
+# gets them without importing genai-prices. The file is stamped with what the answers depend on
+# (genai-prices' data file, this module, the user's prices file); another stamp empties it.
+# Keys: "w|provider|model|long" -> window; "c|provider|model|UTC date" -> cache-miss prices.
+_answers: dict[str, Any] = {}
+_answers_loaded = False
+_answers_stamp = ""
+_ANSWERS_MAX = 4096
+
+
+def answer_cache_path() -> Path:
+    import platformdirs
+
+    return platformdirs.user_cache_path("llmsm") / "prices-cache.json"
+
+
+def _cached(key: str, compute: Any) -> Any:
+    """The answer for `key`: memory, else the file, else `compute()` -> (value, may be kept)."""
+    try:
+        return _answers[key]
+    except KeyError:
+        pass
+    with _lock:
+        if not _answers_loaded:
+            _load_answers()
+        if key in _answers:
+            return _answers[key]
+    value, keep = compute()
+    if keep:
+        with _lock:
+            if len(_answers) >= _ANSWERS_MAX:
+                _answers.clear()
+            _answers[key] = value
+            _save_answers()
+    return value
+
+
+def _answers_file_stamp() -> str:
+    """What a cached answer depends on, by size and mtime of each file."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("genai_prices")
+    files = [Path(d) / "data.py" for d in spec.submodule_search_locations or ()] if spec else []
+    files += [Path(__file__), default_overrides_path()]
+    parts = []
+    for f in files:
+        try:
+            st = f.stat()
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append("-")
+    return "|".join(parts)
+
+
+def _load_answers() -> None:
+    global _answers_loaded, _answers_stamp
+    _answers_loaded = True
+    _answers_stamp = _answers_file_stamp()
+    try:
+        data = json.loads(answer_cache_path().read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict) and data.get("stamp") == _answers_stamp and isinstance(data.get("answers"), dict):
+        for k, v in data["answers"].items():
+            if v is None or (k.startswith("w|") and type(v) is int) or (k.startswith("c|") and type(v) is list):
+                _answers.setdefault(k, v)
+
+
+def _save_answers() -> None:
+    """Write the known answers back (atomically; a failure costs the next process a lookup)."""
+    try:
+        path = answer_cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"stamp": _answers_stamp, "answers": _answers}, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def context_window(model: str | None, provider: str | None = None, long_context: bool = False) -> int | None:
     """The prompt window of `model` in tokens, or None when unknown.
+
+    `resolve_context_window`'s answer, kept in memory and in the cache file
+    (`platformdirs.user_cache_path("llmsm")/prices-cache.json`), so it costs no genai-prices import.
+    """
+    if not model:
+        return None
+    return _cached(f"w|{provider or ''}|{model}|{int(bool(long_context))}",
+                   lambda: (resolve_context_window(model, provider, long_context), True))
+
+
+def resolve_context_window(model: str | None, provider: str | None = None, long_context: bool = False) -> int | None:
+    """The prompt window of `model` in tokens from genai-prices' data, or None when unknown.
 
     Order: genai-prices' `context_window`; else FALLBACK_CONTEXT_WINDOWS (longest prefix). Claude
     models report 1,000,000 when `long_context` (the request's anthropic-beta carried
@@ -285,6 +391,8 @@ class PriceOverrides:
 
     @classmethod
     def from_toml(cls, text: str, *, source: Path | None = None) -> PriceOverrides:
+        import tomllib
+
         return cls.from_mapping(tomllib.loads(text), source=source)
 
     @classmethod
@@ -318,18 +426,27 @@ def default_overrides() -> PriceOverrides:
         except FileNotFoundError:
             ov = PriceOverrides(source=None)
         except (OSError, ValueError) as exc:
-            log.warning("ignoring price overrides in %s: %s", path, exc)
+            import logging
+
+            logging.getLogger(__name__).warning("ignoring price overrides in %s: %s", path, exc)
             ov = PriceOverrides(source=None)
         _default_overrides = ov
         _entry_cache.clear()
     return ov
 
 
+_overrides_by_hand = False  # set_default_overrides(x): cache-miss prices are not taken from the file
+
+
 def set_default_overrides(overrides: PriceOverrides | None) -> None:
     """Replace the default overrides (None: re-read the file on next use)."""
-    global _default_overrides
+    global _default_overrides, _overrides_by_hand, _answers_loaded
     _default_overrides = overrides
+    _overrides_by_hand = overrides is not None
     _entry_cache.clear()
+    with _lock:  # read the cache file again, stamped with the prices file in force now
+        _answers.clear()
+        _answers_loaded = False
 
 
 # --- compiled prices -----------------------------------------------------------------------------
@@ -346,7 +463,9 @@ _UNKNOWN = object()
 def _compile_one(value: Any) -> _Price:
     if value is None:
         return None
-    if isinstance(value, gp_types.TieredPrices):
+    from genai_prices.types import TieredPrices
+
+    if isinstance(value, TieredPrices):
         tiers = tuple(sorted(((t.start, t.price) for t in value.tiers), reverse=True))
         return ("tiers", value.base, tiers)
     return value
@@ -504,7 +623,9 @@ def cost_usd(
 
 def _slow_cost(entry: tuple, inp: int, out: int, cr: int, cw: int, cw1h: int, at: datetime) -> float | None:
     provider, model_info, _ = entry
-    usage = genai_prices.Usage(
+    from genai_prices import Usage
+
+    usage = Usage(
         input_tokens=inp + cr + cw,
         output_tokens=out,
         cache_read_tokens=cr,
@@ -515,6 +636,44 @@ def _slow_cost(entry: tuple, inp: int, out: int, cr: int, cw: int, cw1h: int, at
         return float(model_info.calc_price(usage, provider, genai_request_timestamp=at).total_price)
     except (ValueError, LookupError):  # pragma: no cover - defensive: bad data in a snapshot
         return None
+
+
+def _cache_prices_now(provider: str | None, model: str, at: datetime,
+                      overrides: PriceOverrides | None) -> tuple[_Price, _Price, _Price, _Price]:
+    """(input, cache read, cache write, 1 h cache write) compiled prices in force at `at`."""
+    _check_snapshot()
+    entry = _entry(provider, model, default_overrides() if overrides is None else overrides)
+    p = None if entry is _UNKNOWN else _prices_for(entry, at)
+    if p is None:
+        return (None,) * 4
+    return p[0], p[2], p[3], p[4]
+
+
+def _cache_prices(provider: str | None, model: str, at: datetime, overrides: PriceOverrides | None) -> tuple[Any, bool]:
+    """`_cache_prices_now` as JSON for the answer cache, and whether it holds for all of `at`'s
+    UTC day (genai-prices' start dates are UTC days; a time-of-day price, off-peak, does not)."""
+    prices = _cache_prices_now(provider, model, at, overrides)
+    if all(p is None for p in prices):
+        return None, True
+    entry = _entry(provider, model, default_overrides() if overrides is None else overrides)
+    from genai_prices.types import TimeOfDateConstraint
+
+    conditional = entry[1].prices if entry is not _UNKNOWN and entry[1] is not None else None
+    daily = not isinstance(conditional, list) or not any(
+        isinstance(c.constraint, TimeOfDateConstraint) for c in conditional)
+    return [_price_to_json(p) for p in prices], daily
+
+
+def _price_to_json(p: _Price) -> Any:
+    if type(p) is tuple:
+        return ["tiers", str(p[1]), [[start, str(price)] for start, price in p[2]]]
+    return None if p is None else str(p)
+
+
+def _price_from_json(v: Any) -> _Price:
+    if isinstance(v, list):
+        return ("tiers", Decimal(v[1]), tuple((int(start), Decimal(price)) for start, price in v[2]))
+    return None if v is None else Decimal(v)
 
 
 def cache_miss_extra_usd(
@@ -531,15 +690,17 @@ def cache_miss_extra_usd(
     for display). None for an unknown model."""
     if not model:
         return None
-    _check_snapshot()
-    entry = _entry(provider, model, default_overrides() if overrides is None else overrides)
-    if entry is _UNKNOWN:
-        return None
-    p = _prices_for(entry, at or datetime.now(_UTC))
-    if p is None:
-        return None
+    at = at or datetime.now(_UTC)
+    if overrides is None and not _overrides_by_hand:
+        day = (at.astimezone(_UTC) if at.tzinfo else at).date().isoformat()
+        card = _cached(f"c|{provider or ''}|{model}|{day}", lambda: _cache_prices(provider, model, at, None))
+        try:
+            p_in, p_cr, p_cw, p_cw1h = (_price_from_json(v) for v in card) if card else (None,) * 4
+        except (TypeError, ValueError, LookupError, ArithmeticError):  # a damaged cache file: ask genai-prices
+            p_in, p_cr, p_cw, p_cw1h = _cache_prices_now(provider, model, at, None)
+    else:
+        p_in, p_cr, p_cw, p_cw1h = _cache_prices_now(provider, model, at, overrides)
     n = _n(prompt_tokens)
-    p_in, _out, p_cr, p_cw, p_cw1h, _fast = p
     write = (p_cw1h if one_hour and p_cw1h is not None else None) or p_cw or p_in
     read = p_cr if p_cr is not None else p_in
     if write is None or read is None:
@@ -569,6 +730,8 @@ def cost_for_event(event: Any, overrides: PriceOverrides | None = None) -> float
     event's columns, each pass is priced on its own (a long-context tier depends on each pass's
     prompt, not on the sum).
     """
+    from .events import ExchangeEvent
+
     if type(event) is ExchangeEvent:
         get = event.__dict__.get
     elif isinstance(event, Mapping):
@@ -635,5 +798,5 @@ def clear_caches() -> None:
         _compiled_cache.clear()
         _entry_cache.clear()
         _snapshot_seen = None
-    context_window.cache_clear()
+        _answers.clear()
 

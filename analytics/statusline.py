@@ -28,7 +28,6 @@ itself is drawn by llmsm.cli.format.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import namedtuple
@@ -160,47 +159,17 @@ def default_db_path() -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Context windows: a cache file in front of prices.context_window (a slow import)
+# Context windows: prices.context_window (its cache file spares the status line genai-prices)
 # --------------------------------------------------------------------------------------------
 
 WindowKey = tuple[str, str, bool]  # (provider, model, long_context)
 
 
-def _window_cache_path() -> Path:
-    import platformdirs
-
-    return platformdirs.user_cache_path("llmsm") / "context-windows.json"
-
-
 def _context_windows(keys: set[WindowKey]) -> dict[WindowKey, int | None]:
-    """Windows for (provider, model, long_context) from the cache file; models not in it are
-    resolved once with prices.context_window and written back."""
-    path = _window_cache_path()
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    out: dict[WindowKey, int | None] = {}
-    missing = []
-    for k in keys:
-        sk = f"{k[0]}|{k[1]}|{int(k[2])}"
-        if sk in cached:
-            out[k] = cached[sk]
-        else:
-            missing.append((k, sk))
-    if missing:
-        from .prices import context_window
+    """Windows for (provider, model, long_context), from prices.context_window's cache file."""
+    from .prices import context_window
 
-        for k, sk in missing:
-            out[k] = cached[sk] = context_window(k[1], k[0] or None, k[2])
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cached, sort_keys=True))
-            os.replace(tmp, path)
-        except OSError:
-            pass
-    return out
+    return {k: context_window(k[1], k[0] or None, k[2]) for k in keys}
 
 
 # --------------------------------------------------------------------------------------------

@@ -203,6 +203,18 @@ class Gateway:
         raise AssertionError(f"expected {n} rows where {where}, found {len(rows)}:\n{self.log.read_text(errors='replace')[-3000:]}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """This process's cache directory (prices.py keeps its answer cache there), not the user's."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def upstream():
     up = FakeUpstream().start()

@@ -266,3 +266,98 @@ def test_decimal_overrides_accept_ints_and_strings():
     ov = PriceOverrides.from_mapping({"models": {"m": {"input_mtok": 1, "output_mtok": "2.5"}}})
     found = ov.find("m")
     assert found is not None and found.output_mtok == Decimal("2.5")
+
+
+# --- the answer cache: windows and cache-miss prices without genai-prices ----------------------
+
+def test_cache_miss_extra_usd_is_the_write_price_minus_the_read_price():
+    prices.set_default_overrides(PriceOverrides())
+    at = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    # claude-sonnet-4-5: write 3.75, 1 h write 6, read 0.30 $/MTok; over 200k the long-context tier
+    assert prices.cache_miss_extra_usd("anthropic", "claude-sonnet-4-5", 100_000, at=at) == pytest.approx(0.345)
+    assert prices.cache_miss_extra_usd("anthropic", "claude-sonnet-4-5", 100_000, one_hour=True, at=at) == pytest.approx(0.57)
+    assert prices.cache_miss_extra_usd("anthropic", "claude-sonnet-4-5", 300_000, at=at) == pytest.approx(0.3 * (7.5 - 0.6))
+    assert prices.cache_miss_extra_usd("anthropic", "no-such-model-xyz", 100_000, at=at) is None
+    prices.set_default_overrides(None)
+
+
+_PROBE = r"""
+import json, sys
+from datetime import datetime, timezone
+from llmsm.analytics import prices
+at = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+out = {
+    "window": prices.context_window("claude-sonnet-4-5-20250929", "anthropic"),
+    "window_1m": prices.context_window("claude-sonnet-4-5-20250929", "anthropic", True),
+    "unknown": prices.context_window("unknown-model-xyz"),
+    "extra": prices.cache_miss_extra_usd("anthropic", "claude-sonnet-4-5", 100_000, at=at),
+    "long": prices.cache_miss_extra_usd("anthropic", "claude-sonnet-4-5", 300_000, at=at),
+    "deepseek": prices.cache_miss_extra_usd("deepseek", "deepseek-chat", 100_000, at=at),
+    "genai_prices_imported": "genai_prices" in sys.modules,
+}
+print(json.dumps(out))
+"""
+
+
+def _probe(cache, prices_file) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache), LLMSM_PRICES=str(prices_file))
+    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_a_fresh_process_answers_from_the_cache_file_without_genai_prices(tmp_path):
+    import json
+
+    cache, absent = tmp_path / "cache", tmp_path / "absent.toml"
+    first = _probe(cache, absent)
+    assert first.pop("genai_prices_imported") is True
+    assert first["window"] == 200_000 and first["window_1m"] == 1_000_000 and first["unknown"] is None
+    assert first["extra"] == pytest.approx(0.345) and first["long"] == pytest.approx(0.3 * 6.9)
+    assert first["deepseek"] is not None
+    second = _probe(cache, absent)
+    # deepseek has off-peak (time-of-day) prices: not kept for a day, so it alone needs genai-prices
+    keys = json.loads((cache / "llmsm" / "prices-cache.json").read_text())["answers"]
+    assert not any("deepseek" in k for k in keys)
+    assert "c|anthropic|claude-sonnet-4-5|2026-03-01" in keys
+    assert second.pop("genai_prices_imported") is True  # for deepseek
+    assert second == first
+
+    # without deepseek, nothing imports genai-prices
+    probe_no_ds = _PROBE.replace('"deepseek": prices.cache_miss_extra_usd("deepseek", "deepseek-chat", 100_000, at=at),', "")
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache), LLMSM_PRICES=str(absent))
+    out = json.loads(subprocess.run([sys.executable, "-c", probe_no_ds], env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out["genai_prices_imported"] is False
+    assert out["extra"] == first["extra"] and out["window"] == first["window"]
+
+
+def test_the_cache_file_is_dropped_when_what_it_depends_on_changes(tmp_path):
+    import json
+
+    cache, absent = tmp_path / "cache", tmp_path / "absent.toml"
+    truth = _probe(cache, absent)
+    path = cache / "llmsm" / "prices-cache.json"
+    data = json.loads(path.read_text())
+    # another stamp (genai-prices updated, llmsm upgraded): the bogus answers are not used
+    forged = {k: (1 if k.startswith("w|") else ["9", "9", "99", "99"]) for k in data["answers"]}
+    path.write_text(json.dumps({"stamp": "other", "answers": forged}))
+    assert _probe(cache, absent) == truth
+    # a damaged file: answered from genai-prices, and written again
+    path.write_text("{not json")
+    assert _probe(cache, absent) == truth
+    assert json.loads(path.read_text())["answers"]
+    # the user's prices file is part of the stamp: an override takes effect at once
+    prices_file = tmp_path / "prices.toml"
+    prices_file.write_text('[models."claude-sonnet-4-5"]\ncache_write_mtok = 10.3\ncache_read_mtok = 0.3\n')
+    overridden = _probe(cache, prices_file)
+    assert overridden["extra"] == pytest.approx(1.0)
+    assert overridden["window"] == truth["window"]
