@@ -118,11 +118,13 @@ class LLMGateway:
         if base_url_mode and routed is None:
             self._answer_unrouted(flow, now, headers)
             return
+        host = None
         if routed is not None:
             provider, path, path_label = routed.route, routed.path, routed.label
             upstream = self.upstreams.get(provider)
         else:  # explicit-proxy mode: the client named the real host, which is kept...
-            provider = routes.KNOWN_API_HOSTS.get(req.pretty_host)
+            host = req.pretty_host  # (a property that parses the Host header each time)
+            provider = routes.KNOWN_API_HOSTS.get(host)
             path, path_label = req.path, None
             # ...unless the user pointed that route elsewhere with --upstream.
             upstream = self.upstreams.get(provider) if provider in self.overridden else None
@@ -132,7 +134,7 @@ class LLMGateway:
             req.data.scheme, req.data.host, req.data.port = upstream.scheme.encode(), upstream.host, upstream.port
             req.path = upstream.base_path + path
             req.host_header = upstream.host if upstream.port in (80, 443) else f"{upstream.host}:{upstream.port}"
-        upstream_url = upstream.url if upstream is not None else f"{req.scheme}://{req.pretty_host}"
+        upstream_url = upstream.url if upstream is not None else f"{req.scheme}://{host or req.pretty_host}"
         ex = Exchange(
             started_at=now,
             method=req.method,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import Any
 
@@ -40,6 +41,11 @@ __all__ = ["SEED_SQL", "SEED_TURNS_SQL", "SessionState", "seed", "snapshot"]
 
 UTC = timezone.utc
 _TURN_ONLY = _TURN_FIELDS  # what a turn keeps (RecentTurn minus the session's activity)
+_STARTED = _TURN_ONLY.index("started_at")
+# (the snapshot thread adds every event the gateway finishes: one C call, not a loop per field)
+_turn_of = attrgetter(*_TURN_ONLY)
+_started_of = itemgetter(_STARTED)
+_end_of = itemgetter(0)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -70,7 +76,11 @@ class SessionState:
         self.last_seen: datetime | None = None  # the latest end of any of its exchanges
         self.last_start: datetime | None = None
         self.last_end: datetime | None = None  # the end of the exchange that started last
-        self.burn: deque[tuple[datetime, float, int]] = deque()  # (end, cost, tokens) of recent requests
+        # (end, cost, tokens) of recent requests, by end, and their sums: a snapshot of a busy
+        # session (thousands in the window) reads the sums instead of adding them up again
+        self.burn: deque[tuple[datetime, float, int]] = deque()
+        self.burn_cost = 0.0
+        self.burn_tokens = 0
         self.seeded = False
         self.unseeded_ids: set[str] = set()  # events counted before the database was read
 
@@ -97,16 +107,25 @@ class SessionState:
             self.cost += e.cost_usd
         elif tokens:
             self.unpriced += 1
-        self.burn.append((end, e.cost_usd or 0.0, tokens))
+        spent = (end, e.cost_usd or 0.0, tokens)
+        if not self.burn or end >= self.burn[-1][0]:
+            self.burn.append(spent)
+        else:  # finished before one seen earlier
+            self.burn.insert(bisect.bisect_right(self.burn, end, key=_end_of), spent)
+        self.burn_cost += spent[1]
+        self.burn_tokens += tokens
         if e.provider:
             self.provider = e.provider
         if e.account:
             self.account = e.account
         if e.api in TURN_APIS:
             self.model = e.model or e.requested_model or self.model
-            turn = tuple(started if f == "started_at" else getattr(e, f, None) for f in _TURN_ONLY)
-            keys = [t[3] for t in self.turns]
-            self.turns.insert(bisect.bisect_right(keys, started), turn)
+            try:
+                turn = _turn_of(e)
+            except AttributeError:  # a row read by name that lacks a field
+                turn = tuple(getattr(e, f, None) for f in _TURN_ONLY)
+            turn = (*turn[:_STARTED], started, *turn[_STARTED + 1 :])
+            self.turns.insert(bisect.bisect_right(self.turns, started, key=_started_of), turn)
             del self.turns[: -DEFAULT_THRESHOLDS.recent_requests]
 
     def add_totals(self, requests: int, tokens: int, cost: float | None, unpriced: int) -> None:
@@ -171,11 +190,21 @@ def snapshot(state: SessionState, now: datetime, *, budget: Any = None, quota: l
     `windows_seen` a dict the caller keeps of the context windows already looked up."""
     since = now - timedelta(minutes=DEFAULT_WINDOW_MINUTES)
     burn_from = now - timedelta(minutes=BURN_MINUTES)
-    while state.burn and state.burn[0][0] <= burn_from - timedelta(minutes=1):
-        state.burn.popleft()
-    burn = [b for b in state.burn if b[0] > burn_from]
+    burn = state.burn
+    while burn and burn[0][0] <= burn_from - timedelta(minutes=1):
+        _, cost, tokens = burn.popleft()
+        state.burn_cost -= cost
+        state.burn_tokens -= tokens
+    if not burn:
+        state.burn_cost = 0.0  # no residue of the additions and subtractions
+    burn_cost, burn_tokens = state.burn_cost, state.burn_tokens
+    for end, cost, tokens in burn:  # (kept a minute longer than the window: a `now` a little earlier)
+        if end > burn_from:
+            break
+        burn_cost -= cost
+        burn_tokens -= tokens
     health = ctx_tokens = ctx_window = ctx_level = None
-    rows = [RecentTurn(*t, state.last_seen, state.last_end) for t in state.turns if t[3] >= since]
+    rows = [RecentTurn(*t, state.last_seen, state.last_end) for t in state.turns if t[_STARTED] >= since]
     if rows:
         main = [r for r in main_thread(rows) if has_usage(r)]
         key = _window_key(rows, main[-1]) if main else None
@@ -201,8 +230,8 @@ def snapshot(state: SessionState, now: datetime, *, budget: Any = None, quota: l
         "health": health, "context_tokens": ctx_tokens, "context_window": ctx_window, "context_level": ctx_level,
         "requests": state.requests, "tokens": state.tokens, "cost_usd": round(state.cost, 6),
         "unpriced": state.unpriced,
-        "burn_usd_per_min": round(sum(b[1] for b in burn) / BURN_MINUTES, 6),
-        "burn_tokens_per_min": round(sum(b[2] for b in burn) / BURN_MINUTES, 1),
+        "burn_usd_per_min": round(max(burn_cost, 0.0) / BURN_MINUTES, 6),
+        "burn_tokens_per_min": round(burn_tokens / BURN_MINUTES, 1),
         "budget": None, "quota": [],
     }
     if budget is not None:

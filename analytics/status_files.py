@@ -65,10 +65,24 @@ def read_snapshot(directory: str, session_id: str) -> dict | None:
 
 
 def write_snapshot(directory: str, data: dict) -> None:
-    """Write a snapshot atomically: readers see the old file or the new one, never a part."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    """Write a snapshot atomically: readers see the old file or the new one, never a part.
+    (The gateway's snapshot thread writes a few dozen a second when many sessions are busy:
+    orjson, imported here and not by `llmsm statusline`, and the directory made only when the
+    first write finds it missing.)"""
+    import orjson
+
     path = os.path.join(directory, file_name(data["session_id"]))
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, separators=(",", ":"), default=str))
+    text = orjson.dumps(data, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    except FileNotFoundError:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(text)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)

@@ -276,3 +276,32 @@ def test_no_status_files_keeps_none(upstream, tmp_path):
         assert not os.path.exists(snapshot_dir(gw.db))
     finally:
         gw.stop()
+
+
+def test_burn_rate_is_the_last_ten_minutes_whatever_order_the_responses_end_in():
+    # The snapshot keeps running sums of its burn window (a busy session has thousands of
+    # requests in it): they must equal adding up the requests that ended in the window.
+    from llmsm.analytics.session_status import SessionState, snapshot
+
+    state = SessionState("burn")
+    t0 = NOW - timedelta(minutes=40)
+    ends = [37, 3, 15, 15, 29, 8, 33, 21, 2, 26, 11, 38, 19, 30, 6, 24, 35, 13, 1, 28]  # minutes after t0
+    events = []
+    for i, minute in enumerate(ends):
+        end = t0 + timedelta(minutes=minute, seconds=i)
+        e = ExchangeEvent(session_id="burn", provider="anthropic", api="messages", model="claude-sonnet-4-5",
+                          started_at=end - timedelta(seconds=5), ended_at=end, status_code=200, outcome="ok",
+                          input_tokens=100 + i, output_tokens=7 * i, usage_source="reported", cost_usd=0.001 * (i + 1))
+        events.append(e)
+    seen = []
+    for k, e in enumerate(events):
+        state.add(e)
+        seen.append(e)
+        now = t0 + timedelta(minutes=max(ends[: k + 1]) + 1)
+        for at in (now, now - timedelta(seconds=30)):  # and a moment a little earlier
+            frm = at - timedelta(minutes=10)
+            window = [x for x in seen if x.ended_at > frm]
+            out = snapshot(state, at)
+            assert out["burn_tokens_per_min"] == round(sum(x.input_tokens + x.output_tokens for x in window) / 10, 1)
+            assert out["burn_usd_per_min"] == round(sum(x.cost_usd for x in window) / 10, 6)
+    assert snapshot(state, t0 + timedelta(hours=2))["burn_usd_per_min"] == 0.0

@@ -447,6 +447,30 @@ def test_insert_rejects_out_of_range_values(db: Path) -> None:
     assert store.insert_events(db, [ev(id="ok")]) == 1
 
 
+def test_a_database_removed_or_replaced_under_the_writer_gets_its_schema_again(db: Path, tmp_path: Path) -> None:
+    # The writer checks the schema only of a file it has not migrated yet (device and inode):
+    # removed, or overwritten in place by a file without llmsm's tables, its rows still land.
+    assert store.insert_events(db, [ev(id="r1")]) == 1
+    db.unlink()
+    assert store.insert_events(db, [ev(id="r2")]) == 1
+    other = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE unrelated (a INTEGER)")
+    con.close()
+    inode = db.stat().st_ino
+    with open(db, "r+b") as f:  # the same inode, another database's bytes
+        f.write(other.read_bytes())
+        f.truncate()
+    assert db.stat().st_ino == inode
+    assert store.insert_events(db, [ev(id="r3")]) == 1
+    con = store.connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT list(id ORDER BY id) FROM events").fetchone() == (["r3"],)
+        assert con.execute("SELECT count(*) FROM event_order WHERE id = 'r3'").fetchone() == (1,)
+    finally:
+        con.close()
+
+
 def test_many_batches_all_land(db: Path) -> None:
     # Rows per second: benchmarks/bench_store.py, not a timed test.
     events = [
