@@ -573,19 +573,26 @@ async def one_request(port: int, path: str, headers: dict[str, str], body: bytes
         await conn.close()
 
 
-async def load(port: int, path: str, total: int, concurrency: int, make) -> tuple[float, int]:
+async def load(port: int, path: str, total: int, concurrency: int, make, rate: float = 0.0) -> tuple[float, int]:
     """`total` requests over `concurrency` keep-alive connections; make(i) -> (headers, body).
+    `rate`: requests per second at most (request i starts no earlier than i / rate seconds in;
+    0: as fast as the proxy answers).
 
     Returns (seconds, failures). A failed connection is reopened; no request is retried.
     """
     counter = iter(range(total))
     failures = 0
+    t0 = time.perf_counter()
 
     async def worker() -> None:
         nonlocal failures
         conn = Conn(port)
         try:
             for i in counter:
+                if rate > 0:
+                    wait = t0 + i / rate - time.perf_counter()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 headers, body = make(i)
                 try:
                     r = await asyncio.wait_for(conn.request(path, headers, body), 30)
@@ -597,7 +604,6 @@ async def load(port: int, path: str, total: int, concurrency: int, make) -> tupl
         finally:
             await conn.close()
 
-    t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - t0, failures
 

@@ -17,7 +17,9 @@ b. throughput: requests per second and proxy CPU per request (utime+stime from /
    them (--turns / --long-turns: ~137 KB and ~1 MB), ten sessions at once, each request one
    turn more than its session's previous one, the cache marker on the newest message.
    Target: llmsm's CPU per request at most 1.15x bare mitmproxy (median of rounds); llmsm's own
-   work (llmsm minus lean) the same at 137 KB and at 1 MB.
+   work (llmsm minus lean) the same at 137 KB and at 1 MB. With --rate R every proxy gets R
+   requests per second on every body (below what the slowest answers), so llmsm's fixed work
+   per second weighs the same on each and what is left of the difference is the body's own.
 c. memory: peak RSS of the proxy with --streams concurrent slow streams against idle; every
    stream compared byte for byte with the same stream fetched directly; no row lost.
 d. load (issue 7): --load-sessions concurrent streaming sessions, --load-requests streams each
@@ -167,7 +169,7 @@ async def _one_round(kind: str, up: C.Server, args, proxy_cpus, shape: dict, n: 
         time.sleep(1.5)  # let llmsm's writer flush the warm-up rows
         threads0 = C.thread_cpu_seconds(proxy.pid)
         cpu0 = C.cpu_seconds(proxy.pid)
-        secs, failures = await C.load(proxy.port, path, n, args.concurrency, make)
+        secs, failures = await C.load(proxy.port, path, n, args.concurrency, make, rate=args.rate)
         cpu1 = C.cpu_seconds(proxy.pid)
         time.sleep(1.5)  # the writer's last batch (it flushes every 1 s) belongs to this load
         cpu2 = C.cpu_seconds(proxy.pid)
@@ -201,6 +203,7 @@ async def part_b(args, up: C.Server, proxy_cpus) -> dict:
         size = len(_conversation_body(0, shape) if "turns" in shape else C.request_body("j0", stream=False, **shape))
         print(f"\n== b. non-streamed POST /v1/messages, request body {size} B ({name}), response {len(C.json_message('j0'))} B: "
               f"{n} requests x {args.rounds} rounds, {args.concurrency} keep-alive clients"
+              + (f", paced at {args.rate:g} req/s" if args.rate else "")
               + (f", proxy pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "") + " ==")
         kinds = {**C.BARE_VARIANTS, "llmsm": "llmsm"}
         runs: dict[str, list[dict]] = {name: [] for name in kinds.values()}
@@ -399,6 +402,10 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=2000, help="b: requests per round")
     p.add_argument("--rounds", type=int, default=4, help="b: rounds per proxy (alternating)")
     p.add_argument("--concurrency", type=int, default=8, help="b: keep-alive client connections")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="b: requests per second at most, the same for every proxy and body (default 0: as fast as "
+                        "each proxy answers); paced, llmsm's fixed work per second (the writer's commit, the status "
+                        "pass) weighs the same on every body")
     p.add_argument("--big-body-kb", type=int, default=100, help="b: also measure with a request padded to this many KiB (0: skip)")
     p.add_argument("--turns", type=int, default=60, help="b: also measure a conversation of this many turns, as Claude Code sends (0: skip)")
     p.add_argument("--turn-kb", type=int, default=2, help="b: KiB of tool result per turn of that conversation")
@@ -419,7 +426,7 @@ def main() -> None:
     C.print_machine()
     t0 = time.monotonic()
     out = asyncio.run(main_async(args))
-    path = C.save_json("bench_gateway.json", out)
+    path = C.save_json(f"bench_gateway-rate{args.rate:g}.json" if args.rate else "bench_gateway.json", out)
     print(f"\nfinished in {time.monotonic() - t0:.0f} s; figures in {path}")
 
 

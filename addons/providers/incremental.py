@@ -28,6 +28,7 @@ import logging
 import re
 import threading
 import zlib
+from array import array
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
@@ -76,14 +77,16 @@ class _Body:
     key: str  # the message list's top-level key (messages, input, contents)
     # Known element boundaries: the first ks[j] elements of the list end at offs[j] (ks[0] = 0:
     # just after the list's '['). Not every boundary is known, but the last element's always is.
-    ks: list[int]
-    offs: list[int]
+    # (Arrays of machine integers, not lists: the garbage collector has nothing to walk in them,
+    # and a request's copy of them is a memcpy; hundreds each on a long conversation.)
+    ks: array
+    offs: array
     close: int  # offset of the list's ']'
     before: dict[str, Any]  # the top-level members before the list, as parsed
     after: dict[str, Any]  # and after it
     items: list[Any]
     summaries: list[Any] | None  # the provider's per-item summary (ITEM_SUMMARIES), if any
-    crcs: list[int]  # crcs[j]: CRC-32 of raw[: j * CRC_STEP]
+    crcs: array  # crcs[j]: CRC-32 of raw[: j * CRC_STEP]
 
 
 class RequestBodies:
@@ -165,7 +168,7 @@ class RequestBodies:
         if summarize is not None and isinstance(items, list):
             summaries = [summarize(item) for item in items]
         info = parse_request(provider, api, body_dict, item_summaries=summaries)
-        crcs = _checkpoints(raw, [0], 0)
+        crcs = _checkpoints(raw, _offsets(0), 0)
         self.parsed += 1
         if key is not None and isinstance(items, list) and len(raw) <= MAX_BODY:
             layout = _layout(raw, body_dict, key)
@@ -311,7 +314,7 @@ def _new_elements(raw: bytes, start: int, end: int, *, first: bool, rest: bool) 
     return out, _skip_ws(raw, pos, end)
 
 
-def _chain(raw: bytes, pos: int, items: list[Any], ks: list[int], offs: list[int], k: int) -> int | None:
+def _chain(raw: bytes, pos: int, items: list[Any], ks: array, offs: array, k: int) -> int | None:
     """Follow `items` (starting at `pos`) through raw while each is its compact JSON; append the
     boundaries found. The offset after the last one when all are, else None."""
     for i, item in enumerate(items):
@@ -334,7 +337,7 @@ def _chain(raw: bytes, pos: int, items: list[Any], ks: list[int], offs: list[int
     return pos
 
 
-def _close_after(raw: bytes, verified: int | None, n: int, ks: list[int], offs: list[int]) -> int:
+def _close_after(raw: bytes, verified: int | None, n: int, ks: array, offs: array) -> int:
     """The offset of the list's ']' (the rest of the body changed): right after the last element
     when the chain reached it, else found by scanning from the last known boundary."""
     if verified is not None:
@@ -385,7 +388,7 @@ def _scan_elements(raw: bytes, start: int, end: int) -> tuple[list[int], int | N
     return ends, None
 
 
-def _layout(raw: bytes, body: dict[str, Any], key: str) -> tuple[list[int], list[int], int] | None:
+def _layout(raw: bytes, body: dict[str, Any], key: str) -> tuple[array, array, int] | None:
     """(ks, offs, close) of the list `key` in a whole body (see _Body); None when the body is not
     laid out so that it can be reused exactly (duplicate top-level keys among them)."""
     keys = list(body)
@@ -397,7 +400,7 @@ def _layout(raw: bytes, body: dict[str, Any], key: str) -> tuple[list[int], list
     except orjson.JSONEncodeError:
         return None
     if raw.startswith(head):  # compact JSON, as assistants send it: checked, not scanned
-        ks, offs = [0], [len(head)]
+        ks, offs = _offsets(0), _offsets(len(head))
         items = body[key]
         end = _chain(raw, len(head), items, ks, offs, 0)
         if end is None and items:
@@ -417,7 +420,7 @@ def _layout(raw: bytes, body: dict[str, Any], key: str) -> tuple[list[int], list
     return _layout_by_scan(raw, key, len(keys), len(body[key]))
 
 
-def _layout_by_scan(raw: bytes, key: str, n_keys: int, n_items: int) -> tuple[list[int], list[int], int] | None:
+def _layout_by_scan(raw: bytes, key: str, n_keys: int, n_items: int) -> tuple[array, array, int] | None:
     """`_layout` for JSON that is not compact: the brackets of the whole body are followed."""
     depth = seen_keys = 0
     current = None
@@ -439,16 +442,20 @@ def _layout_by_scan(raw: bytes, key: str, n_keys: int, n_items: int) -> tuple[li
     if not isinstance(found, tuple) or seen_keys != n_keys or depth != 0:
         return None
     open_, close = found
-    ks, offs = [0], [open_]
+    ks, offs = _offsets(0), _offsets(open_)
     last = _rstrip(raw, close)
     ends, _ = _scan_elements(raw, open_, close + 1)
     if len(ends) != n_items or (ends and ends[-1] != last):
         return None  # an element whose end the brackets do not show (a number)
-    return [*range(n_items + 1)], [open_, *ends], close
+    return _offsets(*range(n_items + 1)), _offsets(open_, *ends), close
+
+
+def _offsets(*values: int) -> array:
+    return array("q", values)
 
 
 # -- CRC-32 -------------------------------------------------------------------------------------
-def _checkpoints(raw: bytes, known: list[int], valid: int) -> list[int]:
+def _checkpoints(raw: bytes, known: array, valid: int) -> array:
     """Checkpoints of `raw`, reusing `known` (of a body whose first `valid` bytes are raw's)."""
     j = min(valid // CRC_STEP, len(known) - 1)
     crcs = known[: j + 1]
@@ -462,7 +469,7 @@ def _checkpoints(raw: bytes, known: list[int], valid: int) -> list[int]:
     return crcs
 
 
-def _crc_of(raw: bytes, crcs: list[int]) -> int:
+def _crc_of(raw: bytes, crcs: array) -> int:
     done = (len(crcs) - 1) * CRC_STEP
     return zlib.crc32(memoryview(raw)[done:], crcs[-1])
 
