@@ -374,7 +374,12 @@ class _Host:
                         except duckdb.Error as exc:
                             raise StoreError(f"cannot prepare database {path}: {_one_line(exc)}") from exc
                         self.migrated = known
-                yield con
+                try:
+                    yield con
+                except duckdb.Error:
+                    if not read_only:
+                        self.migrated = None  # perhaps not the file migrated before: checked next time
+                    raise
             finally:
                 try:
                     if not read_only:  # (readers run single statements: no transaction to end)
