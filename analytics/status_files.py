@@ -73,7 +73,10 @@ def write_snapshot(directory: str, data: dict) -> None:
 
     path = os.path.join(directory, file_name(data["session_id"]))
     tmp = f"{path}.{os.getpid()}.tmp"
-    text = orjson.dumps(data, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    try:
+        text = orjson.dumps(data, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except orjson.JSONEncodeError:  # what orjson cannot write (an integer beyond 64 bits): as before
+        text = json.dumps(data, separators=(",", ":"), default=str).encode()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     except FileNotFoundError:

@@ -305,3 +305,16 @@ def test_burn_rate_is_the_last_ten_minutes_whatever_order_the_responses_end_in()
             assert out["burn_tokens_per_min"] == round(sum(x.input_tokens + x.output_tokens for x in window) / 10, 1)
             assert out["burn_usd_per_min"] == round(sum(x.cost_usd for x in window) / 10, 6)
     assert snapshot(state, t0 + timedelta(hours=2))["burn_usd_per_min"] == 0.0
+
+
+def test_a_snapshot_round_trips_whatever_it_holds(tmp_path):
+    # Written with orjson (the gateway writes a few dozen a second), read with json by the status
+    # line: non-ASCII labels, and an integer orjson cannot write, come back as they went in.
+    from llmsm.analytics.status_files import SNAPSHOT_VERSION, write_snapshot
+
+    directory = str(tmp_path / "missing" / "status")  # made on the first write
+    for data in ({"v": SNAPSHOT_VERSION, "session_id": "s-1", "label": "refactor café ✓", "tokens": 12},
+                 {"v": SNAPSHOT_VERSION, "session_id": "s-1", "label": None, "tokens": 2**70}):
+        write_snapshot(directory, data)
+        assert read_snapshot(directory, "s-1") == data
+    assert os.listdir(directory) == ["s-1.json"]
