@@ -391,8 +391,10 @@ class _Host:
                     self._discard()
 
     def insert(self, path: Path, rows: list[list[Any]], timeout: float) -> int:
-        with self.attached(path, timeout) as con:
-            try:
+        # The database's errors are told apart outside the attach, which forgets the migrated
+        # file on any of them (see `attached`).
+        try:
+            with self.attached(path, timeout) as con:
                 try:
                     return self._append(con, rows)
                 except (duckdb.CatalogException, duckdb.BinderException):
@@ -404,11 +406,10 @@ class _Host:
                     migrations.migrate(con)
                     self.migrated = _file_key(path)
                     return self._append(con, rows)
-            except (duckdb.DataError, duckdb.ConstraintException, TypeError, ValueError, OverflowError) as exc:
-                raise InvalidEvents(f"events rejected by the database: {_one_line(exc)}") from exc
-            except duckdb.Error as exc:
-                self.migrated = None  # perhaps not the file migrated before: checked next time
-                raise StoreError(f"cannot write to database {path}: {_one_line(exc)}") from exc
+        except (duckdb.DataError, duckdb.ConstraintException, TypeError, ValueError, OverflowError) as exc:
+            raise InvalidEvents(f"events rejected by the database: {_one_line(exc)}") from exc
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot write to database {path}: {_one_line(exc)}") from exc
 
     def _append(self, con: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> int:
         con.execute("BEGIN TRANSACTION")
