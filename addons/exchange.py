@@ -70,6 +70,9 @@ class Exchange:
     account: str | None = None
     identity: SessionIdentity = field(default_factory=lambda: SessionIdentity(None, "none"))
     request: RequestInfo = field(default_factory=RequestInfo)
+    # What addons/providers/incremental.py kept of the body (its `Parsed.kept`), released once the
+    # event is made: `request`'s message list is that body's until then.
+    kept_body: Any = field(default=None, repr=False)
     requested_model: str | None = None
     request_bytes: int = 0
     request_hash: str | None = None

@@ -168,8 +168,8 @@ class LLMGateway:
                 scope = (ex.provider, ex.api, ex.account)
                 reused = self.bodies.reuse(ex.provider, ex.api, scope, body)
                 if reused is not None:
-                    ex.request, crc = reused
-                    ex.request_hash = format_request_hash(crc, len(body))
+                    ex.request, ex.kept_body = reused.info, reused.kept
+                    ex.request_hash = format_request_hash(reused.crc, len(body))
                 elif len(body) > INLINE_PARSE_LIMIT:
                     return self._parse_in_thread_then_attribute(flow, ex, body, scope)
                 else:
@@ -193,8 +193,8 @@ class LLMGateway:
             if scope is not None:
                 ex.request_hash = request_hash(body)
         else:
-            ex.request, crc = parsed
-            ex.request_hash = format_request_hash(crc, len(body))
+            ex.request, ex.kept_body = parsed.info, parsed.kept
+            ex.request_hash = format_request_hash(parsed.crc, len(body))
 
     async def _parse_in_thread_then_attribute(
         self, flow: http.HTTPFlow, ex: Exchange, body: bytes, scope: tuple | None
@@ -371,7 +371,7 @@ class LLMGateway:
         result = ex.parse_result()
         if ex.needs_estimate(result):
             return self._finish_with_estimate(flow, ex, ended, failure, message, result)
-        self._publish(flow, ex.to_event(ended_at=ended, failure=failure, failure_message=message, result=result))
+        self._publish(flow, ex, ex.to_event(ended_at=ended, failure=failure, failure_message=message, result=result))
         return None
 
     async def _finish_with_estimate(self, flow, ex: Exchange, ended: float, failure, message, result) -> None:
@@ -379,9 +379,12 @@ class LLMGateway:
             ex.to_event, ended_at=ended, failure=failure, failure_message=message, estimate=estimate_usage,
             result=result,
         )
-        self._publish(flow, event)
+        self._publish(flow, ex, event)
 
-    def _publish(self, flow: http.HTTPFlow, event) -> None:
+    def _publish(self, flow: http.HTTPFlow, ex: Exchange, event) -> None:
+        # The event is made (an estimate has read the messages): the conversation's next request
+        # may continue the message list of the body kept for this one.
+        self.bodies.release(ex.kept_body)
         if event.usage_source != "none":
             event.cost_usd = cost_for_event(event)
         # Handed on in this hook: the recorder writes it, the budget guard counts it. A side

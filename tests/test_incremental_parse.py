@@ -67,10 +67,15 @@ def _scratch(raw: bytes, api: tuple[str, str] = ("anthropic", "messages")) -> tu
 
 
 def _through(bodies: RequestBodies, raw: bytes, scope=("anthropic", "messages", "acct"), api=("anthropic", "messages")):
-    """What the gateway does: reuse, else parse whole. (signature or None, reused?)"""
+    """What the gateway does: reuse, else parse whole, and release the kept body once the
+    exchange's event is made. (signature or None, reused?)"""
     reused = bodies.reuse(*api, scope, raw)
     got = reused or bodies.parse(*api, scope, raw)
-    return (None if got is None else _signature(*got)), reused is not None
+    if got is None:
+        return None, reused is not None
+    signature = _signature(got.info, got.crc)
+    bodies.release(got.kept)
+    return signature, reused is not None
 
 
 def _run(bodies: RequestBodies, raws: list[bytes], **kw) -> list[bool]:
@@ -191,7 +196,7 @@ def test_random_edits_are_read_exactly_or_parsed_whole():
     reused = 0
     for _ in range(300):
         bodies = RequestBodies()
-        bodies.parse("anthropic", "messages", ("s",), first)
+        bodies.release(bodies.parse("anthropic", "messages", ("s",), first).kept)
         p = rng.randrange(len(nxt)) if rng.random() < 0.5 else len(nxt) - rng.randrange(1, 3000)
         ch = rng.choice(b'{}[],:" \\0a')
         kind = rng.randrange(3)
@@ -200,6 +205,32 @@ def test_random_edits_are_read_exactly_or_parsed_whole():
         reused += was_reused
         assert got is None or got == _scratch(raw)
     assert reused > 50
+
+
+def test_a_message_list_in_use_is_never_changed_and_a_released_one_is_continued():
+    """A request's RequestInfo holds its kept body's message list while its exchange is in
+    flight: the next request of the conversation copies it then, and continues it in place once
+    it is released (the event made). Either way each request reads what a whole parse gives."""
+    bodies = RequestBodies()
+    scope, api = ("anthropic", "messages", "acct"), ("anthropic", "messages")
+    raws = [_raw(_body(_messages("f", t))) for t in (3, 4, 5, 6)]
+    edited = _messages("f", 6)
+    edited[2]["content"][0]["content"] = "edited result"
+    raws.append(_raw(_body(edited)))
+    expected = [parse_json(raw)["messages"] for raw in raws]
+    first = bodies.parse(*api, scope, raws[0])
+    second = bodies.reuse(*api, scope, raws[1])  # the first still in flight
+    third = bodies.reuse(*api, scope, raws[2])  # and the second
+    assert first.info.items == expected[0] and second.info.items == expected[1] and third.info.items == expected[2]
+    assert len({id(first.info.items), id(second.info.items), id(third.info.items)}) == 3
+    bodies.release(third.kept)
+    fourth = bodies.reuse(*api, scope, raws[3])
+    assert fourth.info.items is third.info.items  # continued in place
+    assert fourth.info.items == expected[3] and first.info.items == expected[0] and second.info.items == expected[1]
+    bodies.release(fourth.kept)
+    fifth = bodies.reuse(*api, scope, raws[4])  # an edit in the middle: the list cut there, then continued
+    assert fifth is not None and fifth.info.items is fourth.info.items and fifth.info.items == expected[4]
+    assert (_signature(fifth.info, fifth.crc) == _scratch(raws[4]))
 
 
 def test_what_is_kept_is_bounded():

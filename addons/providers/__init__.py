@@ -27,10 +27,11 @@ PARSERS: dict[tuple[str, str], type[ResponseParser]] = {}
 REQUEST_PARSERS: dict[tuple[str, str], Callable[..., RequestInfo]] = {}
 # For addons/providers/incremental.py: the top-level key of a request body's message list
 # (`REQUEST_ITEMS_KEY` in the module), and the module's `item_summary`, if it has one: what its
-# `parse_request(body, item_summaries=[...])` needs of each item (computed once per item, so a
-# reused item is not walked again).
+# `parse_request` needs of each item, as a small int (0-127) of which it needs the largest,
+# `parse_request(body, items_summary=...)` (computed once per item, so a reused item is not
+# walked again).
 ITEMS_KEYS: dict[tuple[str, str], str] = {}
-ITEM_SUMMARIES: dict[tuple[str, str], Callable[[Any], Any]] = {}
+ITEM_SUMMARIES: dict[tuple[str, str], Callable[[Any], int]] = {}
 for _spec in APIS:
     _module = importlib.import_module(f"{__name__}.{_spec.module}")
     PARSERS[(_spec.provider, _spec.api)] = getattr(_module, _spec.parser)
@@ -48,15 +49,16 @@ def new_parser(provider: str, api: str) -> ResponseParser | None:
 
 
 def parse_request(
-    provider: str, api: str, body: dict[str, Any], *, item_summaries: list[Any] | None = None
+    provider: str, api: str, body: dict[str, Any], *, items_summary: int | None = None
 ) -> RequestInfo:
-    """What the gateway needs from a request body. Never raises. `item_summaries`: the module's
-    `item_summary` of each item of the body's message list, when the caller has them."""
+    """What the gateway needs from a request body. Never raises. `items_summary`: the largest
+    of the module's `item_summary` over the items of the body's message list, when the caller
+    has it."""
     try:
         reader = REQUEST_PARSERS.get((provider, api))
         if reader is None or not isinstance(body, dict):
             return RequestInfo()
-        info = reader(body) if item_summaries is None else reader(body, item_summaries=item_summaries)
+        info = reader(body) if items_summary is None else reader(body, items_summary=items_summary)
         return info if isinstance(info, RequestInfo) else RequestInfo()
     except Exception:
         log.debug("request body of %s/%s could not be read", provider, api, exc_info=True)

@@ -170,18 +170,18 @@ def session_id_from_user_id(user_id: Any) -> str | None:
     return match.group(1) if match else None
 
 
-def cache_ttl(body: dict[str, Any], message_ttls: list[int] | None = None) -> str | None:
+def cache_ttl(body: dict[str, Any], messages_rank: int | None = None) -> str | None:
     """'1h' when any `cache_control` asks for a 1 h TTL, '5m' when there is one at all, else None.
 
     A `cache_control` may sit on the body (automatic caching), system blocks, tools, message
-    content blocks and the blocks nested in tool results. `message_ttls`: each message's
-    `item_summary`, when known (a message reused from the conversation's previous request is
-    not walked again)."""
+    content blocks and the blocks nested in tool results. `messages_rank`: the largest
+    `item_summary` of the messages, when known (messages reused from the conversation's previous
+    request are not walked again)."""
     rank = _ttl_rank((body,), as_list(body.get("system")), as_list(body.get("tools")))
     if rank < 2:
-        if message_ttls is None:
-            message_ttls = [item_summary(message) for message in as_list(body.get("messages"))]
-        rank = max(rank, max(message_ttls, default=0))
+        if messages_rank is None:
+            messages_rank = max((item_summary(message) for message in as_list(body.get("messages"))), default=0)
+        rank = max(rank, messages_rank)
     return _TTLS[rank]
 
 
@@ -234,14 +234,14 @@ def tool_errors_in_last_user_message(messages: list[Any]) -> int | None:
 
 
 @returns_on_error(RequestInfo)
-def parse_request(body: dict[str, Any], item_summaries: list[int] | None = None) -> RequestInfo:
-    """`item_summaries`: `item_summary` of each message, when the caller has them."""
+def parse_request(body: dict[str, Any], items_summary: int | None = None) -> RequestInfo:
+    """`items_summary`: the largest `item_summary` of the messages, when the caller has it."""
     body = as_dict(body)
     info = request_basics(body)
     messages = as_list(body.get("messages"))
     info.message_count = len(messages) if "messages" in body else None
     info.tool_errors = tool_errors_in_last_user_message(messages)
-    info.cache_ttl = cache_ttl(body, item_summaries if item_summaries is not None and len(item_summaries) == len(messages) else None)
+    info.cache_ttl = cache_ttl(body, items_summary)
     info.body_session_id = session_id_from_user_id(dig(body, "metadata", "user_id"))
     info.side_call = not body.get("tools") and isinstance(dig(body, "output_config", "format"), dict)
     info.newest_user_parts = newest_user_parts(messages)

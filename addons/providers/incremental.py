@@ -18,6 +18,13 @@ duplicate top-level keys, an element that is not an object/array/string, a body 
 a compressed body) is parsed whole, as before. The `RequestInfo` (model, counts, digest items...)
 and the CRC are those of the whole body parsed from scratch (tests/test_incremental_parse.py).
 
+Nothing per request grows with the history but the memcmp: the message list of a kept body is
+continued in place (its old tail cut, the new elements appended) once the exchange it was parsed
+for has ended (`release`), so a request does not copy, and the collector does not walk, hundreds
+of messages; while that exchange is in flight its list is copied, since its RequestInfo holds it.
+The providers' per-item summary is kept as prefix maxima (`ranks`), so the whole list's is known
+without reading every item.
+
 Pure: no mitmproxy. Thread-safe: the gateway reuses on the event loop and parses big bodies whole
 in a worker thread. Bodies are kept in memory only (as mitmproxy holds a flow's), never written.
 """
@@ -33,7 +40,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -64,13 +71,20 @@ _SENTINEL_OPEN = b'{"\\u0000llmsm":['
 _SENTINEL_MARK = b"u0000llmsm"
 
 Scope = tuple[Any, ...]
-Parsed = tuple[RequestInfo, int]  # the body's RequestInfo and its CRC-32
 
+
+class Parsed(NamedTuple):
+    info: RequestInfo
+    crc: int  # CRC-32 of the whole body
+    # What was kept of the body (None: nothing): `RequestBodies.release` it once the exchange's
+    # event is made, so the next request of the conversation may continue its message list.
+    kept: Any = None
 
 
 @dataclass(slots=True, eq=False)
 class _Body:
-    """A parsed body, as the next one of its conversation can reuse it. Never changed."""
+    """A parsed body, as the next one of its conversation can reuse it. Never changed, but for
+    `busy`; once released, the body that extends it takes over its `items` list."""
 
     raw: bytes
     scope: Scope
@@ -85,8 +99,11 @@ class _Body:
     before: dict[str, Any]  # the top-level members before the list, as parsed
     after: dict[str, Any]  # and after it
     items: list[Any]
-    summaries: list[Any] | None  # the provider's per-item summary (ITEM_SUMMARIES), if any
+    # ranks[i]: the largest of the provider's per-item summaries (ITEM_SUMMARIES) over the first
+    # i items (ranks[0] = 0); None for an API without one.
+    ranks: array | None
     crcs: array  # crcs[j]: CRC-32 of raw[: j * CRC_STEP]
+    busy: bool = True  # `items` is the RequestInfo's of an exchange in flight
 
 
 class RequestBodies:
@@ -141,10 +158,10 @@ class RequestBodies:
         except (orjson.JSONDecodeError, _NotExact):
             return None
         body, merged = made
-        info = parse_request(provider, api, merged, item_summaries=body.summaries)
-        self._keep(body, replaces=best)
+        self._keep(body, replaces=best)  # first: `best` may have handed its list on
+        info = parse_request(provider, api, merged, **_ranked(body.ranks))
         self.reused += 1
-        return info, _crc(body)
+        return Parsed(info, _crc(body), body)
 
     def parse(self, provider: str, api: str, scope: Scope, raw: bytes) -> Parsed | None:
         """The whole body parsed (and kept for the next request when it can be reused); None when
@@ -164,12 +181,13 @@ class RequestBodies:
         key = ITEMS_KEYS.get((provider, api))
         summarize = ITEM_SUMMARIES.get((provider, api))
         items = body_dict.get(key) if key is not None else None
-        summaries = None
+        ranks = None
         if summarize is not None and isinstance(items, list):
-            summaries = [summarize(item) for item in items]
-        info = parse_request(provider, api, body_dict, item_summaries=summaries)
+            ranks = _ranks(array("b", (0,)), items, summarize)
+        info = parse_request(provider, api, body_dict, **_ranked(ranks))
         crcs = _checkpoints(raw, _offsets(0), 0)
         self.parsed += 1
+        kept = None
         if key is not None and isinstance(items, list) and len(raw) <= MAX_BODY:
             layout = _layout(raw, body_dict, key)
             if layout is not None:
@@ -178,8 +196,16 @@ class RequestBodies:
                 at = keys.index(key)
                 before = {k: body_dict[k] for k in keys[:at]}
                 after = {k: body_dict[k] for k in keys[at + 1 :]}
-                self._keep(_Body(raw, scope, key, ks, offs, close, before, after, items, summaries, crcs), replaces=None)
-        return info, _crc_of(raw, crcs)
+                kept = _Body(raw, scope, key, ks, offs, close, before, after, items, ranks, crcs)
+                self._keep(kept, replaces=None)
+        return Parsed(info, _crc_of(raw, crcs), kept)
+
+    @staticmethod
+    def release(kept: Any) -> None:
+        """The exchange that `kept` (a `Parsed.kept`) was parsed for has made its event: its
+        message list may now be continued in place by the conversation's next request."""
+        if isinstance(kept, _Body):
+            kept.busy = False
 
     # -- the store --------------------------------------------------------------------------------
     def _keep(self, body: _Body, *, replaces: _Body | None) -> None:
@@ -269,16 +295,36 @@ def _extend(old: _Body, j: int, raw: bytes, scope: Scope, summarize: Callable | 
     if new_items and ks[-1] != k + len(new_items):
         ks.append(k + len(new_items))
         offs.append(_rstrip(raw, close))
-    items = old.items[:k] + new_items
-    summaries = None
-    if old.summaries is not None and summarize is not None:
-        summaries = old.summaries[:k] + [summarize(item) for item in new_items]
+    ranks = None
+    if old.ranks is not None and summarize is not None:
+        ranks = _ranks(old.ranks[: k + 1], new_items, summarize)
+    crcs = _checkpoints(raw, old.crcs, start)
+    # Last, as nothing after it can fail: the old body's list, when no exchange holds it any
+    # more, becomes the new one's (it is dropped from the store right after), else a copy.
+    if old.busy:
+        items = old.items[:k] + new_items
+    else:
+        items = old.items
+        del items[k:]
+        items += new_items
     merged = dict(old.before)
     merged[old.key] = items
     merged.update(after)
-    crcs = _checkpoints(raw, old.crcs, start)
-    body = _Body(raw, scope, old.key, ks, offs, close, old.before, after, items, summaries, crcs)
+    body = _Body(raw, scope, old.key, ks, offs, close, old.before, after, items, ranks, crcs)
     return body, merged
+
+
+def _ranks(ranks: array, items: list[Any], summarize: Callable) -> array:
+    """`ranks` (prefix maxima of the summaries) continued over `items`."""
+    top = ranks[-1]
+    for item in items:
+        top = max(top, summarize(item))
+        ranks.append(top)
+    return ranks
+
+
+def _ranked(ranks: array | None) -> dict[str, int]:
+    return {} if ranks is None else {"items_summary": ranks[-1]}
 
 
 def _new_elements(raw: bytes, start: int, end: int, *, first: bool, rest: bool) -> tuple[list[Any], int]:
