@@ -39,7 +39,7 @@ from array import array
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
@@ -104,6 +104,13 @@ class _Body:
     ranks: array | None
     crcs: array  # crcs[j]: CRC-32 of raw[: j * CRC_STEP]
     busy: bool = True  # `items` is the RequestInfo's of an exchange in flight
+    # The body up to its first known element boundary (None: an empty list): what a new body of
+    # the scope is compared with first, one call that tells another conversation apart.
+    first: memoryview | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if len(self.offs) > 1:
+            self.first = memoryview(self.raw)[: self.offs[1]]
 
 
 class RequestBodies:
@@ -239,17 +246,13 @@ class _NotExact(Exception):
 # -- what can be reused -------------------------------------------------------------------------
 def _reusable(body: _Body, raw: bytes) -> int:
     """The largest j such that raw's first body.offs[j] bytes are body's (memcmp through
-    bytes.startswith on a memoryview: no copy); -1 when not even the start is."""
+    bytes.startswith on a memoryview: no copy); 0 when not even its first element is."""
+    # Another conversation of the scope differs by its first element: one compare.
+    if body.first is None or not raw.startswith(body.first):
+        return 0
     offs = body.offs
     view = memoryview(body.raw)
-    if not raw.startswith(view[: offs[0]]):
-        return -1
-    hi = bisect_right(offs, len(raw)) - 1
-    if hi <= 0:
-        return 0
-    # Another conversation of the scope differs from its first element on: two compares.
-    if not raw.startswith(view[offs[0] : offs[1]], offs[0]):
-        return 0
+    hi = bisect_right(offs, len(raw)) - 1  # >= 1: raw holds the first element
     # A conversation's next request most often changes only its last message (a moved cache
     # marker): try the boundary before it, then the last one.
     if hi == 1:
