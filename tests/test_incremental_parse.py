@@ -8,6 +8,8 @@ conversation's events and digests are those of the same bodies each parsed from 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 import json
 import uuid
 import zlib
@@ -300,3 +302,40 @@ def test_through_the_gateway_events_and_digests_are_those_of_whole_parses(gatewa
     assert [row["message_count"] for row in inc] == [1, 3, 5, 7, 7, 9, 9, 11, 1, None]
     assert [row["request_hash"] for row in inc] == [f"{zlib.crc32(r):08x}{len(r):08x}" for r in main]
     assert any(row["digest"] for row in inc)
+
+
+def test_a_request_that_arrives_while_the_one_it_extends_is_in_flight(gateway):
+    """Turn 4 is sent while turn 3 still waits for its answer (then its stream breaks, so the
+    gateway estimates its tokens from its messages after turn 4 has been read); turn 5 follows.
+    Each row is what the same body gives parsed from scratch: turn 4 did not change the message
+    list turn 3's estimate reads, and turn 5 continued turn 4's in place."""
+
+    tag = uuid.uuid4().hex[:8]
+    one_key = TEST_KEYS["anthropic"] + tag
+    raws = [_raw(_body(_messages("f", t))) for t in (2, 3, 4, 5)]
+
+    def send(raw: bytes, sid: str, key: str, fake: str = "") -> None:
+        headers = {"user-agent": CC_UA, "x-app": "cli", "anthropic-version": "2023-06-01", "content-type": "application/json",
+                   "x-claude-code-session-id": sid, "x-api-key": key, "x-fake": fake}
+        try:
+            httpx.post(f"{gateway.url}/anthropic/v1/messages", content=raw, headers=headers, timeout=15)
+        except httpx.HTTPError:
+            pass  # the broken stream
+
+    sid = f"flight-{tag}"
+    send(raws[0], sid, one_key)
+    slow = threading.Thread(target=send, args=(raws[1], sid, one_key, "stall=1.5,reset_after=0"))
+    slow.start()
+    time.sleep(0.5)
+    send(raws[2], sid, one_key)
+    slow.join()
+    send(raws[3], sid, one_key)
+    for i, raw in enumerate(raws):  # each from scratch: a key of its own, nothing to reuse
+        send(raw, f"scratch-{tag}", f"{one_key}-{i}", "reset_after=0" if i == 1 else "")
+    got = gateway.wait_rows(4, f"session_id = '{sid}'")
+    want = gateway.wait_rows(4, f"session_id = 'scratch-{tag}'")
+    compared = (*COMPARED, "usage_source")
+    by_count = lambda rows: sorted(({c: row[c] for c in compared} for row in rows), key=lambda r: r["message_count"])  # noqa: E731
+    assert by_count(got) == by_count(want)
+    assert [r["message_count"] for r in by_count(got)] == [3, 5, 7, 9]
+    assert [r["usage_source"] for r in by_count(got)].count("estimated") == 1
