@@ -385,6 +385,7 @@ class LLMGateway:
         # The event is made (an estimate has read the messages): the conversation's next request
         # may continue the message list of the body kept for this one.
         self.bodies.release(ex.kept_body)
+        ex.kept_body = None
         if event.usage_source != "none":
             event.cost_usd = cost_for_event(event)
         # Handed on in this hook: the recorder writes it, the budget guard counts it. A side
