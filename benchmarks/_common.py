@@ -308,12 +308,14 @@ def start_bare(upstream_url: str, tag: str, cpus: set[int] | None = None, varian
 
 
 class Llmsm(Server):
-    """`llmsm proxy --port 0 --db F --upstream anthropic=URL` with a fresh database."""
+    """`llmsm proxy --port 0 --db F --upstream anthropic=URL` with a fresh database; `entry`: what
+    runs the `llmsm` command (bench_hooks.py: a script that times its hooks, then runs it)."""
 
-    def __init__(self, upstream_url: str, tag: str, cpus: set[int] | None = None) -> None:
+    def __init__(self, upstream_url: str, tag: str, cpus: set[int] | None = None,
+                 entry: tuple[str, ...] = ("-m", "llmsm.cli.main"), name: str = "llmsm") -> None:
         self.db = fresh_db(tag)
-        args = [PY, "-m", "llmsm.cli.main", "proxy", "--port", "0", "--db", str(self.db), "--upstream", f"anthropic={upstream_url}"]
-        super().__init__("llmsm proxy", args, log=OUT / "logs" / f"{tag}-llmsm.log", cpus=cpus)
+        args = [PY, *entry, "proxy", "--port", "0", "--db", str(self.db), "--upstream", f"anthropic={upstream_url}"]
+        super().__init__("llmsm proxy", args, log=OUT / "logs" / f"{tag}-{name}.log", cpus=cpus)
 
 
 def start_llmsm(upstream_url: str, tag: str, cpus: set[int] | None = None) -> Llmsm:

@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
 
 HOOKS = ("requestheaders", "request", "responseheaders", "response", "error", "websocket_message", "websocket_end",
          "client_connected", "client_disconnected", "server_connect", "server_connected", "server_disconnected")
@@ -81,16 +84,11 @@ def _name_threads() -> None:
 
 def _thread_cpu() -> dict[str, float]:
     out: dict[str, float] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        name = _names.get(int(tid), "other")
+    for tid, seconds in C.thread_cpu_seconds(os.getpid()).items():
+        name = _names.get(tid, "other")
         if name.startswith(("asyncio_", "ThreadPoolExecutor")):
             name = "worker threads"
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0.0) + seconds
     return out
 
 

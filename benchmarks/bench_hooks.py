@@ -43,14 +43,11 @@ SHAPES = {
 MINOR_US = 15.0
 
 
-class ProbedLlmsm(C.Server):
+class ProbedLlmsm(C.Llmsm):
     def __init__(self, upstream_url: str, tag: str, out: Path, cpus: set[int] | None) -> None:
-        self.db = C.fresh_db(tag)
         self.out = out
-        args = [C.PY, str(Path(__file__).with_name("_hook_probe.py")), "proxy", "--port", "0", "--db", str(self.db),
-                "--upstream", f"anthropic={upstream_url}"]
         os.environ["LLMSM_HOOK_PROBE_OUT"] = str(out)  # the child's environment is bench_env(), made from ours
-        super().__init__("llmsm proxy (probed)", args, log=C.OUT / "logs" / f"{tag}-probed.log", cpus=cpus)
+        super().__init__(upstream_url, tag, cpus, entry=(str(Path(__file__).with_name("_hook_probe.py")),), name="probed")
 
     def totals(self) -> dict:
         self.out.unlink(missing_ok=True)

@@ -166,7 +166,7 @@ class RequestBodies:
             return None
         body, merged = made
         self._keep(body, replaces=best)  # first: `best` may have handed its list on
-        info = parse_request(provider, api, merged, **_ranked(body.ranks))
+        info = parse_request(provider, api, merged, items_summary=_top(body.ranks))
         self.reused += 1
         return Parsed(info, _crc(body), body)
 
@@ -191,7 +191,7 @@ class RequestBodies:
         ranks = None
         if summarize is not None and isinstance(items, list):
             ranks = _ranks(array("b", (0,)), items, summarize)
-        info = parse_request(provider, api, body_dict, **_ranked(ranks))
+        info = parse_request(provider, api, body_dict, items_summary=_top(ranks))
         crcs = _checkpoints(raw, _offsets(0), 0)
         self.parsed += 1
         kept = None
@@ -326,8 +326,9 @@ def _ranks(ranks: array, items: list[Any], summarize: Callable) -> array:
     return ranks
 
 
-def _ranked(ranks: array | None) -> dict[str, int]:
-    return {} if ranks is None else {"items_summary": ranks[-1]}
+def _top(ranks: array | None) -> int | None:
+    """The largest summary over all the items (None: the API has none)."""
+    return None if ranks is None else ranks[-1]
 
 
 def _new_elements(raw: bytes, start: int, end: int, *, first: bool, rest: bool) -> tuple[list[Any], int]:
