@@ -12,6 +12,9 @@ Keeping the counters right:
   already stored, and installs "database + not yet stored" as the counters. While the file is
   attached nobody can write it, so the two agree exactly. A new or removed budget therefore
   applies within about a second of `llmsm budget set/rm`; an idle gateway reads nothing.
+  Neither does one whose file only this gateway changed (its writer's commits, every second
+  while busy: events the book counts already), but for one read every `own_writes_reread` s
+  (5 s) that catches a write the file's state took for ours (`store.changed_only_by_us`).
 - Each finished exchange (flow.metadata[EVENT_META], set by the gateway for the hook it finished
   in) is added at once in the `response` / `error` / WebSocket hooks.
 
@@ -34,8 +37,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, http
@@ -64,7 +67,9 @@ class BudgetGuard:
         self._warned: set[str] = set()  # "id:state" already logged (event loop and reload thread)
         self._warned_lock = threading.Lock()
         self._last_error: str | None = None
-        self._loaded_state: tuple | None = None  # the files and day the book was last loaded from
+        self._loaded_state: tuple | None = None  # the file, day and file state the book is up to date with
+        self._loaded_at = 0.0  # time.monotonic() of the last read
+        self.own_writes_reread = 5.0
         self.team = BudgetBook()  # team budgets (start_team); loaded stays False without a team database
         self.team.loaded = True
         self.team_interval = 5.0
@@ -169,16 +174,20 @@ class BudgetGuard:
     def reload(self) -> bool:
         """One read of the database into the book. False when it could not be read (busy,
         missing): the book keeps what it had and counting goes on in memory."""
-        from llmsm.analytics.store import read_attached
+        from llmsm.analytics import store
 
         db_path = self.recorder.db_path  # None until the recorder is configured
         if db_path is None or not db_path.exists():
             return False
-        state = (db_path, *_file_state(db_path))
+        state = (db_path, date.today(), store.file_state(db_path))
         if state == self._loaded_state:
             return True  # nothing was stored or changed since: the book is up to date
+        last = self._loaded_state
+        if (last is not None and last[:2] == state[:2] and time.monotonic() - self._loaded_at < self.own_writes_reread
+                and store.changed_only_by_us(db_path, last[2])):
+            return True  # only our writer stored anything since: events the book counts already
         try:
-            with read_attached(db_path, timeout=self.read_timeout) as con:
+            with store.read_attached(db_path, timeout=self.read_timeout) as con:
                 rows, in_db, day = budgets.load_for_guard(con, self.book.pending_ids())
                 # still attached: no event can be stored in between
                 self.book.install(rows, in_db, day)
@@ -186,6 +195,7 @@ class BudgetGuard:
             self._note_error(exc)
             return False
         self._loaded_state = state
+        self._loaded_at = time.monotonic()
         # a budget raised or back under its threshold may warn again later
         active = {f"{v.budget.id}:{v.state}" for v in self.book.snapshot() if v.state != "ok"}
         with self._warned_lock:
@@ -299,15 +309,3 @@ class BudgetGuard:
                 "budget %s (%s) is %.0f%% used", verdict.budget.id, verdict.budget.describe(), verdict.fraction * 100
             )
 
-
-def _file_state(db_path: Path) -> tuple:
-    """What changes whenever anything is written to the database (its file or its WAL), and
-    the day, on which day budgets restart."""
-    out: list = [date.today()]
-    for path in (db_path, db_path.with_name(db_path.name + ".wal")):
-        try:
-            st = path.stat()
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)

@@ -196,7 +196,6 @@ class StatusSnapshot:
         """The file conflicts (analytics/collisions.py, the query `llmsm health` runs), read on a
         refresh when two sessions or more were active within the conflict window and the
         database changed since the last read; none otherwise."""
-        from llmsm.addons.budget_guard import _file_state
         from llmsm.analytics import store
         from llmsm.analytics.collisions import find_conflicts
         from llmsm.analytics.health_rules import DEFAULT_THRESHOLDS
@@ -207,7 +206,7 @@ class StatusSnapshot:
             return
         if not db.exists():
             return
-        state = _file_state(db)
+        state = store.file_state(db)
         if state == self._conflicts_state:
             return
         try:

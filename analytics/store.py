@@ -336,6 +336,10 @@ class _Host:
         # reused makes the insert fail, which forgets this, so the writer's retry migrates it.
         self.migrated: tuple[Path, int, int] | None = None
         self.skipped = False  # the attached file's migration was skipped so (under `lock`)
+        # Per file, the states it went through by this process's writes alone, oldest first:
+        # a new list whenever a write finds the file as somebody else left it.
+        self.chains: dict[Path, list[tuple]] = {}
+        self.chain_lock = threading.Lock()  # not `lock`: held for a whole write, ~40 ms
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self.con is None:
@@ -361,6 +365,10 @@ class _Host:
             quoted = str(path).replace("'", "''")
             attach = f"ATTACH '{quoted}' AS {_ALIAS}" + (" (READ_ONLY)" if read_only else "")
             _retry_busy(path, read_only, timeout, lambda: con.execute(attach))
+            # Attached read-write, the file is ours until DETACH: as it is now, another
+            # process (or nobody) left it. See `changed_only_by_us`.
+            before = None if read_only else file_state(path)
+            failed = False
             try:
                 con.execute(f"USE {_ALIAS}")
                 self.skipped = False
@@ -380,15 +388,33 @@ class _Host:
                     if not read_only:
                         self.migrated = None  # perhaps not the file migrated before: checked next time
                     raise
+            except BaseException:
+                failed = True
+                raise
             finally:
                 try:
-                    if not read_only:  # (readers run single statements: no transaction to end)
-                        _rollback_quietly(con)  # none open, the normal case: ~0.7 ms to hear so
+                    # Every write here commits or rolls back its own transaction; only one that
+                    # raised can have left one open (asking after a clean write costs ~0.7 ms).
+                    # (Readers run single statements: no transaction to end.)
+                    if failed and not read_only:
+                        _rollback_quietly(con)
                     con.execute("USE memory")
                     con.execute(f"DETACH {_ALIAS}")
                 except Exception:
                     # Never keep the file locked because of a failed detach: drop the instance.
                     self._discard()
+                if before is not None:
+                    self._wrote(path, before, file_state(path))
+
+    def _wrote(self, path: Path, before: tuple, after: tuple) -> None:
+        """Note one write of this process: the file went from `before` to `after`."""
+        with self.chain_lock:
+            chain = self.chains.get(path)
+            if chain and chain[-1] == before:  # nobody else wrote since our last write
+                chain.append(after)
+                del chain[:-_CHAIN_KEPT]
+            else:
+                self.chains[path] = [before, after]
 
     def insert(self, path: Path, rows: list[list[Any]], timeout: float) -> int:
         # The database's errors are told apart outside the attach, which forgets the migrated
@@ -450,6 +476,33 @@ class _Host:
         return int(res[0]) if res else 0
 
 
+def file_state(path: Path) -> tuple:
+    """What changes whenever anything is written to the database: (mtime, size, inode) of its
+    file and of its WAL, None for one that is missing. Readers that come back every second
+    compare it to skip a read that would find nothing new."""
+    out: list = []
+    for p in (path, path.with_name(path.name + ".wal")):
+        try:
+            st = p.stat()
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def changed_only_by_us(path: str | os.PathLike[str], since: tuple) -> bool:
+    """Whether every change of the database since it was in state `since` (a `file_state`)
+    was a write of this process (the event writer's, the shipper's position).
+
+    Exact but for one race: another process that writes in the microseconds between our
+    DETACH and the `file_state` after it is taken for us. Who skips a read on this answer
+    must therefore still read now and then (the budget guard: every few seconds)."""
+    path = Path(path).expanduser()
+    with _host.chain_lock:
+        chain = _host.chains.get(path)
+        return chain is not None and since in chain and chain[-1] == file_state(path)
+
+
 def _file_key(path: Path) -> tuple[Path, int, int] | None:
     try:
         st = os.stat(path)
@@ -465,6 +518,7 @@ def _order(con: duckdb.DuckDBPyConnection, ids_sql: str, params: dict[str, Any])
     con.execute(f"INSERT INTO event_order (id) {ids_sql} ON CONFLICT DO NOTHING", params)
 
 
+_CHAIN_KEPT = 64  # states kept per file: a reader more than 64 writes behind reads anyway
 _host = _Host()
 
 

@@ -420,6 +420,53 @@ def test_budget_set_applies_within_3s_and_rm_lifts_it(clean_budgets):
     assert took < 3.0
 
 
+def test_the_guard_skips_reading_its_own_writes_and_reads_anybody_else_s(tmp_path):
+    """The reload thread reads the database only when somebody else changed it (or every
+    `own_writes_reread` s): the gateway's own commits, every second while it is busy, hold
+    events the book has counted already. Seen here through an event stored by this process
+    without the book being told of it, which only a real read can count."""
+    import subprocess
+    import sys
+
+    from llmsm.addons.budget_guard import BudgetGuard
+    from llmsm.addons.recorder import Recorder
+    from llmsm.addons.writer import EventWriter
+    from llmsm.analytics import store
+    from llmsm.analytics.events import ExchangeEvent
+
+    db = tmp_path / "guard.duckdb"
+    label = _label("own")
+
+    def stored(tokens: int) -> None:  # as the gateway's writer stores (the process's one DuckDB instance)
+        store.insert_events(db, [ExchangeEvent(api="messages", provider="anthropic", label=label,
+                                               input_tokens=tokens, output_tokens=0, usage_source="reported")])
+
+    def used() -> tuple[int, int]:
+        [v] = guard.book.snapshot()
+        return v.used_tokens, v.budget.max_tokens
+
+    stored(100)
+    other = subprocess.run([sys.executable, "-m", "llmsm.cli.main", "budget", "set", "--label", label,
+                            "--tokens", "1000", "--db", str(db)], capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
+    recorder = Recorder()
+    recorder.writer = EventWriter(db)  # (not started: only its database is asked for)
+    guard = BudgetGuard(recorder)
+    assert guard.reload() and used() == (100, 1000)
+    reads = guard.book.installs
+    stored(20)
+    assert guard.reload() and used() == (100, 1000) and guard.book.installs == reads  # ours: not read
+    guard.own_writes_reread = 0.0  # ... but now and then read all the same
+    assert guard.reload() and used() == (120, 1000) and guard.book.installs == reads + 1
+    guard.own_writes_reread = 5.0
+    stored(3)
+    # another process's write is read at once, and with it what we stored since
+    other = subprocess.run([sys.executable, "-m", "llmsm.cli.main", "budget", "set", "--label", label,
+                            "--tokens", "2000", "--db", str(db)], capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
+    assert guard.reload() and used() == (123, 2000) and guard.book.installs == reads + 2
+
+
 def test_a_running_stream_is_never_cut(clean_budgets):
     gw = clean_budgets
     sess = _label("stream")

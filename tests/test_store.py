@@ -438,6 +438,35 @@ def test_insert_events_is_idempotent_and_round_trips(db: Path) -> None:
         con.close()
 
 
+def test_changed_only_by_us_follows_this_process_s_writes_and_no_other(db: Path) -> None:
+    """What the budget guard skips a read on: every change since a state was our own write."""
+    store.insert_events(db, [ev(id="c1")])
+    first = store.file_state(db)
+    assert store.changed_only_by_us(db, first)  # nothing changed since
+    store.insert_events(db, [ev(id="c2")])
+    store.insert_events(db, [ev(id="c3")])
+    assert store.file_state(db) != first
+    assert store.changed_only_by_us(db, first)
+    ours = store.file_state(db)
+    # another process writes: no earlier state is explained by our writes any more
+    other = subprocess.run([sys.executable, "-c", f"import duckdb; c = duckdb.connect({str(db)!r}); "
+                            "c.execute(\"CREATE TABLE other_process (x INTEGER)\"); c.close()"],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    assert not store.changed_only_by_us(db, first) and not store.changed_only_by_us(db, ours)
+    after_other = store.file_state(db)
+    store.insert_events(db, [ev(id="c4")])
+    assert store.changed_only_by_us(db, after_other)  # a new chain starts from where it found the file
+    assert not store.changed_only_by_us(db, ours)
+    # a connection of this process outside the writer's instance is not the writer either
+    con = store.connect(db)
+    con.execute("DROP TABLE other_process")
+    con.close()
+    assert not store.changed_only_by_us(db, after_other)
+    never_written = db.with_name("none.duckdb")
+    assert not store.changed_only_by_us(never_written, store.file_state(never_written))
+
+
 def test_insert_rejects_out_of_range_values(db: Path) -> None:
     bad = ev(id="big")
     bad.input_tokens = 2**70  # assignment is not validated by pydantic

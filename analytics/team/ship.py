@@ -195,17 +195,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _file_state(db: Path) -> tuple:
-    out = []
-    for p in (db, db.with_name(db.name + ".wal")):
-        try:
-            st = p.stat()
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)
-
-
 @dataclass
 class ShipLoop:
     """Ships `db` to `sink` from its durable position, in a thread (`start`/`stop`), or in the
@@ -273,9 +262,11 @@ class ShipLoop:
 
     def run_once(self) -> bool:
         """Send one batch if there is one; True if the position moved."""
+        from llmsm.analytics import store
+
         if not self.db.exists():
             return False
-        state = _file_state(self.db)
+        state = store.file_state(self.db)
         if state == self._seen_state:
             return False
         if self._position is None:
