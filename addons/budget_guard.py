@@ -39,6 +39,7 @@ import logging
 import threading
 import time
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, http
@@ -67,8 +68,10 @@ class BudgetGuard:
         self._warned: set[str] = set()  # "id:state" already logged (event loop and reload thread)
         self._warned_lock = threading.Lock()
         self._last_error: str | None = None
-        self._loaded_state: tuple | None = None  # the file, day and file state the book is up to date with
-        self._loaded_at = 0.0  # time.monotonic() of the last read
+        # The book is up to date with this database on this day (budgets restart each day) ...
+        self._loaded_key: tuple[Path, date] | None = None
+        self._loaded_files: tuple = ()  # ... as its files were then (store.file_state)
+        self._loaded_at = 0.0  # time.monotonic() of that read
         self.own_writes_reread = 5.0
         self.team = BudgetBook()  # team budgets (start_team); loaded stays False without a team database
         self.team.loaded = True
@@ -179,13 +182,13 @@ class BudgetGuard:
         db_path = self.recorder.db_path  # None until the recorder is configured
         if db_path is None or not db_path.exists():
             return False
-        state = (db_path, date.today(), store.file_state(db_path))
-        if state == self._loaded_state:
-            return True  # nothing was stored or changed since: the book is up to date
-        last = self._loaded_state
-        if (last is not None and last[:2] == state[:2] and time.monotonic() - self._loaded_at < self.own_writes_reread
-                and store.changed_only_by_us(db_path, last[2])):
-            return True  # only our writer stored anything since: events the book counts already
+        key, files = (db_path, date.today()), store.file_state(db_path)
+        if key == self._loaded_key:
+            if files == self._loaded_files:
+                return True  # nothing was stored or changed since: the book is up to date
+            if (time.monotonic() - self._loaded_at < self.own_writes_reread
+                    and store.changed_only_by_us(db_path, self._loaded_files)):
+                return True  # only our writer stored anything since: events the book counts already
         try:
             with store.read_attached(db_path, timeout=self.read_timeout) as con:
                 rows, in_db, day = budgets.load_for_guard(con, self.book.pending_ids())
@@ -194,8 +197,7 @@ class BudgetGuard:
         except Exception as exc:  # StoreError (busy, ...), duckdb.Error (a view missing in an older database), ...
             self._note_error(exc)
             return False
-        self._loaded_state = state
-        self._loaded_at = time.monotonic()
+        self._loaded_key, self._loaded_files, self._loaded_at = key, files, time.monotonic()
         # a budget raised or back under its threshold may warn again later
         active = {f"{v.budget.id}:{v.state}" for v in self.book.snapshot() if v.state != "ok"}
         with self._warned_lock:

@@ -368,7 +368,6 @@ class _Host:
             # Attached read-write, the file is ours until DETACH: as it is now, another
             # process (or nobody) left it. See `changed_only_by_us`.
             before = None if read_only else file_state(path)
-            failed = False
             try:
                 con.execute(f"USE {_ALIAS}")
                 self.skipped = False
@@ -389,15 +388,14 @@ class _Host:
                         self.migrated = None  # perhaps not the file migrated before: checked next time
                     raise
             except BaseException:
-                failed = True
+                # Every write here commits or rolls back its own transaction; only one that raised
+                # can have left one open (asking after a clean write costs ~0.7 ms). (Readers run
+                # single statements: no transaction to end.)
+                if not read_only:
+                    _rollback_quietly(con)
                 raise
             finally:
                 try:
-                    # Every write here commits or rolls back its own transaction; only one that
-                    # raised can have left one open (asking after a clean write costs ~0.7 ms).
-                    # (Readers run single statements: no transaction to end.)
-                    if failed and not read_only:
-                        _rollback_quietly(con)
                     con.execute("USE memory")
                     con.execute(f"DETACH {_ALIAS}")
                 except Exception:
