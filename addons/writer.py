@@ -44,12 +44,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from llmsm.analytics import store
 from llmsm.analytics.events import ExchangeEvent
 
 __all__ = ["EventWriter"]
 
 _to_json = ExchangeEvent.__pydantic_serializer__.to_json  # model_dump_json() without a str round trip
+
+
+def journal_line(event: ExchangeEvent) -> bytes:
+    """The event as one line of the journal, which `ExchangeEvent.model_validate_json` reads back.
+
+    orjson over the model's fields takes a third of pydantic's serializer (~6 against ~18 µs
+    here), and this runs on the event loop for every exchange; what orjson refuses (an integer
+    beyond 64 bits in `usage_raw`) goes through pydantic."""
+    try:
+        return orjson.dumps(event.__dict__, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return _to_json(event) + b"\n"
 
 # A commit every second: a dashboard (refreshed every second) is at most that far behind, and a
 # burst of requests goes into the database as one batch (DuckDB's appender, one checkpoint)
@@ -161,7 +175,7 @@ class EventWriter:
         """
         try:
             try:
-                line: bytes | None = _to_json(event) + b"\n"
+                line: bytes | None = journal_line(event)
             except Exception as exc:  # an event pydantic cannot serialize: keep it in memory
                 line = None
                 self._warn_journal(f"cannot serialize event {getattr(event, 'id', '?')}: {exc}")

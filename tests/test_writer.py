@@ -230,3 +230,26 @@ def test_rejected_event_is_dropped_alone(db: Path, caplog: pytest.LogCaptureFixt
         assert any("e999" in r.getMessage() for r in records(caplog, logging.ERROR))
     finally:
         w.close()
+
+
+def test_journal_line_reads_back_as_the_same_event_also_where_orjson_refuses() -> None:
+    from datetime import datetime, timezone
+
+    from llmsm.addons.writer import journal_line
+
+    full = ExchangeEvent(
+        started_at=datetime(2026, 12, 4, 23, 0, 0, tzinfo=timezone.utc),  # no microseconds
+        ended_at=datetime(2026, 12, 4, 23, 0, 1, 733660, tzinfo=timezone.utc),
+        session_id="s", session_source="claude_code_header", client="claude-code", provider="anthropic",
+        api="messages", method="POST", path="/v1/messages", status_code=200, streamed=True,
+        input_tokens=12, output_tokens=3, cache_read_tokens=0, usage_source="reported",
+        usage_raw={"input_tokens": 12, "server_tool_use": {"web_search_requests": 1}, "tiers": [1.5, None, "x"]},
+        cost_usd=0.000123456789, ttft_ms=812.125, duration_ms=1733.66, ratelimit={"retry-after": "3"},
+        digest={"files": ["a.py"], "nested": {"n": 1}}, long_context=None, error_message="naïve ünïcode ✓",
+    )
+    huge = full.model_copy(update={"id": "huge", "usage_raw": {"input_tokens": 2**70}})
+    for event in (full, huge, ExchangeEvent()):
+        line = journal_line(event)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert ExchangeEvent.model_validate_json(line) == event
+    assert b"1180591620717411303424" in journal_line(huge)  # through pydantic, not lost
