@@ -41,13 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 import bench_gateway as G  # noqa: E402
+from bench_hooks import SHAPES  # noqa: E402  (part b's bodies, as bench_hooks.py names them)
 
-SHAPES = {
-    "267 B": {},
-    "100 KiB message": {"pad_kb": 100},
-    "~137 KB conversation": {"turns": 60, "turn_kb": 2},
-    "~1 MB conversation": {"turns": 300, "turn_kb": 3},
-}
 WARM_UP = 300
 
 
