@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,11 +43,6 @@ import bench_gateway as G  # noqa: E402
 from bench_hooks import SHAPES  # noqa: E402  (part b's bodies, as bench_hooks.py names them)
 
 WARM_UP = 300
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 async def _child(kind: str, shape: dict, n: int, db: Path) -> dict:
@@ -85,24 +79,22 @@ async def _child(kind: str, shape: dict, n: int, db: Path) -> dict:
         for i in range(WARM_UP):
             await exchange(i)
         await asyncio.sleep(1.5)  # the warm-up's rows committed
-        loop0, cpu0 = time.thread_time(), _cpu()
+        loop0, cpu0 = time.thread_time(), C.cpu_seconds(os.getpid())
         for i in range(n):
             await exchange(WARM_UP + i)
             if i % 50 == 49:
                 await asyncio.sleep(0)  # a turn of the loop for the callbacks it has, as between requests
         loop_s = time.thread_time() - loop0
         await asyncio.sleep(1.5)  # the writer's last commit belongs to these exchanges
-        cpu_s = _cpu() - cpu0
+        cpu_s = C.cpu_seconds(os.getpid()) - cpu0
         await manager.trigger_event(DoneHook())
     return {"us": cpu_s * 1e6 / n, "loop_us": loop_s * 1e6 / n, "sent": WARM_UP + n}
 
 
-def _measure(kind: str, shape: dict, n: int, cpu: int | None) -> dict:
+def _measure(kind: str, shape: dict, n: int, cpus: set[int] | None) -> dict:
     with tempfile.TemporaryDirectory(dir=C.OUT) as tmp:
         db = Path(tmp) / "chain.duckdb"
-        cmd = [C.PY, __file__, "--child", kind, json.dumps(shape), str(n), str(db)]
-        if cpu is not None:
-            cmd = ["taskset", "-c", str(cpu), *cmd]
+        cmd = [C.PY, __file__, "--child", kind, json.dumps(shape), str(n), str(db), json.dumps(sorted(cpus or ()))]
         out = subprocess.run(cmd, capture_output=True, text=True, env=C.bench_env(), timeout=600)
         if out.returncode != 0:
             raise SystemExit(f"{kind} {shape}: the child failed:\n{out.stderr[-2000:]}")
@@ -116,22 +108,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exchanges", type=int, default=3000, help="exchanges per measurement")
     p.add_argument("--rounds", type=int, default=3, help="rounds per body (baseline and llmsm alternating)")
-    p.add_argument("--child", nargs=4, metavar=("KIND", "SHAPE", "N", "DB"), help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=5, metavar=("KIND", "SHAPE", "N", "DB", "CPUS"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        kind, shape, n, db = args.child
+        kind, shape, n, db, cpus = args.child
+        C.pin(os.getpid(), set(json.loads(cpus)))  # before any thread starts: llmsm's threads inherit it
         print(json.dumps(asyncio.run(_child(kind, json.loads(shape), int(n), Path(db)))))
         return
     C.print_machine()
     C.OUT.mkdir(parents=True, exist_ok=True)
-    cpus = sorted(os.sched_getaffinity(0))
-    cpu = cpus[0] if len(cpus) > 1 else None
+    cpus, _ = G.cpu_split()  # part b's proxy CPU (none on a single CPU)
     rows, saved, small_own = [], {}, None
     for name, shape in SHAPES.items():
         runs: dict[str, list[dict]] = {"baseline": [], "llmsm": []}
         for rnd in range(args.rounds):
             for kind in ("baseline", "llmsm") if rnd % 2 == 0 else ("llmsm", "baseline"):
-                r = _measure(kind, shape, args.exchanges, cpu)
+                r = _measure(kind, shape, args.exchanges, cpus)
                 runs[kind].append(r)
                 print(f"  round {rnd + 1} {name:21s} {kind:8s} {r['us']:6.0f} µs per exchange"
                       + (f" (event loop {r['loop_us']:.0f}), rows {r['rows']}/{r['sent']}" if kind == "llmsm" else ""),
@@ -147,7 +139,7 @@ def main() -> None:
         saved[name] = {"baseline_us": base, "llmsm_us": llmsm, "own_us": own, "own_event_loop_us": loop,
                        "rows_lost": lost, "runs": runs}
     print(f"\nµs of CPU per exchange, median of {args.rounds} rounds of {args.exchanges}"
-          + (f", pinned to CPU {cpu}" if cpu is not None else "") + ":")
+          + (f", pinned to CPU {sorted(cpus)}" if cpus else "") + ":")
     print(C.table(["request body", "baseline", "llmsm", "llmsm's own work (event loop + threads)",
                    "own work / small request's", "rows lost"], rows))
     path = C.save_json("bench_chain.json", saved)
